@@ -1,0 +1,242 @@
+# Copyright (c) zfs.replication contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Run commands on the local host or on a remote host through the OpenSSH client.
+
+A host turns an argv into the argv to execute locally: unchanged for the local host,
+``ssh [options] destination -- 'quoted argv'`` for a remote one. The remote argv is
+quoted exactly once, for the remote user's shell, with :func:`shlex.join`.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from typing import Sequence
+
+# OpenSSH's "fast" choice: AES-GCM runs at line rate on CPUs with AES-NI.
+FAST_CIPHER = "aes128-gcm@openssh.com"
+CIPHER_RE = re.compile(r"^[A-Za-z0-9@._-]+(,[A-Za-z0-9@._-]+)*$")
+HOST_RE = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+IPV6_RE = re.compile(r"^[0-9A-Fa-f:.]+$")
+USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
+C_LOCALE = {"LC_ALL": "C", "LANGUAGE": "C"}
+
+
+class TransportError(Exception):
+    """A command could not be run or returned an error."""
+
+    def __init__(self, message: str, argv: Sequence[str] | None = None, rc: int | None = None, stderr: str = ""):
+        super().__init__(message)
+        self.argv = list(argv) if argv else []
+        self.rc = rc
+        self.stderr = stderr
+
+
+class ConnectionFailed(TransportError):
+    """ssh could not reach or authenticate to the host (transient or configuration)."""
+
+
+@dataclass(frozen=True)
+class SSHConnection:
+    """How to reach a remote host. Field names follow the module's ``ssh`` option."""
+
+    host: str
+    port: int = 22
+    user: str | None = None
+    private_key_file: str | None = None
+    known_hosts_file: str | None = None
+    host_key_checking: str = "strict"  # strict | accept_new
+    cipher: str = "standard"  # standard | fast | an OpenSSH cipher name
+    connect_timeout: int = 10
+
+    def validate(self) -> None:
+        """Raise ValueError naming the field for anything that must not reach a command line."""
+        if not self.host or not (HOST_RE.match(self.host) or (":" in self.host and IPV6_RE.match(self.host))):
+            raise ValueError(f"ssh.host {self.host!r} is not a valid host name or address: use a DNS name or an IP address")
+        if not 1 <= int(self.port) <= 65535:
+            raise ValueError(f"ssh.port {self.port!r} is out of range: use 1-65535")
+        if self.user is not None and not USER_RE.match(self.user):
+            raise ValueError(f"ssh.user {self.user!r} is not a valid user name")
+        if self.host_key_checking not in ("strict", "accept_new"):
+            raise ValueError(f"ssh.host_key_checking {self.host_key_checking!r}: use strict or accept_new")
+        if self.cipher not in ("standard", "fast") and not CIPHER_RE.match(self.cipher):
+            raise ValueError(f"ssh.cipher {self.cipher!r}: use standard, fast or an OpenSSH cipher name")
+        for field in ("private_key_file", "known_hosts_file"):
+            value = getattr(self, field)
+            if value is not None and (not value or "\n" in value):
+                raise ValueError(f"ssh.{field} {value!r} is not a usable path")
+        if int(self.connect_timeout) < 1:
+            raise ValueError("ssh.connect_timeout must be at least 1 second")
+
+    @property
+    def label(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.user + '@' if self.user else ''}{host}:{self.port}"
+
+
+def quote_remote(argv: Sequence[str]) -> str:
+    """Quote an argv once for the remote POSIX shell."""
+    return shlex.join([str(a) for a in argv])
+
+
+class Host:
+    """Somewhere commands run: the local host or a host reached by ssh."""
+
+    label = "local"
+    is_local = True
+
+    def command(self, argv: Sequence[str]) -> list[str]:
+        """The local argv that runs ``argv`` on this host."""
+        return list(argv)
+
+    def run(self, argv: Sequence[str], check: bool = True, input_text: str | None = None) -> subprocess.CompletedProcess:
+        cmd = self.command(argv)
+        try:
+            proc = subprocess.run(
+                cmd,
+                input=input_text,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=command_env(),
+                text=True,
+                check=False,
+            )
+        except OSError as exc:
+            raise TransportError(f"{self.label}: cannot run {argv[0]}: {exc}", argv) from exc
+        self.check_connection(proc.returncode, proc.stderr, argv)
+        if check and proc.returncode != 0:
+            raise TransportError(
+                f"{self.label}: {quote_remote(argv)} failed (exit {proc.returncode}): {proc.stderr.strip()}",
+                argv,
+                proc.returncode,
+                proc.stderr,
+            )
+        return proc
+
+    def check_connection(self, rc: int, stderr: str, argv: Sequence[str]) -> None:
+        """Raise ConnectionFailed when ``rc``/``stderr`` say the transport itself failed."""
+
+    def which(self, program: str) -> bool:
+        return shutil.which(program) is not None
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> Host:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class LocalHost(Host):
+    pass
+
+
+def command_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(C_LOCALE)
+    return env
+
+
+def explain_ssh_failure(conn: SSHConnection, stderr: str) -> str:
+    """Turn ssh's complaint into a message that names the field and the fix."""
+    text = stderr.strip()
+    if "Host key verification failed" in text or "No ED25519 host key is known" in text or "host key for" in text.lower():
+        if "REMOTE HOST IDENTIFICATION HAS CHANGED" in text:
+            return (
+                f"ssh: the host key of {conn.label} has CHANGED and does not match ssh.known_hosts_file "
+                f"({conn.known_hosts_file or 'ssh default'}); refusing to connect. Verify the host and update the file."
+            )
+        return (
+            f"ssh: the host key of {conn.label} is not in ssh.known_hosts_file "
+            f"({conn.known_hosts_file or 'ssh default'}): add the host's key to that file "
+            "(verify it out of band), or set ssh.host_key_checking=accept_new to trust it on first use"
+        )
+    if "Permission denied" in text:
+        return (
+            f"ssh: {conn.label} refused authentication: check ssh.user and ssh.private_key_file "
+            f"({conn.private_key_file or 'ssh default'}) and the remote authorized_keys. ssh said: {text}"
+        )
+    if "Connection refused" in text or "timed out" in text or "No route to host" in text or "Could not resolve" in text:
+        return f"ssh: cannot reach {conn.label}: check ssh.host and ssh.port. ssh said: {text}"
+    if "UNPROTECTED PRIVATE KEY FILE" in text or "bad permissions" in text:
+        return f"ssh: ssh.private_key_file {conn.private_key_file} has loose permissions: chmod 600 it. ssh said: {text}"
+    return f"ssh to {conn.label} failed: {text}"
+
+
+class SSHHost(Host):
+    """A host reached with the OpenSSH client. One master connection is shared by every command."""
+
+    is_local = False
+
+    def __init__(self, conn: SSHConnection, control_dir: str | None = None):
+        conn.validate()
+        self.conn = conn
+        self.label = conn.label
+        self._own_dir = control_dir is None
+        self.control_dir = control_dir or tempfile.mkdtemp(prefix="zr-ssh-")
+        os.chmod(self.control_dir, 0o700)
+        self._which: dict[str, bool] = {}
+
+    def ssh_options(self) -> list[str]:
+        c = self.conn
+        opts = [
+            "-o", "BatchMode=yes",
+            "-o", f"StrictHostKeyChecking={'accept-new' if c.host_key_checking == 'accept_new' else 'yes'}",
+            "-o", f"ConnectTimeout={int(c.connect_timeout)}",
+            "-o", "ServerAliveInterval=15",
+            "-o", "ServerAliveCountMax=4",
+            "-o", "ControlMaster=auto",
+            "-o", f"ControlPath={self.control_dir}/%C",
+            "-o", "ControlPersist=60",
+            "-p", str(int(c.port)),
+        ]
+        if c.known_hosts_file:
+            opts += ["-o", f"UserKnownHostsFile={c.known_hosts_file}"]
+        if c.private_key_file:
+            opts += ["-i", c.private_key_file, "-o", "IdentitiesOnly=yes"]
+        if c.user:
+            opts += ["-l", c.user]
+        if c.cipher == "fast":
+            opts += ["-c", FAST_CIPHER]
+        elif c.cipher != "standard":
+            opts += ["-c", c.cipher]
+        return opts
+
+    def command(self, argv: Sequence[str]) -> list[str]:
+        return ["ssh", *self.ssh_options(), self.conn.host, "--", quote_remote(argv)]
+
+    def shell_command(self, script: str) -> list[str]:
+        """The local argv that runs an already-quoted shell script on this host."""
+        return ["ssh", *self.ssh_options(), self.conn.host, "--", script]
+
+    def check_connection(self, rc: int, stderr: str, argv: Sequence[str]) -> None:
+        # ssh exits 255 when the connection itself failed; the remote command's own
+        # exit status is passed through otherwise.
+        if rc == 255:
+            raise ConnectionFailed(explain_ssh_failure(self.conn, stderr), argv, rc, stderr)
+
+    def which(self, program: str) -> bool:
+        if program not in self._which:
+            proc = subprocess.run(
+                self.shell_command(f"command -v {shlex.quote(program)}"),
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=command_env(), check=False,
+            )
+            self.check_connection(proc.returncode, proc.stderr, ["command", "-v", program])
+            self._which[program] = proc.returncode == 0
+        return self._which[program]
+
+    def close(self) -> None:
+        if os.path.exists(self.control_dir):
+            subprocess.run(
+                ["ssh", *self.ssh_options(), "-O", "exit", self.conn.host],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=command_env(), check=False,
+            )
+            if self._own_dir:
+                shutil.rmtree(self.control_dir, ignore_errors=True)

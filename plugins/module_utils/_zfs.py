@@ -1,0 +1,298 @@
+# Copyright (c) zfs.replication contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The ZFS command layer: name validation, capability probe, one-call recursive listings."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+from ._transport import Host, TransportError
+
+# Characters we accept in dataset and snapshot name components. ZFS itself also allows a
+# space; we refuse it (and everything else a shell or our parsers could trip on).
+_COMPONENT = r"[A-Za-z0-9_][A-Za-z0-9_.:-]*"
+DATASET_RE = re.compile(rf"^[A-Za-z][A-Za-z0-9_.:-]*(?:/{_COMPONENT})*$")
+SNAPNAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:+-]*$")
+MAX_NAME = 255
+
+
+class ZfsError(Exception):
+    """A ZFS operation failed or a listing could not be read."""
+
+
+class DatasetMissing(ZfsError):
+    def __init__(self, message: str, names: Sequence[str] = ()):
+        super().__init__(message)
+        self.names = list(names)
+
+
+def validate_dataset(name: str, field_name: str) -> str:
+    """Return ``name`` if it is a safe dataset name, else raise ValueError naming the field."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{field_name}: a dataset name is required, like pool/data")
+    if len(name) > MAX_NAME:
+        raise ValueError(f"{field_name} {name!r} is longer than {MAX_NAME} characters")
+    if not DATASET_RE.match(name) or any(part in (".", "..") for part in name.split("/")):
+        raise ValueError(
+            f"{field_name} {name!r} is not a valid dataset name: use pool/path components of letters, "
+            "digits and _ . : - (no spaces, no @, no shell characters, no leading or trailing /)"
+        )
+    return name
+
+
+def validate_snapname(name: str, field_name: str) -> str:
+    if not isinstance(name, str) or not SNAPNAME_RE.match(name) or len(name) > MAX_NAME:
+        raise ValueError(
+            f"{field_name} {name!r} is not a valid snapshot name: use letters, digits and _ . : + - only"
+        )
+    return name
+
+
+def is_within(child: str, parent: str) -> bool:
+    """True when dataset ``child`` is ``parent`` or below it."""
+    return child == parent or child.startswith(parent + "/")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a host's zfs command line can do. Probed once per host per run."""
+
+    version: str | None  # "2.3.2" for OpenZFS >= 0.8; None for older command lines (zfs-fuse)
+    list_parsable: bool  # zfs list -p
+    resumable: bool  # zfs recv -s / zfs send -t
+    bookmarks: bool
+    encryption: bool
+    raw_send: bool  # zfs send -w
+    recv_props: bool  # zfs recv -o / -x
+    send_dry_run: bool  # zfs send -n -v -P
+
+    @property
+    def family(self) -> str:
+        return f"OpenZFS {self.version}" if self.version else "legacy zfs (no 'zfs version'; e.g. zfs-fuse)"
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "family": self.family,
+            "version": self.version,
+            "list_parsable": self.list_parsable,
+            "resumable": self.resumable,
+            "bookmarks": self.bookmarks,
+            "encryption": self.encryption,
+            "raw_send": self.raw_send,
+            "recv_props": self.recv_props,
+            "send_dry_run": self.send_dry_run,
+        }
+
+
+LEGACY = Capabilities(None, False, False, False, False, False, False, False)
+_VERSION_RE = re.compile(r"zfs-(?:kmod-)?v?(\d+)\.(\d+)\.(\d+)")
+
+
+def parse_version_output(text: str) -> Capabilities:
+    """Capabilities from ``zfs version`` output (first line ``zfs-2.3.2-1``)."""
+    m = _VERSION_RE.search(text)
+    if not m:
+        return LEGACY
+    major, minor, patch = (int(x) for x in m.groups())
+    modern = (major, minor) >= (0, 8)
+    return Capabilities(
+        version=f"{major}.{minor}.{patch}",
+        list_parsable=True,
+        resumable=True,
+        bookmarks=True,
+        encryption=modern,
+        raw_send=modern,
+        recv_props=True,
+        send_dry_run=True,
+    )
+
+
+def probe(host: Host) -> Capabilities:
+    """One zfs call: ``zfs version`` answers on OpenZFS >= 0.8; older CLIs reject the verb."""
+    proc = host.run(["zfs", "version"], check=False)
+    if proc.returncode == 0:
+        return parse_version_output(proc.stdout)
+    if proc.returncode == 127 or "not found" in proc.stderr and "command" in proc.stderr:
+        raise ZfsError(f"{host.label}: the zfs command is not installed or not in PATH")
+    if "unrecognized command" in proc.stderr or "usage:" in proc.stderr:
+        return LEGACY
+    raise ZfsError(f"{host.label}: cannot probe zfs: {proc.stderr.strip() or 'exit ' + str(proc.returncode)}")
+
+
+@dataclass
+class Snapshot:
+    dataset: str
+    name: str  # the part after @
+    guid: str
+    createtxg: int
+    userrefs: int = 0
+
+    @property
+    def full(self) -> str:
+        return f"{self.dataset}@{self.name}"
+
+
+@dataclass
+class Dataset:
+    name: str
+    type: str  # filesystem | volume
+    guid: str = ""
+    createtxg: int = 0
+    props: dict[str, str] = field(default_factory=dict)
+    snapshots: list[Snapshot] = field(default_factory=list)
+
+    def by_guid(self) -> dict[str, Snapshot]:
+        return {s.guid: s for s in self.snapshots}
+
+    def by_name(self) -> dict[str, Snapshot]:
+        return {s.name: s for s in self.snapshots}
+
+
+@dataclass
+class Listing:
+    """Every dataset and snapshot below a root on one host, from one zfs call."""
+
+    root: str
+    datasets: dict[str, Dataset]  # parents before children
+
+    def get(self, name: str) -> Dataset | None:
+        return self.datasets.get(name)
+
+    def snapshot_count(self) -> int:
+        return sum(len(d.snapshots) for d in self.datasets.values())
+
+
+# Properties the planner needs. `type`, `guid` and `createtxg` for every object; the rest
+# describe datasets (zfs prints "-" where a property does not apply).
+LIST_PROPS = ("type", "guid", "createtxg", "userrefs", "readonly")
+MODERN_EXTRA = ("receive_resume_token",)
+
+
+def listing_argv(caps: Capabilities, roots: Sequence[str]) -> list[str]:
+    if caps.list_parsable:
+        props = ("name",) + LIST_PROPS + MODERN_EXTRA
+        return ["zfs", "list", "-H", "-p", "-r", "-t", "filesystem,volume,snapshot", "-o", ",".join(props), *roots]
+    # Old command lines print guid and createtxg abbreviated in `zfs list`; `zfs get -p` is exact.
+    return ["zfs", "get", "-H", "-p", "-r", "-o", "name,property,value", ",".join(LIST_PROPS), *roots]
+
+
+def _add(datasets: dict[str, Dataset], snaps: list[Snapshot], name: str, props: dict[str, str]) -> None:
+    kind = props.get("type", "")
+    if kind == "snapshot":
+        ds, _, short = name.partition("@")
+        snaps.append(
+            Snapshot(
+                dataset=ds,
+                name=short,
+                guid=props.get("guid", ""),
+                createtxg=_int(props.get("createtxg")),
+                userrefs=_int(props.get("userrefs")),
+            )
+        )
+    elif kind in ("filesystem", "volume"):
+        datasets[name] = Dataset(
+            name=name,
+            type=kind,
+            guid=props.get("guid", ""),
+            createtxg=_int(props.get("createtxg")),
+            props={k: v for k, v in props.items() if k not in ("type", "guid", "createtxg", "userrefs")},
+        )
+    # bookmarks and other types are not part of this listing
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
+
+
+def _assemble(root: str, datasets: dict[str, Dataset], snaps: list[Snapshot]) -> Listing:
+    for s in snaps:
+        ds = datasets.get(s.dataset)
+        if ds is not None:
+            ds.snapshots.append(s)
+    for ds in datasets.values():
+        ds.snapshots.sort(key=lambda s: s.createtxg)  # stable: listing order breaks ties
+    ordered = dict(sorted(datasets.items(), key=lambda kv: (kv[0].count("/"), kv[0])))
+    return Listing(root=root, datasets=ordered)
+
+
+def parse_get_output(root: str, text: str) -> Listing:
+    """Parse ``zfs get -H -p -r -o name,property,value`` output (one line per property)."""
+    datasets: dict[str, Dataset] = {}
+    snaps: list[Snapshot] = []
+    current: str | None = None
+    props: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line:
+            continue
+        parts = line.split("\t")
+        if len(parts) != 3:
+            raise ZfsError(f"unexpected zfs get output line: {line!r}")
+        name, prop, value = parts
+        if name != current:
+            if current is not None:
+                _add(datasets, snaps, current, props)
+            current, props = name, {}
+        props[prop] = value
+    if current is not None:
+        _add(datasets, snaps, current, props)
+    return _assemble(root, datasets, snaps)
+
+
+def parse_list_output(root: str, text: str, columns: Iterable[str]) -> Listing:
+    """Parse ``zfs list -H -p -o name,...`` output (one line per object)."""
+    cols = list(columns)
+    datasets: dict[str, Dataset] = {}
+    snaps: list[Snapshot] = []
+    for line in text.splitlines():
+        if not line:
+            continue
+        parts = line.split("\t")
+        if len(parts) != len(cols):
+            raise ZfsError(f"unexpected zfs list output line: {line!r}")
+        row = dict(zip(cols, parts))
+        _add(datasets, snaps, row.pop("name"), row)
+    return _assemble(root, datasets, snaps)
+
+
+def _missing(stderr: str) -> bool:
+    return "does not exist" in stderr or "dataset does not exist" in stderr
+
+
+def list_tree(host: Host, caps: Capabilities, roots: str | Sequence[str]) -> Listing:
+    """One recursive listing of every root (datasets and snapshots), in a single zfs call.
+
+    When a root is missing, DatasetMissing names it.
+    """
+    roots = [roots] if isinstance(roots, str) else list(roots)
+    argv = listing_argv(caps, roots)
+    proc = host.run(argv, check=False)
+    if proc.returncode != 0:
+        if _missing(proc.stderr):
+            missing = [r for r in roots if dataset_type(host, r) is None] or roots
+            raise DatasetMissing(f"{host.label}: dataset {', '.join(missing)} does not exist", missing)
+        raise ZfsError(f"{host.label}: listing {' '.join(roots)} failed: {proc.stderr.strip()}")
+    if caps.list_parsable:
+        return parse_list_output(roots[0], proc.stdout, ("name",) + LIST_PROPS + MODERN_EXTRA)
+    return parse_get_output(roots[0], proc.stdout)
+
+
+def dataset_type(host: Host, name: str) -> str | None:
+    """``filesystem``/``volume`` or None when the dataset does not exist (one zfs call)."""
+    proc = host.run(["zfs", "get", "-H", "-p", "-o", "value", "type", name], check=False)
+    if proc.returncode != 0:
+        if _missing(proc.stderr):
+            return None
+        raise ZfsError(f"{host.label}: cannot read {name}: {proc.stderr.strip()}")
+    return proc.stdout.strip()
+
+
+def run_zfs(host: Host, argv: list[str]) -> str:
+    try:
+        return host.run(argv).stdout
+    except TransportError as exc:
+        raise ZfsError(str(exc)) from exc
