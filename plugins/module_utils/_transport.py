@@ -181,7 +181,6 @@ class SSHHost(Host):
         self.label = conn.label
         self._own_dir = control_dir is None
         self.control_dir = control_dir or tempfile.mkdtemp(prefix="zr-ssh-")
-        os.chmod(self.control_dir, 0o700)
         self._which: dict[str, bool] = {}
 
     def ssh_options(self) -> list[str]:
