@@ -51,11 +51,6 @@ def local_zone() -> tzinfo:
         return timezone.utc
 
 
-def localize(wall: datetime, tz: tzinfo) -> datetime:
-    """Attach ``tz`` to the naive wall time ``wall``; an ambiguous time gets its first occurrence."""
-    return wall.replace(tzinfo=tz, fold=0)
-
-
 def exists(aware: datetime) -> bool:
     """False for a wall time skipped by a spring-forward transition (e.g. 02:30 in Europe/Berlin)."""
     back = aware.astimezone(timezone.utc).astimezone(aware.tzinfo)
