@@ -157,7 +157,7 @@ def create_pool(name: str, directory: str | os.PathLike[str], size: str = '512M'
 def destroy_pool(name: str, attempts: int = 20, delay: float = 0.5) -> None:
     """Destroy a pool, retrying while zfs-fuse says the dataset is busy. Quiet when the pool does not exist."""
     last = ''
-    for _ in range(attempts):
+    for _attempt in range(attempts):
         if name not in list_pools():
             return
         proc = _run([ZPOOL, 'destroy', '-f', name], check=False)
@@ -168,21 +168,41 @@ def destroy_pool(name: str, attempts: int = 20, delay: float = 0.5) -> None:
     raise SandboxError(f'could not destroy pool {name}: {last}')
 
 
-def cleanup_stale_pools(prefix: str = POOL_PREFIX) -> list[str]:
-    """Destroy pools named PREFIX* left by earlier runs whose owning process is gone.
+def _owner_alive(owner: str) -> bool:
+    """Is the sandbox that owns a pool still in use? OWNER is its "<pid> <workdir>" property value.
 
-    Pools of a live owner (another test run on the same machine) are left alone.
+    In use: the creating process runs (a pytest session), or the sandbox's state file still names a running
+    sshd (`sandbox.py up` exits at once but leaves its sandbox up until `down`).
+    """
+    pid_text, _sep, workdir = owner.partition(' ')
+    if pid_text.isdigit() and _pid_alive(int(pid_text)):
+        return True
+    state = Path(workdir, 'state.json')
+    if not workdir or not state.exists():
+        return False
+    try:
+        sshd_pid = int(json.loads(state.read_text())['ssh']['pid'])
+    except (OSError, ValueError, KeyError, TypeError):
+        return True  # a state file we cannot read: not ours to judge
+    return _pid_alive(sshd_pid)
+
+
+def cleanup_stale_pools(prefix: str = POOL_PREFIX) -> list[str]:
+    """Destroy pools named PREFIX* left by sandboxes that are gone (killed runs).
+
+    Only pools that carry our owner property are considered; a live owner (another test session, a sandbox
+    brought up with `sandbox.py up`) keeps its pools.
     """
     destroyed = []
     for name in list_pools():
         if not name.startswith(prefix):
             continue
         owner = _run([ZFS, 'get', '-H', '-o', 'value', OWNER_PROPERTY, name], check=False).stdout.strip()
-        pid_text, _, workdir = owner.partition(' ')
-        if pid_text.isdigit() and _pid_alive(int(pid_text)):
+        if not owner or owner == '-' or _owner_alive(owner):
             continue
         destroy_pool(name)
         destroyed.append(name)
+        workdir = owner.partition(' ')[2]
         if workdir:
             Path(workdir, f'{name}.img').unlink(missing_ok=True)
     return destroyed
@@ -194,7 +214,7 @@ def cleanup_stale_pools(prefix: str = POOL_PREFIX) -> list[str]:
 
 def free_port(host: str = '127.0.0.1') -> int:
     """A TCP port on HOST that nothing listens on right now."""
-    for _ in range(50):
+    for _attempt in range(50):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.bind((host, 0))
             port = s.getsockname()[1]
@@ -295,7 +315,7 @@ class Sshd:
     def start(self, timeout: float = 15) -> None:
         Path('/run/sshd').mkdir(mode=0o755, exist_ok=True)  # privilege separation directory
         last_error = ''
-        for _ in range(5):  # the port may be taken between our check and sshd's bind: try another
+        for _attempt in range(5):  # the port may be taken between our check and sshd's bind: try another
             self.port = free_port(self.host)
             self._write_files()
             _run([SSHD, '-t', '-f', str(self.config)])
