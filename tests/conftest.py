@@ -151,7 +151,7 @@ def _parse_json_stdout(stdout: str) -> dict[str, Any] | None:
             return None
         if pos == 0 or stdout[pos - 1] == '\n':
             try:
-                doc, _ = decoder.raw_decode(stdout, pos)
+                doc, _end = decoder.raw_decode(stdout, pos)
             except json.JSONDecodeError:
                 pass
             else:

@@ -8,6 +8,7 @@ import subprocess
 import time
 
 import pytest
+
 from helpers import snapshots_with_guids, tree_checksums, zfs
 
 pytestmark = pytest.mark.integration
@@ -72,7 +73,7 @@ def test_remote_commands_are_fast_over_a_shared_connection(sandbox):
     subprocess.run(argv, check=True, timeout=30, stdin=subprocess.DEVNULL)  # opens the master
     runs = 10
     start = time.perf_counter()
-    for _ in range(runs):
+    for _run in range(runs):
         subprocess.run(argv, check=True, timeout=30, stdin=subprocess.DEVNULL)
     per_call = (time.perf_counter() - start) / runs
     # ~6 ms measured; ~100 ms when root's ~/.bashrc (pyenv init) runs for every remote command.
@@ -83,7 +84,7 @@ def test_remote_commands_are_fast_over_a_shared_connection(sandbox):
 
 
 def test_ansible_playbook_reaches_the_sandbox_sshd(ansible_playbook, sandbox_inventory, sandbox):
-    playbook = f"""
+    playbook = """
 - name: Reach the sandbox over ssh
   hosts: zrremote
   gather_facts: false
