@@ -10,12 +10,13 @@ and carries its stderr.
 """
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ._transport import Host, command_env, quote_remote
 
@@ -28,6 +29,52 @@ class Stage:
     argv: list[str]
     name: str  # what a person calls it: "zfs send", "ssh", "zfs recv"
     local_argv: list[str] = field(default_factory=list)
+    parts: list[Stage] = field(default_factory=list)  # a remote shell pipeline of these stages
+
+
+STATUS_MARK = "zr-status"
+_STATUS_RE = re.compile(rf"^{STATUS_MARK} (\d+) (\d+)$")
+
+
+def shell_pipeline(stages: Sequence[Stage]) -> str:
+    """A POSIX sh script that runs ``stages`` as a pipeline and reports each stage's status.
+
+    POSIX sh has no pipefail, so each stage echoes its exit status to stderr, tagged
+    (``zr-status INDEX RC``); the caller reads the tags back and checks every stage.
+    """
+    groups = [f"{{ {quote_remote(s.argv)}; echo \"{STATUS_MARK} {i} $?\" >&2; }}" for i, s in enumerate(stages)]
+    return " | ".join(groups)
+
+
+def remote_stage(host: Host, parts: Sequence[Stage]) -> Stage:
+    """One local process (ssh) that runs ``parts`` as a pipeline on ``host``."""
+    script = shell_pipeline(parts)
+    names = " | ".join(p.name for p in parts)
+    return Stage(host, ["sh", "-c", script], f"{names} on {host.label}", host.shell_command(script), list(parts))
+
+
+def split_remote_result(stage: Stage, rc: int, stderr: str) -> list[StageResult]:
+    """Per-part results of a remote pipeline from its tagged stderr."""
+    statuses: dict[int, int] = {}
+    text_lines = []
+    for line in stderr.splitlines():
+        m = _STATUS_RE.match(line.strip())
+        if m:
+            statuses[int(m.group(1))] = int(m.group(2))
+        else:
+            text_lines.append(line)
+    text = "\n".join(text_lines)
+    out = []
+    for i, part in enumerate(stage.parts):
+        if i in statuses:
+            prc = statuses[i]
+        else:
+            # No tag: the remote shell never finished this stage (connection lost, killed).
+            prc = rc if rc != 0 else 255
+        out.append(StageResult(part.name, stage.host.label, list(part.argv), prc, text if prc != 0 else ""))
+    if rc == 255 and not statuses:
+        out = [StageResult(f"ssh {stage.host.label}", stage.host.label, list(stage.local_argv), rc, text)]
+    return out
 
 
 @dataclass
@@ -90,21 +137,15 @@ def _parse_pv_bytes(text: str) -> int | None:
     return None
 
 
-def run_pipeline(stages: Sequence[Stage], counter_index: int | None = None) -> PipelineResult:
-    """Start every stage connected by pipes, wait for all, raise PipelineError on any failure.
-
-    ``counter_index`` is the index of a ``pv -n -b`` stage whose stderr holds the byte count.
-    """
-    procs: list[subprocess.Popen] = []
-    errfiles = []
-    start = time.monotonic()
+def _start(stages: Sequence[Stage], procs: list[subprocess.Popen], errfiles: list) -> None:
+    """Start ``stages`` connected by pipes; append to ``procs``/``errfiles`` as they start."""
     prev_out = None
-    try:
-        for i, stage in enumerate(stages):
-            errf = tempfile.TemporaryFile()
-            errfiles.append(errf)
-            last = i == len(stages) - 1
-            cmd = stage.local_argv or stage.host.command(stage.argv)
+    for i, stage in enumerate(stages):
+        errf = tempfile.TemporaryFile()
+        errfiles.append(errf)
+        last = i == len(stages) - 1
+        cmd = stage.local_argv or stage.host.command(stage.argv)
+        try:
             proc = subprocess.Popen(
                 cmd,
                 stdin=prev_out if prev_out is not None else subprocess.DEVNULL,
@@ -113,24 +154,33 @@ def run_pipeline(stages: Sequence[Stage], counter_index: int | None = None) -> P
                 env=command_env(),
                 close_fds=True,
             )
+        except OSError as exc:
+            raise PipelineError(f"cannot start {stage.name}: {exc}", []) from exc
+        finally:
             if prev_out is not None:
                 prev_out.close()  # only the next stage holds the read end now
-            prev_out = proc.stdout
-            procs.append(proc)
-    except OSError as exc:
-        for p in procs:
-            p.kill()
-            p.wait()
-        raise PipelineError(f"cannot start {stages[len(procs)].name}: {exc}", []) from exc
-    rcs = [p.wait() for p in procs]
-    duration = time.monotonic() - start
-    results = []
-    for stage, rc, errf in zip(stages, rcs, errfiles):
+        prev_out = proc.stdout
+        procs.append(proc)
+
+
+def _collect(stages: Sequence[Stage], rcs: list[int], errfiles: list, counter_index: int | None) -> tuple[list[StageResult], int | None]:
+    results: list[StageResult] = []
+    counter_text = ""
+    for i, (stage, rc, errf) in enumerate(zip(stages, rcs, errfiles)):
         errf.seek(0)
         text = errf.read().decode("utf-8", "replace")
         errf.close()
-        results.append(StageResult(stage.name, stage.host.label, list(stage.argv), rc, text))
-    nbytes = _parse_pv_bytes(results[counter_index].stderr) if counter_index is not None else None
+        if i == counter_index:
+            counter_text = text
+        if stage.parts:
+            results += split_remote_result(stage, rc, text)
+        else:
+            results.append(StageResult(stage.name, stage.host.label, list(stage.argv), rc, text))
+    nbytes = _parse_pv_bytes(counter_text) if counter_index is not None else None
+    return results, nbytes
+
+
+def _raise_on_failure(results: list[StageResult]) -> None:
     bad = culprit(results)
     if bad is not None:
         others = [s for s in results if s.rc != 0 and s is not bad]
@@ -138,5 +188,59 @@ def run_pipeline(stages: Sequence[Stage], counter_index: int | None = None) -> P
         if others:
             msg += "; then " + "; ".join(f"{s.name} exit {s.rc}" for s in others)
         raise PipelineError(msg, results)
+
+
+def _kill(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+
+
+def run_pipeline(stages: Sequence[Stage], counter_index: int | None = None) -> PipelineResult:
+    """Start every stage connected by pipes, wait for all, raise PipelineError on any failure.
+
+    ``counter_index`` is the index of the stage whose stderr holds ``pv -n -b``'s byte count.
+    """
+    procs: list[subprocess.Popen] = []
+    errfiles: list = []
+    start = time.monotonic()
+    try:
+        _start(stages, procs, errfiles)
+    except PipelineError:
+        _kill(procs)
+        raise
+    rcs = [p.wait() for p in procs]
+    duration = time.monotonic() - start
+    results, nbytes = _collect(stages, rcs, errfiles, counter_index)
+    _raise_on_failure(results)
     return PipelineResult(results, duration, nbytes)
 
+
+def run_chains(
+    listener: Sequence[Stage], sender: Sequence[Stage], ready: Callable[[], None], counter_index: int | None = None
+) -> PipelineResult:
+    """Two pipelines joined by a network connection: start ``listener``, wait for ``ready``, start ``sender``.
+
+    ``counter_index`` indexes ``sender``. Results are reported in data order (sender, then listener).
+    """
+    lprocs: list[subprocess.Popen] = []
+    sprocs: list[subprocess.Popen] = []
+    lerr: list = []
+    serr: list = []
+    start = time.monotonic()
+    try:
+        _start(listener, lprocs, lerr)
+        ready()
+        _start(sender, sprocs, serr)
+    except PipelineError:
+        _kill(sprocs + lprocs)
+        raise
+    src = [p.wait() for p in sprocs]
+    lrc = [p.wait() for p in lprocs]
+    duration = time.monotonic() - start
+    sres, nbytes = _collect(sender, src, serr, counter_index)
+    lres, _ = _collect(listener, lrc, lerr, None)
+    results = sres + lres
+    _raise_on_failure(results)
+    return PipelineResult(results, duration, nbytes)

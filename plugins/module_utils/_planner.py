@@ -12,26 +12,65 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Protocol, Sequence
+from datetime import datetime
+from typing import Callable, Protocol, Sequence
 
 from ._zfs import Dataset, Listing, Snapshot, is_within
 
 
-class _Matcher(Protocol):
-    def matches(self, name: str) -> bool: ...
+class _Schema(Protocol):
+    def parse(self, name: str) -> datetime | None: ...
+
+
+class _Schedule(Protocol):
+    def matches(self, when: datetime) -> bool: ...
 
 
 @dataclass
 class Selection:
-    """Which source snapshots a task replicates: any naming schema, or a name regex."""
+    """Which source snapshots a task replicates.
 
-    naming_schemas: Sequence[_Matcher] = ()
+    A snapshot is selected when its name parses under one of ``naming_schemas`` (and, with
+    ``schedule``, its parsed time is a slot of that schedule: only_matching_schedule), or fully
+    matches ``name_regex``. ``names`` (a run-once list) narrows that further to those names.
+    """
+
+    naming_schemas: Sequence[_Schema] = ()
     name_regex: re.Pattern | None = None
+    schedule: _Schedule | None = None
+    names: frozenset[str] | None = None
 
     def matches(self, name: str) -> bool:
+        if self.names is not None and name not in self.names:
+            return False
         if self.name_regex is not None and self.name_regex.fullmatch(name):
             return True
-        return any(s.matches(name) for s in self.naming_schemas)
+        for schema in self.naming_schemas:
+            when = schema.parse(name)
+            if when is not None and (self.schedule is None or self.schedule.matches(when)):
+                return True
+        return False
+
+    def time_of(self, name: str) -> datetime | None:
+        """The time in the name by the first schema that parses it (for lifetimes)."""
+        for schema in self.naming_schemas:
+            when = schema.parse(name)
+            if when is not None:
+                return when
+        return None
+
+
+@dataclass
+class TargetRetention:
+    """Which target snapshots a run may destroy (retention_policy source/custom/none).
+
+    ``lifetime`` is a callable giving the expiry of a snapshot from its name time (custom);
+    ``now`` is the run's time, aware.
+    """
+
+    policy: str = "none"  # none | source | custom
+    expires: Callable[[str, datetime], datetime | None] | None = None
+    now: datetime | None = None
 
 
 @dataclass
@@ -44,6 +83,10 @@ class PlanTask:
     recursive: bool = False
     exclude: list[str] = field(default_factory=list)
     readonly: str = "set"  # set | require | ignore
+    allow_from_scratch: bool = False
+    allow_rollback: bool = False
+    replicate: bool = False  # full filesystem: one send -R stream for the whole tree
+    retention: TargetRetention = field(default_factory=TargetRetention)
 
 
 @dataclass
@@ -56,11 +99,17 @@ class Send:
     snapshot: str  # short name of the newest snapshot in this stream
     base: str | None = None  # short name of the incremental base
     snapshots: list[str] = field(default_factory=list)  # every snapshot this stream creates on the target
+    force: bool = False  # zfs recv -F (only with allow_from_scratch / allow_rollback)
+    replicate: bool = False  # zfs send -R
 
     def describe(self) -> str:
+        flags = (" -R" if self.replicate else "") + (" (recv -F)" if self.force else "")
         if self.mode == "full":
-            return f"full {self.source}@{self.snapshot} -> {self.target}"
-        return f"incremental -{self.mode} {self.source}@{self.base} -> @{self.snapshot} ({len(self.snapshots)} snapshots) -> {self.target}"
+            return f"full{flags} {self.source}@{self.snapshot} -> {self.target}"
+        return (
+            f"incremental -{self.mode}{flags} {self.source}@{self.base} -> @{self.snapshot} "
+            f"({len(self.snapshots)} snapshots) -> {self.target}"
+        )
 
 
 @dataclass
@@ -71,6 +120,8 @@ class DatasetPlan:
     base: str | None = None
     sends: list[Send] = field(default_factory=list)
     message: str = ""
+    destroy_before: list[str] = field(default_factory=list)  # target snapshots destroyed before sending (consented)
+    destroy_after: list[tuple[str, str]] = field(default_factory=list)  # retention: (snapshot, reason)
 
     @property
     def pending(self) -> list[str]:
@@ -93,7 +144,12 @@ class Plan:
 
     @property
     def has_work(self) -> bool:
-        return bool(self.sends) or self.create_target_root or bool(self.set_readonly)
+        return (
+            bool(self.sends)
+            or self.create_target_root
+            or bool(self.set_readonly)
+            or any(d.destroy_before or d.destroy_after for d in self.datasets)
+        )
 
     def as_list(self) -> list[dict]:
         out = []
@@ -121,7 +177,7 @@ def source_datasets(task: PlanTask, source_root: str, listing: Listing) -> list[
     root = listing.get(source_root)
     if root is None:
         raise PlanError(f"source_datasets: {source_root} does not exist on the source host")
-    if not task.recursive:
+    if not task.recursive or task.replicate:
         return [root]
     return [
         ds
@@ -134,7 +190,9 @@ def _selected(ds: Dataset, selection: Selection) -> list[Snapshot]:
     return [s for s in ds.snapshots if selection.matches(s.name)]
 
 
-def _chain(source: str, target: str, snaps: list[Snapshot], selected: list[Snapshot], base: Snapshot | None) -> list[Send]:
+def _chain(
+    source: str, target: str, snaps: list[Snapshot], selected: list[Snapshot], base: Snapshot | None, replicate: bool = False
+) -> list[Send]:
     """Streams that bring the target from ``base`` (or nothing) to the newest selected snapshot.
 
     One -I stream covers every snapshot between base and newest; that is right only when all
@@ -148,7 +206,7 @@ def _chain(source: str, target: str, snaps: list[Snapshot], selected: list[Snaps
     prev = base
     if prev is None:
         first = todo.pop(0)
-        sends.append(Send(source, target, "full", first.name, None, [first.name]))
+        sends.append(Send(source, target, "full", first.name, None, [first.name], replicate=replicate))
         prev = first
         after = [s for s in after if s.createtxg > first.createtxg]
         if not todo:
@@ -156,8 +214,10 @@ def _chain(source: str, target: str, snaps: list[Snapshot], selected: list[Snaps
     selected_names = {s.name for s in todo}
     newest = todo[-1]
     span = [s for s in after if s.createtxg <= newest.createtxg]
-    if all(s.name in selected_names for s in span):
-        sends.append(Send(source, target, "I", newest.name, prev.name, [s.name for s in todo]))
+    if replicate or all(s.name in selected_names for s in span):
+        # -R -I sends every snapshot in the span; the plan says so.
+        names = [s.name for s in span] if replicate else [s.name for s in todo]
+        sends.append(Send(source, target, "I", newest.name, prev.name, names, replicate=replicate))
         return sends
     for s in todo:
         sends.append(Send(source, target, "i", s.name, prev.name, [s.name]))
@@ -165,53 +225,100 @@ def _chain(source: str, target: str, snaps: list[Snapshot], selected: list[Snaps
     return sends
 
 
-def plan_dataset(src: Dataset, target_name: str, tgt: Dataset | None, selection: Selection) -> DatasetPlan:
+def plan_dataset(src: Dataset, target_name: str, tgt: Dataset | None, task: PlanTask) -> DatasetPlan:
+    selection = task.selection
     selected = _selected(src, selection)
+    if not selected and (tgt is None or not tgt.snapshots):
+        return DatasetPlan(src.name, target_name, "no_snapshots", message=f"{src.name}: no snapshot matches the task's selection")
     if tgt is None:
-        if not selected:
-            return DatasetPlan(src.name, target_name, "no_snapshots", message=f"{src.name}: no snapshot matches the task's naming schema")
-        return DatasetPlan(src.name, target_name, "full", None, _chain(src.name, target_name, src.snapshots, selected, None))
+        return DatasetPlan(src.name, target_name, "full", None, _chain(src.name, target_name, src.snapshots, selected, None, task.replicate))
     if tgt.type != src.type:
         return DatasetPlan(
             src.name, target_name, "refused",
             message=f"target {target_name} is a {tgt.type} but source {src.name} is a {src.type}: choose another target_dataset",
         )
-    if not tgt.snapshots:
-        return DatasetPlan(
-            src.name, target_name, "refused",
-            message=(
-                f"target {target_name} exists and has no snapshots, so it shares no history with {src.name}: "
-                "replicating would overwrite it. Point target_dataset at a new dataset, or destroy the target yourself "
-                "(allow_from_scratch is required to let the task replace it)"
-            ),
-        )
     on_target = tgt.by_guid()
     base = next((s for s in reversed(src.snapshots) if s.guid in on_target), None)
     if base is None:
+        if task.allow_from_scratch:
+            sends = _chain(src.name, target_name, src.snapshots, selected, None, task.replicate)
+            if sends:
+                sends[0].force = True
+            return DatasetPlan(
+                src.name, target_name, "full", None, sends,
+                message=f"allow_from_scratch: target {target_name} shares no snapshot with the source and is replaced",
+                destroy_before=[t.name for t in tgt.snapshots],
+            )
+        if not tgt.snapshots:
+            why = f"target {target_name} exists and has no snapshots, so it shares no history with {src.name}"
+        else:
+            why = (
+                f"target {target_name} has {len(tgt.snapshots)} snapshot(s) but none with the same guid as a snapshot of "
+                f"{src.name}: it is unrelated"
+            )
         return DatasetPlan(
             src.name, target_name, "refused",
             message=(
-                f"target {target_name} has {len(tgt.snapshots)} snapshot(s) but none with the same guid as a snapshot of "
-                f"{src.name}: it is unrelated. Nothing was changed. Point target_dataset elsewhere, or allow the task to "
-                "replicate from scratch (allow_from_scratch), which destroys the target's snapshots"
+                f"{why}. Nothing was changed. Point target_dataset at a new dataset, or set allow_from_scratch: true "
+                "to destroy the target's snapshots and data and replicate from scratch"
             ),
         )
     tbase = on_target[base.guid]
     newer = [t for t in tgt.snapshots if t.createtxg > tbase.createtxg]
+    destroy_before: list[str] = []
     if newer:
         names = ", ".join(t.name for t in newer[:5]) + (" ..." if len(newer) > 5 else "")
-        return DatasetPlan(
-            src.name, target_name, "refused", base.name,
-            message=(
-                f"target {target_name} has diverged: it has snapshot(s) newer than the common snapshot {base.name} "
-                f"that the source does not have ({names}). Nothing was changed. Destroy or rename them on the target "
-                "if they are not needed, then run again"
-            ),
-        )
-    sends = _chain(src.name, target_name, src.snapshots, selected, base)
+        if not task.allow_rollback:
+            return DatasetPlan(
+                src.name, target_name, "refused", base.name,
+                message=(
+                    f"target {target_name} has diverged: it has snapshot(s) newer than the common snapshot {base.name} "
+                    f"that the source does not have ({names}). Nothing was changed. Destroy them on the target if they "
+                    "are not needed, or set allow_rollback: true to roll the target back to the common snapshot"
+                ),
+            )
+        destroy_before = [t.name for t in newer]
+    sends = _chain(src.name, target_name, src.snapshots, selected, base, task.replicate)
+    if task.allow_rollback and sends:
+        sends[0].force = True  # roll back changes made on the target since the base
+    if not sends and destroy_before:
+        # Nothing to send but the target must be rolled back to the base: roll back only.
+        return DatasetPlan(src.name, target_name, "rollback", base.name, [], destroy_before=destroy_before,
+                           message=f"allow_rollback: target {target_name} is rolled back to {base.name}")
     if not sends:
         return DatasetPlan(src.name, target_name, "in_sync", base.name)
-    return DatasetPlan(src.name, target_name, "incremental", base.name, sends)
+    return DatasetPlan(src.name, target_name, "incremental", base.name, sends, destroy_before=destroy_before)
+
+
+def plan_target_retention(dplan: DatasetPlan, src: Dataset, tgt: Dataset | None, task: PlanTask) -> list[tuple[str, str]]:
+    """Target snapshots this run destroys after sending (retention_policy), with reasons.
+
+    Only snapshots the task selects are candidates. Never destroyed: the newest snapshot the
+    two sides will have in common after this run, held snapshots, and (for ``source``) any
+    snapshot whose guid is still on the source.
+    """
+    ret = task.retention
+    if ret.policy == "none" or tgt is None or dplan.action not in ("incremental", "in_sync", "full"):
+        return []
+    newest_common = dplan.pending[-1] if dplan.pending else dplan.base
+    src_guids = {s.guid for s in src.snapshots}
+    out: list[tuple[str, str]] = []
+    for t in tgt.snapshots:
+        if t.name == newest_common or t.userrefs > 0 or not _schema_match(task, t.name):
+            continue
+        if ret.policy == "source":
+            if t.guid not in src_guids:
+                out.append((t.name, "no longer on the source (retention_policy=source)"))
+        elif ret.policy == "custom" and ret.expires is not None and ret.now is not None:
+            expires = ret.expires(t.name, ret.now)
+            if expires is not None and expires < ret.now:
+                out.append((t.name, f"expired {expires.isoformat(timespec='minutes')} (retention_policy=custom)"))
+    return out
+
+
+def _schema_match(task: PlanTask, name: str) -> bool:
+    """Retention looks at every snapshot the task's schemas name, even off-schedule or outside a run-once list."""
+    return task.selection.time_of(name) is not None or bool(task.selection.name_regex and task.selection.name_regex.fullmatch(name))
 
 
 def plan(task: PlanTask, source: Listing, target: Listing | None) -> Plan:
@@ -237,14 +344,15 @@ def plan(task: PlanTask, source: Listing, target: Listing | None) -> Plan:
                 datasets.append(DatasetPlan(src.name, tname, "refused", message=f"{src.name}: skipped because a parent was refused"))
                 continue
             tgt = target.get(tname) if target is not None else None
-            dplan = plan_dataset(src, tname, tgt, task.selection)
+            dplan = plan_dataset(src, tname, tgt, task)
             if dplan.action in ("refused", "no_snapshots") and tgt is None:
                 refused.append(src.name)
+            dplan.destroy_after = plan_target_retention(dplan, src, tgt, task)
             datasets.append(dplan)
         # readonly is set on each root on the target; descendants inherit it.
         root_plan = next(d for d in datasets if d.source == root)
         wants_readonly = task.readonly in ("set", "require")
-        if wants_readonly and root_plan.action in ("full", "incremental", "in_sync"):
+        if wants_readonly and root_plan.action in ("full", "incremental", "in_sync", "rollback"):
             if troot_ds is None or troot_ds.props.get("readonly") != "on":
                 readonly.append(troot)
     return Plan(datasets=datasets, create_target_root=create_root, set_readonly=readonly)

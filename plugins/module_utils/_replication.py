@@ -1,182 +1,28 @@
 # Copyright (c) zfs.replication contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""A replication task, validated, and one run of it: probe, list, plan, execute, verify.
+"""One run of a replication task: probe, list, plan, execute, verify.
 
-The module and the timer entry point both call :func:`run_replication`.
+The module and the timer entry point both call :func:`run_replication`. The host that runs it
+is the source for ``push`` and the target for ``pull``; the other side is reached with ssh.
 """
 from __future__ import annotations
 
-import re
-import shutil
+import random
+import shlex
+import subprocess
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Callable
 
-from ._executor import PipelineError, Stage, run_pipeline
-from ._naming import NamingSchema, NamingSchemaError
-from ._planner import DatasetPlan, Plan, PlanError, PlanTask, Selection, Send, plan
-from ._transport import ConnectionFailed, Host, LocalHost, SSHConnection, SSHHost, TransportError
-from ._zfs import (
-    Capabilities,
-    DatasetMissing,
-    Listing,
-    ZfsError,
-    dataset_type,
-    is_within,
-    list_tree,
-    probe,
-    validate_dataset,
-)
+from ._executor import PipelineError, PipelineResult, Stage, remote_stage, run_chains, run_pipeline
+from ._planner import DatasetPlan, Plan, PlanError, Send, plan
+from ._replication_task import COMPRESSORS, ReplicationTask, TaskError, suggest_name
+from ._transport import ConnectionFailed, Host, LocalHost, SSHHost, TransportError, command_env
+from ._zfs import Capabilities, DatasetMissing, Listing, ZfsError, dataset_type, is_within, list_tree, probe
 
-TASK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-
-
-class TaskError(Exception):
-    """The task is invalid or cannot run; the message names the field and the fix."""
-
-
-@dataclass
-class ReplicationTask:
-    name: str
-    source_datasets: list[str]
-    target_dataset: str
-    naming_schema: list[str]
-    direction: str = "push"
-    transport: str = "ssh"
-    ssh: SSHConnection | None = None
-    recursive: bool = False
-    exclude: list[str] = field(default_factory=list)
-    name_regex: str | None = None
-    properties: bool = True
-    readonly: str = "set"
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> ReplicationTask:
-        """Build and validate a task from module parameters / a timer's config file."""
-        p = dict(params)
-        ssh = p.get("ssh") or None
-        conn = None
-        if p.get("transport", "ssh") == "ssh":
-            if not ssh or not ssh.get("host"):
-                raise TaskError("ssh.host is required when transport=ssh: give the destination host, or use transport=local")
-            conn = SSHConnection(
-                host=ssh["host"],
-                port=int(ssh.get("port") or 22),
-                user=ssh.get("user"),
-                private_key_file=ssh.get("private_key_file"),
-                known_hosts_file=ssh.get("known_hosts_file"),
-                host_key_checking=ssh.get("host_key_checking") or "strict",
-                cipher=ssh.get("cipher") or "standard",
-                connect_timeout=int(ssh.get("connect_timeout") or 10),
-            )
-        task = cls(
-            name=p.get("name") or "",
-            source_datasets=list(p.get("source_datasets") or []),
-            target_dataset=p.get("target_dataset") or "",
-            naming_schema=list(p.get("naming_schema") or []),
-            direction=p.get("direction") or "push",
-            transport=p.get("transport") or "ssh",
-            ssh=conn,
-            recursive=bool(p.get("recursive", False)),
-            exclude=list(p.get("exclude") or []),
-            name_regex=p.get("name_regex") or None,
-            properties=bool(p.get("properties", True)),
-            readonly=p.get("readonly") or "set",
-        )
-        if not task.name:
-            task.name = suggest_name(task)
-        task.validate()
-        return task
-
-    def validate(self) -> None:
-        if not TASK_NAME_RE.match(self.name):
-            raise TaskError(f"name {self.name!r}: use letters, digits and _ . - (at most 100 characters)")
-        if not self.source_datasets:
-            raise TaskError("source_datasets: give at least one dataset to replicate")
-        for i, src in enumerate(self.source_datasets):
-            _valid(src, f"source_datasets[{i}]")
-        _valid(self.target_dataset, "target_dataset")
-        if "/" not in self.target_dataset:
-            raise TaskError(f"target_dataset {self.target_dataset!r} is a pool: replicate into a dataset inside it, like {self.target_dataset}/backup")
-        for a in self.source_datasets:
-            for b in self.source_datasets:
-                if a != b and is_within(a, b):
-                    raise TaskError(f"source_datasets overlap: {a} is inside {b}; use recursive on {b} instead")
-        if len(self.source_datasets) != len(set(self.source_datasets)):
-            raise TaskError("source_datasets lists a dataset twice")
-        leaves = [s.rsplit("/", 1)[-1] for s in self.source_datasets]
-        if len(self.source_datasets) > 1 and len(leaves) != len(set(leaves)):
-            raise TaskError(
-                "source_datasets: several sources end in the same name and would land in the same "
-                f"{self.target_dataset}/<name>: use one task per source"
-            )
-        if self.transport == "local":
-            for src in self.source_datasets:
-                if is_within(self.target_dataset, src):
-                    raise TaskError(f"target_dataset {self.target_dataset} is inside source {src}: choose a target outside the source tree")
-                if is_within(src, self.target_dataset):
-                    raise TaskError(f"source {src} is inside target_dataset {self.target_dataset}: choose a target outside the source tree")
-        if self.exclude and not self.recursive:
-            raise TaskError("exclude needs recursive=true: excluded datasets are children of a recursive source")
-        for i, ex in enumerate(self.exclude):
-            _valid(ex, f"exclude[{i}]")
-            if not any(is_within(ex, s) and ex != s for s in self.source_datasets):
-                raise TaskError(f"exclude[{i}] {ex} is not a child of any of source_datasets: list children of the sources only")
-        if self.direction != "push":
-            raise TaskError(f"direction {self.direction!r}: only push is supported")
-        if self.transport not in ("ssh", "local"):
-            raise TaskError(f"transport {self.transport!r}: use ssh or local")
-        if self.readonly not in ("set", "require", "ignore"):
-            raise TaskError(f"readonly {self.readonly!r}: use set, require or ignore")
-        if not self.naming_schema and not self.name_regex:
-            raise TaskError("naming_schema: give at least one naming schema (like auto-%Y-%m-%d_%H-%M) or a name_regex")
-        self.selection()  # validates schemas and regex
-        if self.ssh is not None:
-            try:
-                self.ssh.validate()
-            except ValueError as exc:
-                raise TaskError(str(exc)) from exc
-
-    def selection(self) -> Selection:
-        schemas = []
-        for i, text in enumerate(self.naming_schema):
-            try:
-                schemas.append(NamingSchema(text))
-            except NamingSchemaError as exc:
-                raise TaskError(f"naming_schema[{i}]: {exc}") from exc
-        regex = None
-        if self.name_regex:
-            try:
-                regex = re.compile(self.name_regex)
-            except re.error as exc:
-                raise TaskError(f"name_regex {self.name_regex!r} is not a valid regular expression: {exc}") from exc
-        return Selection(naming_schemas=schemas, name_regex=regex)
-
-    def plan_task(self) -> PlanTask:
-        return PlanTask(
-            sources=list(self.source_datasets),
-            target=self.target_dataset,
-            selection=self.selection(),
-            recursive=self.recursive,
-            exclude=list(self.exclude),
-            readonly=self.readonly,
-        )
-
-
-def _valid(name: str, field_name: str) -> None:
-    try:
-        validate_dataset(name, field_name)
-    except ValueError as exc:
-        raise TaskError(str(exc)) from exc
-
-
-def suggest_name(task: ReplicationTask) -> str:
-    """Like TrueNAS: sources and destination, e.g. ``tank-data-to-backup-data``."""
-    src = ",".join(task.source_datasets)
-    raw = f"{src}-to-{task.target_dataset}"
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", raw).strip("-.")
-    return name[:100] or "replication"
+TRANSIENT_HINTS = ("Connection reset", "Connection closed", "Connection timed out", "connection lost", "Broken pipe")
 
 
 @dataclass
@@ -186,8 +32,10 @@ class DatasetResult:
     action: str
     base: str | None
     snapshots_sent: list[str] = field(default_factory=list)
+    destroyed: list[str] = field(default_factory=list)
     bytes: int | None = None
     duration: float = 0.0
+    attempts: int = 0
     error: str | None = None
 
 
@@ -231,8 +79,10 @@ class RunResult:
                     "action": d.action,
                     "base": d.base,
                     "snapshots_sent": d.snapshots_sent,
+                    "destroyed": d.destroyed,
                     "bytes": d.bytes,
                     "duration": round(d.duration, 3),
+                    "attempts": d.attempts,
                     "error": d.error,
                 }
                 for d in self.datasets
@@ -255,15 +105,35 @@ def snapshot_names(listing: Listing | None) -> dict[str, list[str]]:
     return {name: [s.name for s in ds.snapshots] for name, ds in listing.datasets.items()}
 
 
-class Runner:
-    """One run of a replication task on the host that calls it (the source side for push)."""
+def is_transient(exc: PipelineError) -> bool:
+    """A connection that dropped (ssh exit 255, a remote stage that never reported) is worth a retry;
+    ZFS refusing the stream (modified target, no space, bad stream) is not."""
+    for s in exc.stages:
+        if s.rc == 255 and ("ssh" in s.name or " on " in s.name or not s.stderr.strip().startswith("cannot")):
+            return True
+        if s.rc != 0 and s.name.startswith("nc") and "refused" in s.stderr:
+            return True
+    return any(h in str(exc) for h in TRANSIENT_HINTS) and not any("cannot receive" in s.stderr for s in exc.stages)
 
-    def __init__(self, task: ReplicationTask, log: Callable[[str], None] | None = None):
+
+class Runner:
+    """One run of a replication task."""
+
+    def __init__(self, task: ReplicationTask, log: Callable[[str], None] | None = None, sleep: Callable[[float], None] = time.sleep):
         self.task = task
         self.lines: list[str] = []
         self._log_cb = log
-        self.src: Host = LocalHost()
-        self.dst: Host = LocalHost() if task.transport == "local" else SSHHost(task.ssh)  # type: ignore[arg-type]
+        self._sleep = sleep
+        remote: Host | None = None if task.transport == "local" else SSHHost(task.ssh)  # type: ignore[arg-type]
+        local = LocalHost()
+        self.remote = remote
+        if task.direction == "pull":
+            self.src, self.dst = remote, local  # type: ignore[assignment]
+        else:
+            self.src, self.dst = local, remote or local
+        self.src_caps: Capabilities | None = None
+        self.dst_caps: Capabilities | None = None
+        self.counter_on_sender = False
 
     def log(self, line: str) -> None:
         self.lines.append(line)
@@ -271,7 +141,36 @@ class Runner:
             self._log_cb(line)
 
     def close(self) -> None:
-        self.dst.close()
+        if self.remote is not None:
+            self.remote.close()
+
+    # -- preparation ---------------------------------------------------------
+    def check_tools(self) -> None:
+        """Every program the pipeline needs exists on its host; pv is used for byte counts when present."""
+        need_src: list[str] = []
+        need_dst: list[str] = []
+        t = self.task
+        if t.compression:
+            tool = COMPRESSORS[t.compression][0][0]
+            need_src.append(tool)
+            need_dst.append(tool)
+        if t.buffer_size:
+            need_dst.append("mbuffer")
+        if t.speed_limit:
+            need_src.append("pv")
+        if t.transport == "ssh+netcat":
+            need_src.append("nc")
+            need_dst += ["nc", "ss"]
+        for host, need, side in ((self.src, need_src, "source"), (self.dst, need_dst, "target")):
+            missing = host.missing(sorted(set(need)))
+            if missing:
+                fields = {"pv": "speed_limit", "mbuffer": "buffer_size", "nc": "transport ssh+netcat", "ss": "transport ssh+netcat"}
+                what = ", ".join(f"{m} (for {fields.get(m, 'compression')})" for m in missing)
+                raise TaskError(f"the {side} host {host.label} lacks {what}: install it there or change the task's options")
+        self.counter_on_sender = not self.src.missing(["pv"])
+
+    def check_capabilities(self) -> None:
+        pass  # features needing OpenZFS 2.x are checked here as the engine gains them
 
     # -- listing -------------------------------------------------------------
     def list_source(self, caps: Capabilities) -> Listing:
@@ -279,8 +178,7 @@ class Runner:
             return list_tree(self.src, caps, self.task.source_datasets)
         except DatasetMissing as exc:
             raise TaskError(
-                f"source_datasets: {', '.join(exc.names)} does not exist on {self.src.label}: "
-                "check the name (zfs list) or create it"
+                f"source_datasets: {', '.join(exc.names)} does not exist on {self.src.label}: check the name (zfs list) or create it"
             ) from exc
 
     def list_target(self, caps: Capabilities) -> Listing | None:
@@ -305,82 +203,237 @@ class Runner:
             raise TaskError(f"target_dataset {target}: its parent {parent} is a zvol, which cannot hold datasets: choose a filesystem")
         return None
 
-    # -- execution -----------------------------------------------------------
-    def send_stages(self, send: Send) -> tuple[list[Stage], int | None]:
+    # -- streams -------------------------------------------------------------
+    def sender_parts(self, send: Send) -> tuple[list[Stage], int | None]:
+        t = self.task
         argv = ["zfs", "send"]
-        if self.task.properties:
+        if send.replicate:
+            argv.append("-R")
+        elif t.properties:
             argv.append("-p")
         if send.mode in ("I", "i"):
             argv += [f"-{send.mode}", f"{send.source}@{send.base}"]
         argv.append(f"{send.source}@{send.snapshot}")
-        recv = ["zfs", "recv", "-u", send.target]
-        stages = [Stage(self.src, argv, "zfs send")]
+        parts = [Stage(self.src, argv, "zfs send")]
         counter = None
-        if shutil.which("pv"):
-            counter = len(stages)
-            stages.append(Stage(self.src, ["pv", "-n", "-b", "-f", "-i", "5"], "pv"))
-        stages.append(Stage(self.dst, recv, "zfs recv" if self.dst.is_local else f"ssh {self.dst.label} zfs recv"))
-        return stages, counter
+        if self.counter_on_sender:
+            pv = ["pv", "-n", "-b", "-f", "-i", "5"]
+            if t.speed_limit:
+                pv += ["-L", str(int(t.speed_limit))]
+            counter = len(parts)
+            parts.append(Stage(self.src, pv, "pv"))
+        if t.compression:
+            parts.append(Stage(self.src, COMPRESSORS[t.compression][0], t.compression))
+        return parts, counter
 
-    def execute(self, the_plan: Plan, results: dict[str, DatasetResult], errors: list[str]) -> bool:
-        """Run the plan; return True when something on the target was (or may have been) changed."""
-        touched = False
+    def recv_argv(self, send: Send) -> list[str]:
+        argv = ["zfs", "recv", "-u"]
+        if send.force:
+            argv.append("-F")
+        caps = self.dst_caps
+        if caps is not None and caps.recv_props and self.task.properties:
+            for prop in self.task.properties_exclude:
+                argv += ["-x", prop]
+            for prop, value in sorted(self.task.properties_override.items()):
+                argv += ["-o", f"{prop}={value}"]
+        argv.append(send.target)
+        return argv
+
+    def receiver_parts(self, send: Send) -> list[Stage]:
+        t = self.task
+        parts = []
+        if t.buffer_size:
+            parts.append(Stage(self.dst, ["mbuffer", "-q", "-s", "128k", "-m", str(t.buffer_size)], "mbuffer"))
+        if t.compression:
+            parts.append(Stage(self.dst, COMPRESSORS[t.compression][1], f"{t.compression} -d"))
+        parts.append(Stage(self.dst, self.recv_argv(send), "zfs recv"))
+        return parts
+
+    def run_stream(self, send: Send) -> PipelineResult:
+        sender, counter = self.sender_parts(send)
+        receiver = self.receiver_parts(send)
+        if self.task.transport == "ssh+netcat":
+            return self.run_netcat(sender, counter, receiver)
+        stages: list[Stage] = []
+        if self.src.is_local:
+            stages += sender
+        else:
+            stages.append(remote_stage(self.src, sender))
+            counter = 0 if counter is not None else None
+        if self.dst.is_local:
+            stages += receiver
+        else:
+            stages.append(remote_stage(self.dst, receiver))
+        return run_pipeline(stages, counter)
+
+    def run_netcat(self, sender: list[Stage], counter: int | None, receiver: list[Stage]) -> PipelineResult:
+        """Data over a plain TCP connection: the receiving side listens, the sending side connects."""
+        nc = self.task.netcat
+        assert nc is not None and self.task.ssh is not None
+        listen_host, send_host = self.dst, self.src
+        listen_addr = nc.listen_address or (self.task.ssh.host if self.task.direction == "push" else "0.0.0.0")
+        connect_addr = nc.connect_address or (self.task.ssh.host if self.task.direction == "push" else nc.listen_address)
+        port = self.free_port(listen_host, nc.port_min, nc.port_max)
+        listener = [Stage(listen_host, ["nc", "-l", listen_addr, str(port)], "nc -l"), *receiver]
+        connector = [*sender, Stage(send_host, ["nc", "-N", str(connect_addr), str(port)], "nc")]
+        lchain = listener if listen_host.is_local else [remote_stage(listen_host, listener)]
+        if send_host.is_local:
+            schain = connector
+        else:
+            schain = [remote_stage(send_host, connector)]
+            counter = 0 if counter is not None else None
+
+        def ready() -> None:
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                if self.port_listening(listen_host, port):
+                    return
+                time.sleep(0.05)
+            raise PipelineError(f"nc on {listen_host.label} did not listen on port {port} within 15 s", [])
+
+        self.log(f"  netcat: {listen_host.label} listens on {listen_addr}:{port}; data is NOT encrypted")
+        return run_chains(lchain, schain, ready, counter)
+
+    def free_port(self, host: Host, low: int, high: int) -> int:
+        used = self._listening_ports(host)
+        candidates = [p for p in range(low, high + 1) if p not in used]
+        if not candidates:
+            raise TaskError(f"netcat: no free port in {low}-{high} on {host.label}: widen netcat.port_min/port_max")
+        return random.choice(candidates)
+
+    def _listening_ports(self, host: Host) -> set[int]:
+        proc = host.run(["ss", "-H", "-l", "-t", "-n"], check=False)
+        ports = set()
+        for line in proc.stdout.splitlines():
+            cols = line.split()
+            if len(cols) >= 4 and ":" in cols[3]:
+                tail = cols[3].rsplit(":", 1)[1]
+                if tail.isdigit():
+                    ports.add(int(tail))
+        return ports
+
+    def port_listening(self, host: Host, port: int) -> bool:
+        return port in self._listening_ports(host)
+
+    # -- execution -----------------------------------------------------------
+    def destroy(self, dataset: str, names: list[str], why: str) -> None:
+        """Destroy snapshots of one dataset: one call on OpenZFS (a@x,y,z), one per snapshot on older CLIs."""
+        if not names:
+            return
+        self.log(f"destroy {dataset}@{','.join(names)} on {self.dst.label}: {why}")
+        if self.dst_caps is not None and self.dst_caps.version:
+            self.dst.run(["zfs", "destroy", f"{dataset}@{','.join(names)}"])
+        else:
+            for name in names:
+                self.dst.run(["zfs", "destroy", f"{dataset}@{name}"])
+
+    def fix_properties(self, target: str) -> None:
+        """Older command lines have no recv -x/-o: exclude and override after receiving instead."""
+        caps = self.dst_caps
+        if caps is None or caps.recv_props or not self.task.properties:
+            return
+        for prop in self.task.properties_exclude:
+            self.dst.run(["zfs", "inherit", prop, target])
+        for prop, value in sorted(self.task.properties_override.items()):
+            self.dst.run(["zfs", "set", f"{prop}={value}", target])
+
+    def send_with_retries(self, send: Send, res: DatasetResult) -> PipelineResult:
+        delay = self.task.retry_delay
+        attempt = 0
+        while True:
+            attempt += 1
+            res.attempts += 1
+            try:
+                return self.run_stream(send)
+            except PipelineError as exc:
+                if attempt > self.task.retries or not is_transient(exc):
+                    raise
+                self.log(f"  attempt {attempt} failed ({exc}); retrying in {delay:.0f}s")
+                self._sleep(delay)
+                delay = min(delay * 2, 300)
+
+    def rollback(self, dplan: DatasetPlan) -> None:
+        self.log(f"rollback {dplan.target}@{dplan.base} on {self.dst.label} (allow_rollback)")
+        self.dst.run(["zfs", "rollback", f"{dplan.target}@{dplan.base}"])
+
+    def execute_dataset(self, dplan: DatasetPlan, res: DatasetResult, errors: list[str]) -> bool:
+        """Run one dataset's plan. Returns False when it failed."""
+        try:
+            if dplan.destroy_before:
+                why = "allow_from_scratch" if dplan.base is None else "allow_rollback (diverged after the common snapshot)"
+                self.destroy(dplan.target, dplan.destroy_before, why)
+                res.destroyed += dplan.destroy_before
+            if dplan.action == "rollback":
+                self.rollback(dplan)
+        except TransportError as exc:
+            res.error = f"{dplan.target}: {exc}"
+            errors.append(res.error)
+            return False
+        uncounted = False
+        for send in dplan.sends:
+            self.log(send.describe())
+            try:
+                out = self.send_with_retries(send, res)
+            except PipelineError as exc:
+                res.error = f"{send.describe()}: {explain_receive_error(str(exc), dplan)}"
+                errors.append(res.error)
+                self.log(f"FAILED {res.error}")
+                return False
+            res.snapshots_sent += send.snapshots
+            res.duration += out.duration
+            uncounted = uncounted or out.bytes is None
+            res.bytes = None if uncounted else (res.bytes or 0) + (out.bytes or 0)
+            self.log(f"done {send.target}@{send.snapshot}: {out.bytes if out.bytes is not None else '?'} bytes in {out.duration:.2f}s")
+            try:
+                self.fix_properties(send.target)
+            except TransportError as exc:
+                res.error = f"{send.target}: properties: {exc}"
+                errors.append(res.error)
+                return False
+        if dplan.destroy_after:
+            names = [n for n, _ in dplan.destroy_after]
+            try:
+                self.destroy(dplan.target, names, "retention: " + "; ".join(sorted({r for _, r in dplan.destroy_after})))
+                res.destroyed += names
+            except TransportError as exc:
+                res.error = f"{dplan.target}: retention: {exc}"
+                errors.append(res.error)
+                return False
+        return True
+
+    def execute(self, the_plan: Plan, results: dict[str, DatasetResult], errors: list[str]) -> None:
         if the_plan.create_target_root:
             self.log(f"create {self.task.target_dataset} on {self.dst.label}")
             self.dst.run(["zfs", "create", self.task.target_dataset])
-            touched = True
         failed_sources: list[str] = []
-        uncounted: set[str] = set()
         for dplan in the_plan.datasets:
             res = results[dplan.target]
-            if not dplan.sends:
+            if not (dplan.sends or dplan.destroy_before or dplan.destroy_after or dplan.action == "rollback"):
                 continue
             if any(is_within(dplan.source, f) for f in failed_sources):
                 res.error = f"{dplan.source}: skipped because a parent failed"
                 errors.append(res.error)
                 continue
-            for send in dplan.sends:
-                stages, counter = self.send_stages(send)
-                self.log(f"{send.describe()}")
-                try:
-                    out = run_pipeline(stages, counter)
-                except PipelineError as exc:
-                    touched = True  # a receive may have created the dataset before failing
-                    res.error = f"{send.describe()}: {exc}"
-                    errors.append(res.error)
-                    self.log(f"FAILED {res.error}")
-                    failed_sources.append(dplan.source)
-                    break
-                touched = True
-                res.snapshots_sent += send.snapshots
-                res.duration += out.duration
-                if out.bytes is None:
-                    uncounted.add(dplan.target)
-                res.bytes = None if dplan.target in uncounted else (res.bytes or 0) + (out.bytes or 0)
-                self.log(f"done {send.target}@{send.snapshot}: {out.bytes if out.bytes is not None else '?'} bytes in {out.duration:.2f}s")
+            if not self.execute_dataset(dplan, res, errors) and res.action == "full":
+                failed_sources.append(dplan.source)
         for troot in the_plan.set_readonly:
             root_result = results.get(troot)
-            if root_result is not None and root_result.error and root_result.action == "full" and not self._exists_after(troot):
+            if root_result is not None and root_result.error and dataset_type(self.dst, troot) is None:
                 continue
             self.log(f"set readonly=on on {troot}")
             try:
                 self.dst.run(["zfs", "set", "readonly=on", troot])
-                touched = True
             except TransportError as exc:
                 errors.append(f"readonly: cannot set readonly=on on {troot}: {exc}")
-        return touched
-
-    def _exists_after(self, name: str) -> bool:
-        return dataset_type(self.dst, name) is not None
 
     def verify(self, the_plan: Plan, source: Listing, after: Listing | None, errors: list[str], results: dict[str, DatasetResult]) -> None:
         """Every snapshot reported sent is on the target with the source's guid."""
         for dplan in the_plan.datasets:
             res = results[dplan.target]
             src = source.get(dplan.source)
-            tgt = after.get(dplan.target) if after is not None else None
             if not res.snapshots_sent or src is None:
                 continue
+            tgt = after.get(dplan.target) if after is not None else None
             src_guids = {s.name: s.guid for s in src.snapshots}
             tgt_guids = {s.name: s.guid for s in tgt.snapshots} if tgt is not None else {}
             bad = [n for n in res.snapshots_sent if tgt_guids.get(n) != src_guids.get(n)]
@@ -389,23 +442,32 @@ class Runner:
                 res.error = msg
                 errors.append(msg)
 
-    def run(self, check_mode: bool = False) -> RunResult:
+    def run(self, check_mode: bool = False, now: datetime | None = None) -> RunResult:
         start = time.monotonic()
+        now = now or datetime.now(timezone.utc)
         errors: list[str] = []
-        src_caps = probe(self.src)
-        dst_caps = probe(self.dst)
-        self.log(f"task {self.task.name}: source {self.src.label} ({src_caps.family}), target {self.dst.label} ({dst_caps.family})")
-        source = self.list_source(src_caps)
-        before = self.list_target(dst_caps)
+        self.src_caps = probe(self.src)
+        self.dst_caps = self.src_caps if self.dst is self.src else probe(self.dst)
+        self.log(
+            f"task {self.task.name}: {self.task.direction} from {self.src.label} ({self.src_caps.family}) "
+            f"to {self.dst.label} ({self.dst_caps.family}) over {self.task.transport}"
+        )
+        self.check_tools()
+        source = self.list_source(self.src_caps)
+        before = self.list_target(self.dst_caps)
         try:
-            the_plan = plan(self.task.plan_task(), source, before)
+            the_plan = plan(self.task.plan_task(now), source, before)
         except PlanError as exc:
             raise TaskError(str(exc)) from exc
         results = {d.target: DatasetResult(d.source, d.target, d.action, d.base) for d in the_plan.datasets}
         for d in the_plan.datasets:
             self.log(f"plan {d.source} -> {d.target}: {d.action}" + (f" (base {d.base})" if d.base else "") + (f": {d.message}" if d.message else ""))
+            if d.destroy_before:
+                self.log(f"  destroy first: {', '.join(d.destroy_before)}")
             for s in d.sends:
                 self.log(f"  {s.describe()}")
+            for n, why in d.destroy_after:
+                self.log(f"  destroy {n}: {why}")
             if d.action == "refused":
                 results[d.target].error = d.message
                 errors.append(d.message)
@@ -414,14 +476,15 @@ class Runner:
         if check_mode:
             changed = the_plan.has_work
         elif the_plan.has_work:
-            touched = self.execute(the_plan, results, errors)
-            if touched:
+            try:
+                self.execute(the_plan, results, errors)
+            finally:
                 try:
-                    after = list_tree(self.dst, dst_caps, self.task.target_dataset)
+                    after = list_tree(self.dst, self.dst_caps, self.task.target_dataset)
                 except DatasetMissing:
                     after = None
-                self.verify(the_plan, source, after, errors, results)
-                changed = snapshot_names(before) != snapshot_names(after) or bool(the_plan.set_readonly) or the_plan.create_target_root
+            self.verify(the_plan, source, after, errors, results)
+            changed = snapshot_names(before) != snapshot_names(after) or bool(the_plan.set_readonly) or the_plan.create_target_root
         result = RunResult(
             task=self.task.name,
             changed=changed,
@@ -430,8 +493,8 @@ class Runner:
             duration=time.monotonic() - start,
             errors=errors,
             log=self.lines,
-            source_capabilities=src_caps,
-            target_capabilities=dst_caps,
+            source_capabilities=self.src_caps,
+            target_capabilities=self.dst_caps,
             before=snapshot_names(before),
             after=snapshot_names(after) if not check_mode else _planned_after(before, the_plan),
         )
@@ -443,26 +506,43 @@ class Runner:
         return result
 
 
+def explain_receive_error(message: str, dplan: DatasetPlan) -> str:
+    if "has been modified" in message:
+        return (
+            f"{message} -- the target {dplan.target} was changed since its last snapshot. Nothing was received. "
+            "Set allow_rollback: true to roll it back (discarding those changes), or undo them yourself"
+        )
+    if "out of space" in message or "No space left" in message:
+        return f"{message} -- the target pool is full: free space on it; nothing was destroyed to make room"
+    return message
+
+
 def _planned_after(before: Listing | None, the_plan: Plan) -> dict[str, list[str]]:
     after = snapshot_names(before)
     for d in the_plan.datasets:
-        if d.pending:
-            after[d.target] = after.get(d.target, []) + d.pending
+        names = [n for n in after.get(d.target, []) if n not in d.destroy_before and n not in {x for x, _ in d.destroy_after}]
+        if d.pending or names != after.get(d.target, []):
+            after[d.target] = names + d.pending
     return after
 
 
-def run_replication(params: dict[str, Any], check_mode: bool = False, log: Callable[[str], None] | None = None) -> RunResult:
+def run_replication(
+    params: dict[str, Any], check_mode: bool = False, log: Callable[[str], None] | None = None, now: datetime | None = None
+) -> RunResult:
     """Validate ``params`` and run the task once. Raises TaskError for bad input or unreachable hosts."""
     task = ReplicationTask.from_params(params)
     runner = Runner(task, log)
     try:
-        return runner.run(check_mode=check_mode)
-    except ConnectionFailed as exc:
-        raise TaskError(str(exc)) from exc
-    except (ZfsError, TransportError) as exc:
+        return runner.run(check_mode=check_mode, now=now)
+    except (ConnectionFailed, ZfsError, TransportError) as exc:
         raise TaskError(str(exc)) from exc
     finally:
         runner.close()
 
 
-__all__ = ["DatasetPlan", "ReplicationTask", "RunResult", "TaskError", "run_replication", "suggest_name"]
+def remote_command_line(host: Host, argv: list[str]) -> str:
+    """For logs: the command as a person would type it."""
+    return shlex.join(host.command(argv))
+
+
+__all__ = ["ReplicationTask", "RunResult", "TaskError", "run_replication", "suggest_name", "subprocess", "command_env"]

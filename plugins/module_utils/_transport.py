@@ -124,6 +124,14 @@ class Host:
     def which(self, program: str) -> bool:
         return shutil.which(program) is not None
 
+    def missing(self, programs: Sequence[str]) -> list[str]:
+        """The programs of ``programs`` that are not in this host's PATH."""
+        return [p for p in programs if not self.which(p)]
+
+    def shell_command(self, script: str) -> list[str]:
+        """The local argv that runs an already-quoted shell script on this host."""
+        return ["sh", "-c", script]
+
     def close(self) -> None:
         pass
 
@@ -220,6 +228,20 @@ class SSHHost(Host):
         # exit status is passed through otherwise.
         if rc == 255:
             raise ConnectionFailed(explain_ssh_failure(self.conn, stderr), argv, rc, stderr)
+
+    def missing(self, programs: Sequence[str]) -> list[str]:
+        """One round trip for all of ``programs``: those not in the remote PATH."""
+        unknown = [p for p in programs if p not in self._which]
+        if unknown:
+            script = "; ".join(f"command -v {shlex.quote(p)} >/dev/null 2>&1 || echo {shlex.quote(p)}" for p in unknown)
+            proc = subprocess.run(
+                self.shell_command(script), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=command_env(), check=False,
+            )
+            self.check_connection(proc.returncode, proc.stderr, ["sh", "-c", script])
+            absent = set(proc.stdout.split())
+            for p in unknown:
+                self._which[p] = p not in absent
+        return [p for p in programs if not self._which[p]]
 
     def which(self, program: str) -> bool:
         if program not in self._which:

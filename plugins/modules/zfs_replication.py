@@ -60,17 +60,44 @@ options:
     required: true
   direction:
     description:
-      - V(push) sends from this host to the target.
+      - V(push) runs on the source host and sends to the host in O(ssh).
+      - V(pull) runs on the target host and fetches from the host in O(ssh); O(naming_schema) (or
+        O(periodic_snapshot_tasks)) is then required, as the remote snapshots are chosen by name.
     type: str
-    choices: [push]
+    choices: [push, pull]
     default: push
   transport:
     description:
-      - V(ssh) runs C(zfs recv) on the host given in O(ssh) over the OpenSSH client.
-      - V(local) replicates to a dataset on this host.
+      - V(ssh) carries the stream through the OpenSSH client (encrypted).
+      - V(ssh+netcat) uses SSH for control only and sends the data over a plain TCP connection between the hosts
+        (C(nc)): faster, but B(unencrypted) and unauthenticated. It needs an explicit O(netcat) port range.
+        Use it only on a network you trust completely.
+      - V(local) replicates to a dataset on this host (O(direction=push) only).
     type: str
-    choices: [ssh, local]
+    choices: [ssh, ssh+netcat, local]
     default: ssh
+  netcat:
+    description:
+      - Options of O(transport=ssh+netcat). The receiving side listens, the sending side connects.
+      - Needs the OpenBSD C(nc) (options C(-l) and C(-N)) on both hosts and C(ss) on the receiving one.
+    type: dict
+    suboptions:
+      port_min:
+        description: Lowest port the receiving side may listen on.
+        type: int
+        required: true
+      port_max:
+        description: Highest port the receiving side may listen on.
+        type: int
+        required: true
+      listen_address:
+        description:
+          - Address the receiving side listens on. Defaults to O(ssh.host) for push; required for pull.
+        type: str
+      connect_address:
+        description:
+          - Address the sending side connects to. Defaults to O(ssh.host) for push and O(netcat.listen_address) for pull.
+        type: str
   recursive:
     description:
       - Also replicate every child dataset of each source, each with its own incremental base.
@@ -82,23 +109,82 @@ options:
     type: list
     elements: str
     default: []
+  replicate:
+    description:
+      - Full filesystem replication: the whole tree goes in one C(zfs send -R) stream per run, with every
+        snapshot between the base and the newest selected one (the selection only picks the newest), all
+        properties, and descendants created on the source later. Needs O(recursive=true); O(exclude) is not allowed.
+      - Snapshots destroyed on the source are not destroyed on the target (no C(recv -F)) unless O(allow_rollback=true).
+    type: bool
+    default: false
   naming_schema:
     description:
       - Replicate the snapshots whose names match one of these strftime schemas, like C(auto-%Y-%m-%d_%H-%M).
       - Each schema must contain C(%Y), C(%m), C(%d), C(%H) and C(%M).
-      - Required unless O(name_regex) is given.
+      - Required for O(direction=pull) unless O(periodic_snapshot_tasks) is given.
     type: list
     elements: str
     default: []
+  also_include_naming_schema:
+    description:
+      - More naming schemas whose snapshots are replicated too (TrueNAS's "also include").
+    type: list
+    elements: str
+    default: []
+  periodic_snapshot_tasks:
+    description:
+      - Replicate the snapshots of these periodic snapshot tasks; each needs its C(naming_schema).
+    type: list
+    elements: dict
+    default: []
   name_regex:
     description:
-      - Also replicate the snapshots whose names fully match this Python regular expression.
+      - Replicate the snapshots whose names fully match this Python regular expression, instead of naming schemas.
+    type: str
+  only_matching_schedule:
+    description:
+      - Replicate only snapshots whose time (read from the name by the naming schemas) is a slot of
+        O(restrict_schedule), or of O(schedule) when that is not given.
+    type: bool
+    default: false
+  schedule:
+    description:
+      - The task's schedule (a preset V(hourly), V(daily), V(weekly), V(monthly), or a dict of cron fields
+        C(minute), C(hour), C(dom), C(month), C(dow) and optional C(begin)/C(end) times).
+      - The module uses it for O(only_matching_schedule); the scheduler role turns it into a systemd timer.
+    type: raw
+  restrict_schedule:
+    description:
+      - The schedule that O(only_matching_schedule) matches snapshot times against, when it differs from O(schedule).
+    type: raw
+  snapshots:
+    description:
+      - Run once for these snapshots only (names after the C(@)), still subject to the selection.
+    type: list
+    elements: str
+  timezone:
+    description:
+      - Time zone of the times in snapshot names without C(%z) and of the schedules (IANA name or C(UTC)).
+        The host's zone when omitted.
     type: str
   properties:
     description:
       - Send dataset properties with the streams (C(zfs send -p)).
     type: bool
     default: true
+  properties_exclude:
+    description:
+      - Properties not to receive (C(zfs recv -x)). On older command lines without C(-x) they are reset with
+        C(zfs inherit) on the target after each receive.
+    type: list
+    elements: str
+    default: []
+  properties_override:
+    description:
+      - Properties to set on the received datasets (C(zfs recv -o)). On older command lines they are set with
+        C(zfs set) after each receive.
+    type: dict
+    default: {}
   readonly:
     description:
       - V(set) sets C(readonly=on) on the target dataset (children inherit it) after it is received.
@@ -107,9 +193,73 @@ options:
     type: str
     choices: [set, require, ignore]
     default: set
+  allow_from_scratch:
+    description:
+      - When the target shares no snapshot with the source (or exists without snapshots), destroy the target's
+        snapshots and replace its data with a full stream (C(recv -F)). Without it such a target is refused untouched.
+    type: bool
+    default: false
+  allow_rollback:
+    description:
+      - When the target has snapshots newer than the common one, or was modified after it, destroy those snapshots
+        and roll the target back to the common snapshot (C(recv -F)). Without it such a target is refused untouched.
+    type: bool
+    default: false
+  retention_policy:
+    description:
+      - V(source) destroys target snapshots of the task's selection that no longer exist on the source.
+      - V(custom) destroys target snapshots whose time (from the name) plus O(lifetime_value) O(lifetime_unit)
+        (or the longest matching O(lifetimes) entry) has passed.
+      - V(none) destroys nothing.
+      - Never destroyed: the newest snapshot both sides have in common after the run, held snapshots, and
+        snapshots outside the task's selection.
+    type: str
+    choices: [source, custom, none]
+    default: none
+  lifetime_value:
+    description:
+      - Lifetime of target snapshots for O(retention_policy=custom).
+    type: int
+  lifetime_unit:
+    description:
+      - Unit of O(lifetime_value).
+    type: str
+    choices: [hour, day, week, month, year]
+  lifetimes:
+    description:
+      - Extra lifetimes for O(retention_policy=custom), each with C(schedule), C(lifetime_value) and
+        C(lifetime_unit): a snapshot whose time is a slot of the schedule lives at least that long.
+    type: list
+    elements: dict
+    default: []
+  compression:
+    description:
+      - Compress the stream in transit with this tool, which must exist on both hosts.
+    type: str
+    choices: [lz4, zstd, pigz, xz]
+  speed_limit:
+    description:
+      - Limit the stream to this many bytes per second (C(pv -L) on the sending side, before compression).
+    type: int
+  buffer_size:
+    description:
+      - Put an C(mbuffer) of this size (like C(64M)) before C(zfs recv) on the receiving side.
+    type: str
+  retries:
+    description:
+      - How often a stream is retried after a transient failure (a dropped connection), with exponential backoff.
+        Logical failures (a modified target, a full pool) are not retried.
+    type: int
+    default: 5
+  retry_delay:
+    description:
+      - Seconds before the first retry; doubled for each further one.
+    type: float
+    default: 2
 notes:
   - Received datasets are not mounted (C(zfs recv -u)).
-  - Byte counts need C(pv) on this host; without it RV(bytes) is null.
+  - Byte counts need C(pv) on the sending host; without it RV(bytes) is null.
+  - C(zfs recv -F) is used only with O(allow_from_scratch) or O(allow_rollback).
 seealso:
   - name: OpenZFS zfs-send(8)
     description: The send command and its stream types.
@@ -130,6 +280,20 @@ EXAMPLES = r"""
       private_key_file: /root/.ssh/replication_ed25519
       known_hosts_file: /etc/zfs-replication/known_hosts
       cipher: fast
+
+- name: Pull from a production host, keep 2 weeks of snapshots on the backup
+  zfs.replication.zfs_replication:
+    direction: pull
+    source_datasets: [tank/db]
+    target_dataset: backup/prod-db
+    naming_schema: ["auto-%Y-%m-%d_%H-%M"]
+    retention_policy: custom
+    lifetime_value: 2
+    lifetime_unit: week
+    compression: zstd
+    ssh:
+      host: prod.example.net
+      known_hosts_file: /etc/zfs-replication/known_hosts
 
 - name: Keep a local copy on another pool
   zfs.replication.zfs_replication:
@@ -173,8 +337,16 @@ plan:
       description: Target dataset.
       type: str
     action:
-      description: V(full), V(incremental), V(in_sync), V(no_snapshots) or V(refused).
+      description: V(full), V(incremental), V(in_sync), V(rollback), V(no_snapshots) or V(refused).
       type: str
+    destroy_before:
+      description: Target snapshots destroyed before sending (only with O(allow_from_scratch) or O(allow_rollback)).
+      type: list
+      elements: str
+    destroy_after:
+      description: Target snapshots destroyed by retention after sending, each as [name, reason].
+      type: list
+      elements: list
     base:
       description: The incremental base (newest snapshot with the same guid on both sides), if any.
       type: str
@@ -212,6 +384,8 @@ datasets:
       action: incremental
       base: auto-2026-11-27_00-00
       snapshots_sent: [auto-2026-11-28_00-00]
+      destroyed: []
+      attempts: 1
       bytes: 1048576
       duration: 0.84
       error: null
@@ -268,18 +442,53 @@ def main() -> None:
             name=dict(type="str"),
             source_datasets=dict(type="list", elements="str", required=True),
             target_dataset=dict(type="str", required=True),
-            direction=dict(type="str", default="push", choices=["push"]),
-            transport=dict(type="str", default="ssh", choices=["ssh", "local"]),
+            direction=dict(type="str", default="push", choices=["push", "pull"]),
+            transport=dict(type="str", default="ssh", choices=["ssh", "ssh+netcat", "local"]),
             ssh=SSH_SPEC,
+            netcat=dict(
+                type="dict",
+                options=dict(
+                    port_min=dict(type="int", required=True),
+                    port_max=dict(type="int", required=True),
+                    listen_address=dict(type="str"),
+                    connect_address=dict(type="str"),
+                ),
+            ),
             recursive=dict(type="bool", default=False),
             exclude=dict(type="list", elements="str", default=[]),
+            replicate=dict(type="bool", default=False),
             naming_schema=dict(type="list", elements="str", default=[]),
+            also_include_naming_schema=dict(type="list", elements="str", default=[]),
+            periodic_snapshot_tasks=dict(type="list", elements="dict", default=[]),
             name_regex=dict(type="str"),
+            only_matching_schedule=dict(type="bool", default=False),
+            schedule=dict(type="raw"),
+            restrict_schedule=dict(type="raw"),
+            snapshots=dict(type="list", elements="str"),
+            timezone=dict(type="str"),
             properties=dict(type="bool", default=True),
+            properties_exclude=dict(type="list", elements="str", default=[]),
+            properties_override=dict(type="dict", default={}),
             readonly=dict(type="str", default="set", choices=["set", "require", "ignore"]),
+            allow_from_scratch=dict(type="bool", default=False),
+            allow_rollback=dict(type="bool", default=False),
+            retention_policy=dict(type="str", default="none", choices=["source", "custom", "none"]),
+            lifetime_value=dict(type="int"),
+            lifetime_unit=dict(type="str", choices=["hour", "day", "week", "month", "year"]),
+            lifetimes=dict(type="list", elements="dict", default=[]),
+            compression=dict(type="str", choices=["lz4", "zstd", "pigz", "xz"]),
+            speed_limit=dict(type="int"),
+            buffer_size=dict(type="str"),
+            retries=dict(type="int", default=5),
+            retry_delay=dict(type="float", default=2.0),
         ),
-        required_if=[("transport", "ssh", ("ssh",))],
-        required_one_of=[("naming_schema", "name_regex")],
+        required_if=[
+            ("transport", "ssh", ("ssh",)),
+            ("transport", "ssh+netcat", ("ssh", "netcat")),
+            ("retention_policy", "custom", ("lifetime_value", "lifetimes"), True),
+        ],
+        required_together=[("lifetime_value", "lifetime_unit")],
+        mutually_exclusive=[("name_regex", "naming_schema"), ("name_regex", "also_include_naming_schema")],
         supports_check_mode=True,
     )
     try:
