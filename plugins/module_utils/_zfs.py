@@ -168,14 +168,25 @@ class Listing:
 # describe datasets (zfs prints "-" where a property does not apply).
 LIST_PROPS = ("type", "guid", "createtxg", "userrefs", "readonly")
 MODERN_EXTRA = ("receive_resume_token",)
+ENCRYPTION_PROPS = ("encryption", "keystatus", "encryptionroot")
 
 
-def listing_argv(caps: Capabilities, roots: Sequence[str]) -> list[str]:
+def list_columns(caps: Capabilities, extra_props: Sequence[str] = ()) -> tuple[str, ...]:
+    """The properties one listing reads on a host with ``caps`` (besides the name)."""
+    cols = LIST_PROPS
     if caps.list_parsable:
-        props = ("name",) + LIST_PROPS + MODERN_EXTRA
-        return ["zfs", "list", "-H", "-p", "-r", "-t", "filesystem,volume,snapshot", "-o", ",".join(props), *roots]
+        cols += MODERN_EXTRA
+    if caps.encryption:
+        cols += ENCRYPTION_PROPS
+    return cols + tuple(p for p in extra_props if p not in cols)
+
+
+def listing_argv(caps: Capabilities, roots: Sequence[str], extra_props: Sequence[str] = ()) -> list[str]:
+    cols = list_columns(caps, extra_props)
+    if caps.list_parsable:
+        return ["zfs", "list", "-H", "-p", "-r", "-t", "filesystem,volume,snapshot", "-o", ",".join(("name",) + cols), *roots]
     # Old command lines print guid and createtxg abbreviated in `zfs list`; `zfs get -p` is exact.
-    return ["zfs", "get", "-H", "-p", "-r", "-o", "name,property,value", ",".join(LIST_PROPS), *roots]
+    return ["zfs", "get", "-H", "-p", "-r", "-o", "name,property,value", ",".join(cols), *roots]
 
 
 def _add(datasets: dict[str, Dataset], snaps: list[Snapshot], name: str, props: dict[str, str]) -> None:
@@ -263,13 +274,13 @@ def _missing(stderr: str) -> bool:
     return "does not exist" in stderr or "dataset does not exist" in stderr
 
 
-def list_tree(host: Host, caps: Capabilities, roots: str | Sequence[str]) -> Listing:
+def list_tree(host: Host, caps: Capabilities, roots: str | Sequence[str], extra_props: Sequence[str] = ()) -> Listing:
     """One recursive listing of every root (datasets and snapshots), in a single zfs call.
 
     When a root is missing, DatasetMissing names it.
     """
     roots = [roots] if isinstance(roots, str) else list(roots)
-    argv = listing_argv(caps, roots)
+    argv = listing_argv(caps, roots, extra_props)
     proc = host.run(argv, check=False)
     if proc.returncode != 0:
         if _missing(proc.stderr):
@@ -277,7 +288,7 @@ def list_tree(host: Host, caps: Capabilities, roots: str | Sequence[str]) -> Lis
             raise DatasetMissing(f"{host.label}: dataset {', '.join(missing)} does not exist", missing)
         raise ZfsError(f"{host.label}: listing {' '.join(roots)} failed: {proc.stderr.strip()}")
     if caps.list_parsable:
-        return parse_list_output(roots[0], proc.stdout, ("name",) + LIST_PROPS + MODERN_EXTRA)
+        return parse_list_output(roots[0], proc.stdout, ("name",) + list_columns(caps, extra_props))
     return parse_get_output(roots[0], proc.stdout)
 
 

@@ -55,8 +55,9 @@ def test_listing_argv_by_capability():
     caps = z.parse_version_output(OPENZFS_VERSION)
     assert z.listing_argv(caps, ["tank/src"]) == [
         "zfs", "list", "-H", "-p", "-r", "-t", "filesystem,volume,snapshot",
-        "-o", "name,type,guid,createtxg,userrefs,readonly,receive_resume_token", "tank/src",
+        "-o", "name,type,guid,createtxg,userrefs,readonly,receive_resume_token,encryption,keystatus,encryptionroot", "tank/src",
     ]
+    assert z.listing_argv(z.LEGACY, ["a"], ["written"])[-2:] == ["type,guid,createtxg,userrefs,readonly,written", "a"]
     assert z.listing_argv(z.LEGACY, ["a/b", "c"]) == [
         "zfs", "get", "-H", "-p", "-r", "-o", "name,property,value", "type,guid,createtxg,userrefs,readonly", "a/b", "c",
     ]
