@@ -1,0 +1,550 @@
+# Copyright (c) zfs.replication contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The timer entry point: run one declared task from the config file the role wrote.
+
+    zfs-replication-run run --config /etc/zfs-replication/tasks/repl-NAME.json
+    zfs-replication-run status [NAME ...]
+
+A run of one task:
+
+* takes the task's lock (``flock`` on ``STATE_DIR/ID.lock``). When another run of the same task holds
+  it, this run waits up to ``--lock-wait`` seconds (default 0), then skips: it logs why and exits 0
+  without touching the state file, which belongs to the run in progress. systemd never starts a unit
+  twice at once, so this only happens when someone runs the task by hand while its timer runs it;
+* for a replication task that ``depends_on`` snapshot tasks, first waits (up to ``--dependency-wait``
+  seconds) until a run of each of them in progress has finished, so it never lists the source while
+  its snapshots are being taken;
+* for a replication task with a ``schedule`` that has a begin/end window, skips (exit 0, result
+  ``skipped``) when started outside the window, e.g. by ``Persistent=true`` catching up at boot.
+  Snapshot tasks pass their schedule to the snapshot engine, which honours it;
+* logs every line to stdout (the journal, under systemd) and to ``LOG_DIR/ID.log``, rotated by size;
+* records the run in ``STATE_DIR/ID.json`` (written atomically): last start and end, result
+  (``ok``, ``failed``, ``skipped``), error, snapshots sent, bytes, duration, last success;
+* exits 0 (ok or skipped), 1 (failed: systemd marks the unit failed) or 2 (unusable config).
+
+Only the standard library and the engine: the role installs these files on hosts that have python3,
+zfs and ssh, without ansible-core.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import logging.handlers
+import os
+import re
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+DEFAULT_STATE_DIR = "/var/lib/zfs-replication"
+DEFAULT_LOG_DIR = "/var/log/zfs-replication"
+DEFAULT_LOG_MAX_BYTES = 1024 * 1024
+DEFAULT_LOG_KEEP = 5
+DEFAULT_DEPENDENCY_WAIT = 3600.0
+STATE_VERSION = 1
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+# Short kind prefixes keep unit, state and log names readable: repl-NAME, snap-NAME.
+KIND_PREFIX = {"replication": "repl", "snapshot": "snap"}
+TASK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_WINDOW_DEFAULTS = ("00:00", "23:59")
+
+Engine = Callable[[dict, bool, Callable[[str], None]], Any]
+
+
+class ConfigError(Exception):
+    """The config file is missing or unusable; the message names the file and the field."""
+
+
+class Terminated(Exception):
+    """SIGTERM or SIGINT arrived during a run (``systemctl stop``, shutdown)."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Config
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TaskConfig:
+    kind: str
+    name: str
+    params: dict[str, Any]
+    schedule: Any = None
+    timezone: str | None = None
+    depends_on: list[str] = field(default_factory=list)
+    path: str = ""
+
+    @property
+    def task_id(self) -> str:
+        return f"{KIND_PREFIX[self.kind]}-{self.name}"
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str = "") -> TaskConfig:
+        where = path or "config"
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: expected a JSON object with kind, name and params")
+        kind = data.get("kind")
+        if kind not in KIND_PREFIX:
+            raise ConfigError(f"{where}: kind {kind!r}: use replication or snapshot")
+        name = data.get("name")
+        if not isinstance(name, str) or not TASK_NAME_RE.match(name):
+            raise ConfigError(f"{where}: name {name!r}: use letters, digits and _ . - (at most 100 characters)")
+        params = data.get("params")
+        if not isinstance(params, dict):
+            raise ConfigError(f"{where}: params must be an object with the task's module options")
+        depends = data.get("depends_on") or []
+        if isinstance(depends, str):
+            depends = [depends]
+        if not isinstance(depends, list) or not all(isinstance(d, str) and TASK_NAME_RE.match(d) for d in depends):
+            raise ConfigError(f"{where}: depends_on {depends!r}: give snapshot task names")
+        tz = data.get("timezone")
+        if tz is not None and not isinstance(tz, str):
+            raise ConfigError(f"{where}: timezone {tz!r} is not a time zone name")
+        return cls(kind=kind, name=name, params=params, schedule=data.get("schedule"), timezone=tz,
+                   depends_on=list(depends), path=path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> TaskConfig:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                data = json.load(handle)
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from exc
+        except ValueError as exc:
+            raise ConfigError(f"config {path} is not valid JSON: {exc}") from exc
+        return cls.from_dict(data, str(path))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Lock, state, log
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class TaskLock:
+    """An exclusive ``flock`` on a file that is never removed (removing lock files races)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    def acquire(self, wait: float = 0.0, poll: float = 0.2) -> bool:
+        """Take the lock, waiting up to ``wait`` seconds; False when another process still holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        deadline = time.monotonic() + max(wait, 0.0)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    return False
+                time.sleep(min(poll, max(deadline - time.monotonic(), 0.01)))
+                continue
+            self._fd = fd
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> TaskLock:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+def read_state(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The state file's content; {} when it is missing or unreadable (a new task, a torn disk)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_state(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
+    """Write ``state`` atomically: a reader sees the old file or the new one, never half of one."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(state, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def make_logger(task_id: str, log_file: str | os.PathLike[str] | None, stream: TextIO | None,
+                max_bytes: int = DEFAULT_LOG_MAX_BYTES, keep: int = DEFAULT_LOG_KEEP) -> logging.Logger:
+    """A logger of its own (not in logging's global registry) writing to ``stream`` and ``log_file``.
+
+    The journal stamps time and unit itself, so stream lines are bare; file lines carry an ISO time
+    with offset, the task id and the pid. The file rotates at ``max_bytes``, keeping ``keep`` old files.
+    """
+    logger = logging.Logger(f"zfs-replication.{task_id}", logging.INFO)
+    if stream is not None:
+        handler: logging.Handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    if log_file is not None:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.handlers.RotatingFileHandler(log_file, maxBytes=max_bytes, backupCount=keep, encoding="utf-8")
+        formatter = logging.Formatter(f"%(asctime)s {task_id}[%(process)d]: %(message)s")
+        formatter.formatTime = _iso_time  # type: ignore[method-assign]
+        handler.setFormatter(formatter)
+        logger.addHandler(handler)
+    return logger
+
+
+def _iso_time(record: logging.LogRecord, datefmt: str | None = None) -> str:
+    return datetime.fromtimestamp(record.created).astimezone().isoformat(timespec="seconds")
+
+
+def close_logger(logger: logging.Logger) -> None:
+    for handler in list(logger.handlers):
+        handler.close()
+        logger.removeHandler(handler)
+
+
+def _now_iso(now: datetime) -> str:
+    return now.astimezone(timezone.utc).isoformat(timespec="seconds")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Engines
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _run_replication(params: dict, check_mode: bool, log: Callable[[str], None]) -> Any:
+    from ._replication import run_replication
+
+    return run_replication(params, check_mode=check_mode, log=log)
+
+
+def _run_snapshot(params: dict, check_mode: bool, log: Callable[[str], None]) -> Any:
+    # Imported only for snapshot tasks, so replication tasks run on an engine without the snapshot code.
+    try:
+        from ._snapshot_task import run_snapshot_task
+    except ImportError as exc:
+        raise TaskInputError(f"this engine has no snapshot task support ({exc}): re-apply the role with a newer collection") from exc
+    return run_snapshot_task(params, check_mode=check_mode, log=log)
+
+
+ENGINES: dict[str, Engine] = {"replication": _run_replication, "snapshot": _run_snapshot}
+
+
+class TaskInputError(Exception):
+    """The task cannot run as configured (the engine's TaskError and friends end up here)."""
+
+
+def _is_input_error(exc: BaseException) -> bool:
+    """True for the engine's own 'bad task / unreachable host' errors: their message is the whole story."""
+    if isinstance(exc, TaskInputError):
+        return True
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return bool(names & {"TaskError", "SnapshotTaskError", "ScheduleError", "NamingSchemaError", "LifetimeError"})
+
+
+def _outside_window(config: TaskConfig, now: datetime) -> str | None:
+    """The reason to skip a replication run started outside its schedule's begin/end window, else None."""
+    schedule = config.schedule
+    if config.kind != "replication" or not isinstance(schedule, dict):
+        return None
+    begin, end = schedule.get("begin") or _WINDOW_DEFAULTS[0], schedule.get("end") or _WINDOW_DEFAULTS[1]
+    if (begin, end) == _WINDOW_DEFAULTS or begin == end:
+        return None
+    from ._schedule import Schedule
+
+    sched = Schedule.from_spec(schedule, timezone=config.timezone)
+    if sched.in_window(now):
+        return None
+    local = now.astimezone(sched.tz)
+    return f"outside the schedule's window {begin}-{end} (now {local.strftime('%H:%M')} {config.timezone or 'local time'})"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One run
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunOptions:
+    state_dir: str = DEFAULT_STATE_DIR
+    log_dir: str = DEFAULT_LOG_DIR
+    lock_wait: float = 0.0
+    dependency_wait: float = DEFAULT_DEPENDENCY_WAIT
+    check_mode: bool = False
+    ignore_window: bool = False
+    log_max_bytes: int = DEFAULT_LOG_MAX_BYTES
+    log_keep: int = DEFAULT_LOG_KEEP
+
+
+def state_path(state_dir: str | os.PathLike[str], task_id: str) -> Path:
+    return Path(state_dir, f"{task_id}.json")
+
+
+def lock_path(state_dir: str | os.PathLike[str], task_id: str) -> Path:
+    return Path(state_dir, f"{task_id}.lock")
+
+
+def log_path(log_dir: str | os.PathLike[str], task_id: str) -> Path:
+    return Path(log_dir, f"{task_id}.log")
+
+
+def _summary(result: Any) -> tuple[list[str], dict[str, Any]]:
+    """(errors, details for the state file) from an engine result."""
+    errors = [str(e) for e in (getattr(result, "errors", None) or [])]
+    if getattr(result, "failed", False) and not errors:
+        errors = ["the engine reported a failure without a message"]
+    data: dict[str, Any] = {}
+    as_dict = getattr(result, "as_dict", None)
+    if callable(as_dict):
+        try:
+            data = dict(as_dict())
+        except Exception:  # the details are a bonus; the result still counts
+            data = {}
+    # The plan and the log are in the log file already; keep the state file small.
+    details = {k: v for k, v in data.items() if k not in ("log", "plan", "errors")}
+    return errors, details
+
+
+def _wait_for_dependencies(config: TaskConfig, opts: RunOptions, log: logging.Logger) -> None:
+    for dep in config.depends_on:
+        dep_lock = TaskLock(lock_path(opts.state_dir, f"{KIND_PREFIX['snapshot']}-{dep}"))
+        if dep_lock.acquire(wait=0):
+            dep_lock.release()
+            continue
+        log.info(f"snapshot task {dep} is running: waiting up to {opts.dependency_wait:.0f}s for it to finish")
+        if dep_lock.acquire(wait=opts.dependency_wait):
+            dep_lock.release()
+            log.info(f"snapshot task {dep} finished")
+        else:
+            log.warning(f"snapshot task {dep} still runs after {opts.dependency_wait:.0f}s: replicating what exists now")
+
+
+def run_task(config: TaskConfig, opts: RunOptions, stream: TextIO | None = None,
+             engines: dict[str, Engine] | None = None, clock: Callable[[], datetime] | None = None) -> int:
+    """Run one task once with its lock, log and state file. Returns the exit status."""
+    engines = engines or ENGINES
+    clock = clock or (lambda: datetime.now(timezone.utc))
+    task_id = config.task_id
+    log = make_logger(task_id, None if opts.check_mode else log_path(opts.log_dir, task_id), stream,
+                      opts.log_max_bytes, opts.log_keep)
+    lock = TaskLock(lock_path(opts.state_dir, task_id))
+    try:
+        if not lock.acquire(wait=opts.lock_wait):
+            log.info(f"{config.kind} task {config.name}: skipped: another run of this task holds {lock.path} "
+                     f"(waited {opts.lock_wait:.0f}s); it records its own result")
+            return EXIT_OK
+        try:
+            return _run_locked(config, opts, log, engines, clock)
+        finally:
+            lock.release()
+    finally:
+        close_logger(log)
+
+
+def _run_locked(config: TaskConfig, opts: RunOptions, log: logging.Logger, engines: dict[str, Engine],
+                clock: Callable[[], datetime]) -> int:
+    task_id = config.task_id
+    spath = state_path(opts.state_dir, task_id)
+    previous = read_state(spath)
+    started = clock()
+    t0 = time.monotonic()
+    state: dict[str, Any] = {
+        "version": STATE_VERSION,
+        "task": config.name,
+        "kind": config.kind,
+        "id": task_id,
+        "config": config.path,
+        "last_start": _now_iso(started),
+        "last_end": None,
+        "result": None,
+        "reason": None,
+        "error": None,
+        "errors": [],
+        "snapshots_sent": None,
+        "bytes": None,
+        "duration": None,
+        "changed": False,
+        "last_success": previous.get("last_success"),
+        "details": {},
+    }
+    mode = " (check mode: nothing changes)" if opts.check_mode else ""
+    log.info(f"{config.kind} task {config.name}: start{mode}")
+
+    def finish(result: str, status: int) -> int:
+        ended = clock()
+        state["result"] = result
+        state["last_end"] = _now_iso(ended)
+        state["duration"] = round(time.monotonic() - t0, 3)
+        if result == "ok":
+            state["last_success"] = state["last_end"]
+        if not opts.check_mode:
+            write_state(spath, state)
+        return status
+
+    if not opts.check_mode:
+        # While a run is in progress the file keeps the previous result and says who is running.
+        write_state(spath, {**previous, "running": {"since": _now_iso(started), "pid": os.getpid()}})
+
+    previous_handlers = _install_signal_handlers()
+    try:
+        window = None if opts.ignore_window else _outside_window(config, started)
+        if window:
+            state["reason"] = window
+            log.info(f"{config.kind} task {config.name}: skipped: {window}")
+            return finish("skipped", EXIT_OK)
+        if config.depends_on:
+            _wait_for_dependencies(config, opts, log)
+        result = engines[config.kind](config.params, opts.check_mode, log.info)
+        errors, details = _summary(result)
+    except Terminated as exc:
+        state["error"] = str(exc)
+        state["errors"] = [str(exc)]
+        log.error(f"{config.kind} task {config.name}: FAILED: {exc}")
+        return finish("failed", EXIT_FAILED)
+    except Exception as exc:
+        message = str(exc) or type(exc).__name__
+        if not _is_input_error(exc):
+            message = f"internal error: {type(exc).__name__}: {message}"
+            for line in traceback.format_exc().rstrip().splitlines():
+                log.error(line)
+        state["error"] = message
+        state["errors"] = [message]
+        log.error(f"{config.kind} task {config.name}: FAILED: {message}")
+        return finish("failed", EXIT_FAILED)
+    finally:
+        _restore_signal_handlers(previous_handlers)
+
+    state["details"] = details
+    state["changed"] = bool(details.get("changed", getattr(result, "changed", False)))
+    state["snapshots_sent"] = details.get("snapshots_sent")
+    state["bytes"] = details.get("bytes")
+    if errors:
+        state["error"] = "; ".join(errors)
+        state["errors"] = errors
+        log.error(f"{config.kind} task {config.name}: FAILED: {state['error']}")
+        return finish("failed", EXIT_FAILED)
+    log.info(f"{config.kind} task {config.name}: ok")
+    return finish("ok", EXIT_OK)
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(f"stopped by signal {signal.Signals(signum).name}")
+
+
+def _install_signal_handlers() -> dict[int, Any]:
+    saved: dict[int, Any] = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(ValueError):  # not the main thread (tests): leave the defaults
+            saved[sig] = signal.signal(sig, _raise_terminated)
+    return saved
+
+
+def _restore_signal_handlers(saved: dict[int, Any]) -> None:
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zfs-replication-run", description="Run a zfs.replication task once (timer entry point).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run one task from its config file")
+    run.add_argument("--config", required=True, help="the task's JSON config file (written by the zfs.replication.scheduler role)")
+    run.add_argument("--check", action="store_true", help="plan only: log what would be done, change nothing, write no state")
+    run.add_argument("--ignore-window", action="store_true", help="run a replication task even outside its begin/end window")
+    run.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS",
+                     help="wait this long for a run of the same task in progress, then skip (default 0)")
+    run.add_argument("--dependency-wait", type=float, default=DEFAULT_DEPENDENCY_WAIT, metavar="SECONDS",
+                     help="wait this long for runs of the snapshot tasks it depends on (default 3600)")
+    for p in (run, sub.add_parser("status", help="print the state of tasks as JSON")):
+        p.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help=f"default {DEFAULT_STATE_DIR}")
+    run.add_argument("--log-dir", default=DEFAULT_LOG_DIR, help=f"default {DEFAULT_LOG_DIR}")
+    run.add_argument("--log-max-bytes", type=int, default=DEFAULT_LOG_MAX_BYTES, metavar="BYTES",
+                     help="rotate the task's log file at this size (default 1 MiB)")
+    run.add_argument("--log-keep", type=int, default=DEFAULT_LOG_KEEP, metavar="N", help="rotated log files to keep (default 5)")
+    status = sub.choices["status"]
+    status.add_argument("ids", nargs="*", metavar="ID", help="task ids like repl-NAME or snap-NAME (default: all)")
+    return parser
+
+
+def _status(state_dir: str, ids: list[str], out: TextIO) -> int:
+    directory = Path(state_dir)
+    paths = [state_path(directory, i) for i in ids] if ids else sorted(directory.glob("*.json"))
+    states = {p.stem: read_state(p) for p in paths}
+    for state in states.values():
+        running = state.get("running")
+        if isinstance(running, dict) and not _pid_alive(running.get("pid")):
+            running["stale"] = True  # the run was killed hard; the next run replaces it
+    json.dump(states, out, indent=2, sort_keys=True)
+    out.write("\n")
+    missing = [i for i in ids if not states.get(i)]
+    return EXIT_CONFIG if missing else EXIT_OK
+
+
+def _pid_alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def main(argv: list[str] | None = None, stream: TextIO | None = None) -> int:
+    args = _parser().parse_args(argv)
+    out = stream or sys.stdout
+    if args.command == "status":
+        return _status(args.state_dir, args.ids, out)
+    try:
+        config = TaskConfig.load(args.config)
+    except ConfigError as exc:
+        print(f"zfs-replication-run: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    opts = RunOptions(state_dir=args.state_dir, log_dir=args.log_dir, lock_wait=args.lock_wait,
+                      dependency_wait=args.dependency_wait, check_mode=args.check, ignore_window=args.ignore_window,
+                      log_max_bytes=args.log_max_bytes, log_keep=args.log_keep)
+    return run_task(config, opts, stream=out)
+
+
+__all__ = ["ConfigError", "RunOptions", "TaskConfig", "TaskLock", "main", "read_state", "run_task", "write_state"]
