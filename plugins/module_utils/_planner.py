@@ -86,6 +86,7 @@ class PlanTask:
     allow_from_scratch: bool = False
     allow_rollback: bool = False
     replicate: bool = False  # full filesystem: one send -R stream for the whole tree
+    hold_base: bool = False  # the run holds the newest common snapshot and releases the previous one
     retention: TargetRetention = field(default_factory=TargetRetention)
 
 
@@ -101,8 +102,13 @@ class Send:
     snapshots: list[str] = field(default_factory=list)  # every snapshot this stream creates on the target
     force: bool = False  # zfs recv -F (only with allow_from_scratch / allow_rollback)
     replicate: bool = False  # zfs send -R
+    token: str | None = None  # resume an interrupted receive (zfs send -t)
+    key_file: str | None = None  # encryption: where the new target's key is, on the target
+    key_is_temp: bool = False
 
     def describe(self) -> str:
+        if self.token:
+            return f"resume {self.target} (zfs send -t)"
         flags = (" -R" if self.replicate else "") + (" (recv -F)" if self.force else "")
         if self.mode == "full":
             return f"full{flags} {self.source}@{self.snapshot} -> {self.target}"
@@ -155,7 +161,10 @@ class Plan:
         out = []
         for d in self.datasets:
             item = asdict(d)
-            item["sends"] = [dict(asdict(s), description=s.describe()) for s in d.sends]
+            item["sends"] = [
+                dict({k: v for k, v in asdict(s).items() if k not in ("key_file", "key_is_temp", "token")}, description=s.describe())
+                for s in d.sends
+            ]
             item["pending"] = d.pending
             out.append(item)
         return out
@@ -304,7 +313,10 @@ def plan_target_retention(dplan: DatasetPlan, src: Dataset, tgt: Dataset | None,
     src_guids = {s.guid for s in src.snapshots}
     out: list[tuple[str, str]] = []
     for t in tgt.snapshots:
-        if t.name == newest_common or t.userrefs > 0 or not _schema_match(task, t.name):
+        refs = t.userrefs
+        if task.hold_base and dplan.pending and t.name == dplan.base and refs > 0:
+            refs -= 1  # our own hold on the previous base, released by this run once the new base is held
+        if t.name == newest_common or refs > 0 or not _schema_match(task, t.name):
             continue
         if ret.policy == "source":
             if t.guid not in src_guids:

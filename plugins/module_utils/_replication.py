@@ -36,6 +36,8 @@ class DatasetResult:
     bytes: int | None = None
     duration: float = 0.0
     attempts: int = 0
+    estimated_bytes: int | None = None
+    resumed: bool = False
     error: str | None = None
 
 
@@ -83,6 +85,8 @@ class RunResult:
                     "bytes": d.bytes,
                     "duration": round(d.duration, 3),
                     "attempts": d.attempts,
+                    "estimated_bytes": d.estimated_bytes,
+                    "resumed": d.resumed,
                     "error": d.error,
                 }
                 for d in self.datasets
@@ -134,6 +138,9 @@ class Runner:
         self.src_caps: Capabilities | None = None
         self.dst_caps: Capabilities | None = None
         self.counter_on_sender = False
+        self.source: Listing | None = None
+        self.target_listing: Listing | None = None
+        self.resumed: set[str] = set()
 
     def log(self, line: str) -> None:
         self.lines.append(line)
@@ -170,7 +177,33 @@ class Runner:
         self.counter_on_sender = not self.src.missing(["pv"])
 
     def check_capabilities(self) -> None:
-        pass  # features needing OpenZFS 2.x are checked here as the engine gains them
+        """A feature the task requires that a host lacks is a clear error; optional ones are used when both sides can."""
+        t, sc, dc = self.task, self.src_caps, self.dst_caps
+        assert sc is not None and dc is not None
+        for opt, flag in (("large_block", "-L"), ("embed", "-e"), ("compressed", "-c")):
+            if getattr(t, opt) is True and not (sc.version and dc.version):
+                host = self.src if not sc.version else self.dst
+                raise TaskError(
+                    f"{opt}: true needs zfs send {flag} and a receiver that accepts it (OpenZFS); {host.label} has "
+                    f"{(sc if host is self.src else dc).family}. Set {opt}: false or leave it unset (used when both sides support it)"
+                )
+        if t.raw is True and not (sc.raw_send and dc.encryption):
+            raise TaskError(f"raw: true needs raw send (zfs send -w, OpenZFS >= 0.8) on both hosts; source has {sc.family}, target {dc.family}")
+        if t.encryption and not dc.encryption:
+            raise TaskError(f"encryption: true needs native encryption on the target {self.dst.label}, which has {dc.family}")
+
+    def stream_flag(self, opt: str) -> bool:
+        value = getattr(self.task, opt)
+        if value is None:
+            return bool(self.src_caps and self.src_caps.version and self.dst_caps and self.dst_caps.version)
+        return bool(value)
+
+    def is_raw(self, dataset: str) -> bool:
+        """Encrypted sources are sent raw (-w) unless raw: false: the target never sees the key."""
+        if self.task.raw is False or self.source is None:
+            return False
+        ds = self.source.get(dataset)
+        return ds is not None and ds.props.get("encryption", "off") not in ("off", "-", "")
 
     # -- listing -------------------------------------------------------------
     def list_source(self, caps: Capabilities) -> Listing:
@@ -206,14 +239,12 @@ class Runner:
     # -- streams -------------------------------------------------------------
     def sender_parts(self, send: Send) -> tuple[list[Stage], int | None]:
         t = self.task
-        argv = ["zfs", "send"]
-        if send.replicate:
-            argv.append("-R")
-        elif t.properties:
-            argv.append("-p")
+        argv = ["zfs", "send", *self.send_flags(send)]
         if send.mode in ("I", "i"):
             argv += [f"-{send.mode}", f"{send.source}@{send.base}"]
         argv.append(f"{send.source}@{send.snapshot}")
+        if send.token:
+            argv = ["zfs", "send", *(["-w"] if self.is_raw(send.source) else []), "-t", send.token]
         parts = [Stage(self.src, argv, "zfs send")]
         counter = None
         if self.counter_on_sender:
@@ -226,18 +257,57 @@ class Runner:
             parts.append(Stage(self.src, COMPRESSORS[t.compression][0], t.compression))
         return parts, counter
 
+    def send_flags(self, send: Send) -> list[str]:
+        flags = []
+        if send.replicate:
+            flags.append("-R")
+        elif self.task.properties:
+            flags.append("-p")
+        raw = self.is_raw(send.source)
+        if raw:
+            flags.append("-w")
+        if self.stream_flag("large_block"):
+            flags.append("-L")
+        if not raw and self.stream_flag("embed"):
+            flags.append("-e")
+        if not raw and self.stream_flag("compressed"):
+            flags.append("-c")
+        return flags
+
     def recv_argv(self, send: Send) -> list[str]:
         argv = ["zfs", "recv", "-u"]
+        caps = self.dst_caps
+        if caps is not None and caps.resumable and self.src_caps is not None and self.src_caps.resumable:
+            argv.append("-s")
         if send.force:
             argv.append("-F")
-        caps = self.dst_caps
-        if caps is not None and caps.recv_props and self.task.properties:
+        if caps is not None and caps.recv_props and self.task.properties and not send.token:
             for prop in self.task.properties_exclude:
                 argv += ["-x", prop]
             for prop, value in sorted(self.task.properties_override.items()):
                 argv += ["-o", f"{prop}={value}"]
+        if send.key_file:
+            argv += ["-o", "encryption=on", "-o", f"keyformat={self.task.encryption_key_format}", "-o", f"keylocation=file://{send.key_file}"]
         argv.append(send.target)
         return argv
+
+    def estimate(self, send: Send) -> int | None:
+        """``zfs send -n -P`` says how big the stream will be (OpenZFS); None elsewhere."""
+        if not (self.src_caps and self.src_caps.send_dry_run):
+            return None
+        if send.token:
+            argv = ["zfs", "send", "-n", "-P", "-t", send.token]
+        else:
+            argv = ["zfs", "send", "-n", "-P", *self.send_flags(send)]
+            if send.mode in ("I", "i"):
+                argv += [f"-{send.mode}", f"{send.source}@{send.base}"]
+            argv.append(f"{send.source}@{send.snapshot}")
+        proc = self.src.run(argv, check=False)
+        for line in (proc.stdout + "\n" + proc.stderr).splitlines():
+            parts = line.split("\t")
+            if len(parts) == 2 and parts[0] == "size" and parts[1].strip().isdigit():
+                return int(parts[1])
+        return None
 
     def receiver_parts(self, send: Send) -> list[Stage]:
         t = self.task
@@ -372,13 +442,24 @@ class Runner:
         uncounted = False
         for send in dplan.sends:
             self.log(send.describe())
+            est = self.estimate(send)
+            if est is not None:
+                res.estimated_bytes = (res.estimated_bytes or 0) + est
+                self.log(f"  estimated size {est} bytes (zfs send -nP)")
             try:
+                self.prepare_encryption(send, dplan)
                 out = self.send_with_retries(send, res)
             except PipelineError as exc:
                 res.error = f"{send.describe()}: {explain_receive_error(str(exc), dplan)}"
                 errors.append(res.error)
                 self.log(f"FAILED {res.error}")
                 return False
+            except TransportError as exc:
+                res.error = f"{send.describe()}: {exc}"
+                errors.append(res.error)
+                return False
+            finally:
+                self.finish_encryption(send)
             res.snapshots_sent += send.snapshots
             res.duration += out.duration
             uncounted = uncounted or out.bytes is None
@@ -388,6 +469,13 @@ class Runner:
                 self.fix_properties(send.target)
             except TransportError as exc:
                 res.error = f"{send.target}: properties: {exc}"
+                errors.append(res.error)
+                return False
+        if dplan.sends and self.task.hold_base:
+            try:
+                self.move_holds(dplan)
+            except TransportError as exc:
+                res.error = f"{dplan.target}: hold: {exc}"
                 errors.append(res.error)
                 return False
         if dplan.destroy_after:
@@ -401,10 +489,116 @@ class Runner:
                 return False
         return True
 
+    @property
+    def hold_tag(self) -> str:
+        return f"zfs.replication:{self.task.name}"
+
+    def move_holds(self, dplan: DatasetPlan) -> None:
+        """Hold the new newest common snapshot on both sides and release the previous one."""
+        new = dplan.pending[-1]
+        for host, ds in ((self.src, dplan.source), (self.dst, dplan.target)):
+            proc = host.run(["zfs", "hold", self.hold_tag, f"{ds}@{new}"], check=False)
+            if proc.returncode != 0 and "tag already exists" not in proc.stderr:
+                raise TransportError(f"{host.label}: zfs hold {self.hold_tag} {ds}@{new}: {proc.stderr.strip()}")
+            if dplan.base and dplan.base != new:
+                # Not ours (an older run without holds, or released by hand): nothing to release.
+                host.run(["zfs", "release", self.hold_tag, f"{ds}@{dplan.base}"], check=False)
+        self.log(f"  hold {self.hold_tag} moved to @{new} on both sides")
+
+    def prepare_encryption(self, send: Send, dplan: DatasetPlan) -> None:
+        """A new encrypted target root: put the key in a file on the target for zfs recv -o keylocation=file://."""
+        t = self.task
+        if not t.encryption or send.mode != "full" or not self.is_target_root(send.target):
+            return
+        if self.target_listing is not None and self.target_listing.get(send.target) is not None and not send.force:
+            return
+        key = t.encryption_key or ""
+        if t.encryption_key_location:
+            path = t.encryption_key_location
+            script = f"umask 077; mkdir -p {shlex.quote(path.rsplit('/', 1)[0] or '/')}; cat > {shlex.quote(path)}"
+            self.dst.run_script(script, input_text=key)
+            send.key_file = path
+        else:
+            proc = self.dst.run_script("umask 077; f=$(mktemp); cat > \"$f\"; echo \"$f\"", input_text=key)
+            send.key_file = proc.stdout.strip()
+            send.key_is_temp = True
+        self.log(f"  {send.target} is created encrypted (keyformat={t.encryption_key_format})")
+
+    def finish_encryption(self, send: Send) -> None:
+        if not send.key_file or not send.key_is_temp:
+            return
+        # The key stays with the task: the target asks for it (keylocation=prompt) when it is loaded.
+        if dataset_type(self.dst, send.target) is not None:
+            self.dst.run(["zfs", "set", "keylocation=prompt", send.target], check=False)
+        self.dst.run(["rm", "-f", send.key_file], check=False)
+        send.key_file = None
+
+    def is_target_root(self, target: str) -> bool:
+        from ._planner import target_for
+
+        return any(target_for(self.task.plan_task(datetime.now(timezone.utc)), s) == target for s in self.task.source_datasets)
+
+    def load_keys(self, the_plan: Plan) -> None:
+        """Non-raw streams into an encrypted target need its key loaded."""
+        if not self.task.encryption or self.target_listing is None:
+            return
+        for d in the_plan.datasets:
+            ds = self.target_listing.get(d.target)
+            if not d.sends or ds is None or ds.props.get("keystatus") != "unavailable":
+                continue
+            if ds.props.get("encryptionroot") not in (d.target, None):
+                continue
+            self.log(f"load-key {d.target} on {self.dst.label}")
+            if self.task.encryption_key_location:
+                self.dst.run(["zfs", "load-key", d.target])
+            else:
+                self.dst.run(["zfs", "load-key", "-L", "prompt", d.target], input_text=self.task.encryption_key or "")
+
+    def resume_interrupted(self, listing: Listing, check_mode: bool) -> bool:
+        """Finish receives that left a resume token, or abort stale ones. True when the target changed."""
+        touched = False
+        for ds in listing.datasets.values():
+            token = ds.props.get("receive_resume_token", "-")
+            if token in ("-", ""):
+                continue
+            source = self.source_for(ds.name)
+            if check_mode:
+                self.log(f"{ds.name} has a resume token: the run would resume it")
+                continue
+            send = Send(source or "", ds.name, "resume", "", token=token)
+            self.log(f"resume {ds.name} from its receive_resume_token")
+            stale = source is None
+            if not stale:
+                try:
+                    out = self.send_with_retries(send, DatasetResult(source or "", ds.name, "resume", None))
+                    self.log(f"resumed {ds.name}: {out.bytes if out.bytes is not None else '?'} bytes in {out.duration:.2f}s")
+                    self.resumed.add(ds.name)
+                    touched = True
+                    continue
+                except PipelineError as exc:
+                    text = str(exc)
+                    stale = any(h in text for h in ("no longer exists", "does not exist", "cannot resume", "kernel modules must be upgraded", "toguid"))
+                    if not stale:
+                        raise TaskError(f"resuming the interrupted receive of {ds.name} failed: {text}") from exc
+            self.log(f"the resume token of {ds.name} is stale (its snapshot is gone): zfs recv -A, then replan")
+            self.dst.run(["zfs", "recv", "-A", ds.name])
+            touched = True
+        return touched
+
+    def source_for(self, target: str) -> str | None:
+        for root in self.task.source_datasets:
+            from ._planner import target_for
+
+            troot = target_for(self.task.plan_task(datetime.now(timezone.utc)), root)
+            if is_within(target, troot):
+                return root + target[len(troot):]
+        return None
+
     def execute(self, the_plan: Plan, results: dict[str, DatasetResult], errors: list[str]) -> None:
         if the_plan.create_target_root:
             self.log(f"create {self.task.target_dataset} on {self.dst.label}")
             self.dst.run(["zfs", "create", self.task.target_dataset])
+        self.load_keys(the_plan)
         failed_sources: list[str] = []
         for dplan in the_plan.datasets:
             res = results[dplan.target]
@@ -453,8 +647,12 @@ class Runner:
             f"to {self.dst.label} ({self.dst_caps.family}) over {self.task.transport}"
         )
         self.check_tools()
-        source = self.list_source(self.src_caps)
+        self.check_capabilities()
+        source = self.source = self.list_source(self.src_caps)
         before = self.list_target(self.dst_caps)
+        if before is not None and self.dst_caps.resumable and self.resume_interrupted(before, check_mode):
+            before = self.list_target(self.dst_caps)
+        self.target_listing = before
         try:
             the_plan = plan(self.task.plan_task(now), source, before)
         except PlanError as exc:
@@ -475,6 +673,8 @@ class Runner:
         changed = False
         if check_mode:
             changed = the_plan.has_work
+        elif not the_plan.has_work and self.resumed:
+            changed = True
         elif the_plan.has_work:
             try:
                 self.execute(the_plan, results, errors)
@@ -484,7 +684,9 @@ class Runner:
                 except DatasetMissing:
                     after = None
             self.verify(the_plan, source, after, errors, results)
-            changed = snapshot_names(before) != snapshot_names(after) or bool(the_plan.set_readonly) or the_plan.create_target_root
+            changed = (
+                snapshot_names(before) != snapshot_names(after) or bool(the_plan.set_readonly) or the_plan.create_target_root or bool(self.resumed)
+            )
         result = RunResult(
             task=self.task.name,
             changed=changed,
@@ -538,6 +740,40 @@ def run_replication(
         raise TaskError(str(exc)) from exc
     finally:
         runner.close()
+
+
+def release_holds(params: dict[str, Any], check_mode: bool = False, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Release the task's holds on both sides (the task is being removed). Returns what was released."""
+    task = ReplicationTask.from_params(params)
+    runner = Runner(task, log)
+    released: dict[str, list[str]] = {"source": [], "target": []}
+    try:
+        runner.src_caps = probe(runner.src)
+        runner.dst_caps = runner.src_caps if runner.dst is runner.src else probe(runner.dst)
+        sides = [("source", runner.src, runner.src_caps, task.source_datasets), ("target", runner.dst, runner.dst_caps, [task.target_dataset])]
+        for side, host, caps, roots in sides:
+            try:
+                listing = list_tree(host, caps, roots)
+            except DatasetMissing:
+                continue
+            for ds in listing.datasets.values():
+                for snap in ds.snapshots:
+                    if snap.userrefs <= 0:
+                        continue
+                    if check_mode:
+                        proc = host.run(["zfs", "holds", snap.full], check=False)
+                        if runner.hold_tag in proc.stdout:
+                            released[side].append(snap.full)
+                        continue
+                    proc = host.run(["zfs", "release", runner.hold_tag, snap.full], check=False)
+                    if proc.returncode == 0:
+                        released[side].append(snap.full)
+                        runner.log(f"released {runner.hold_tag} on {snap.full} ({host.label})")
+    except (ConnectionFailed, ZfsError, TransportError) as exc:
+        raise TaskError(str(exc)) from exc
+    finally:
+        runner.close()
+    return {"task": task.name, "changed": bool(released["source"] or released["target"]), "released": released, "log": runner.lines}
 
 
 def remote_command_line(host: Host, argv: list[str]) -> str:

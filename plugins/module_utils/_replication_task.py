@@ -81,6 +81,15 @@ class ReplicationTask:
     retries: int = 5
     retry_delay: float = 2.0
     timezone: str | None = None
+    hold_base: bool = True
+    large_block: bool | None = None
+    embed: bool | None = None
+    compressed: bool | None = None
+    raw: bool | None = None
+    encryption: bool = False
+    encryption_key_format: str = "hex"
+    encryption_key: str | None = None
+    encryption_key_location: str | None = None
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> ReplicationTask:
@@ -147,6 +156,15 @@ class ReplicationTask:
             retries=int(p.get("retries", 5)),
             retry_delay=float(p.get("retry_delay", 2.0)),
             timezone=p.get("timezone") or None,
+            hold_base=bool(p.get("hold_base", True)),
+            large_block=p.get("large_block"),
+            embed=p.get("embed"),
+            compressed=p.get("compressed"),
+            raw=p.get("raw"),
+            encryption=bool(p.get("encryption", False)),
+            encryption_key_format=p.get("encryption_key_format") or "hex",
+            encryption_key=p.get("encryption_key"),
+            encryption_key_location=p.get("encryption_key_location") or None,
         )
         if not task.name:
             task.name = suggest_name(task)
@@ -174,10 +192,36 @@ class ReplicationTask:
             raise TaskError("retry_delay must be 0 or more seconds")
         if self.readonly not in ("set", "require", "ignore"):
             raise TaskError(f"readonly {self.readonly!r}: use set, require or ignore")
+        self._validate_encryption()
         if self.replicate and self.exclude:
             raise TaskError("exclude cannot be used with replicate (full filesystem replication sends the whole tree with zfs send -R)")
         if self.replicate and not self.recursive:
             raise TaskError("replicate (full filesystem replication) needs recursive: true")
+
+    def _validate_encryption(self) -> None:
+        if not self.encryption:
+            if self.encryption_key or self.encryption_key_location:
+                raise TaskError("encryption_key and encryption_key_location need encryption: true")
+            return
+        if self.raw:
+            raise TaskError("encryption (a new key on the target) and raw (keep the source's encryption) exclude each other: choose one")
+        if self.replicate:
+            raise TaskError("encryption cannot be combined with replicate (zfs send -R): replicate the datasets one by one instead")
+        if self.encryption_key_format not in ("hex", "passphrase"):
+            raise TaskError(f"encryption_key_format {self.encryption_key_format!r}: use hex or passphrase")
+        key = self.encryption_key or ""
+        if self.encryption_key_format == "hex" and not re.fullmatch(r"[0-9a-fA-F]{64}", key):
+            raise TaskError("encryption_key: a hex key is 64 hexadecimal digits (32 bytes), e.g. from `openssl rand -hex 32`")
+        if self.encryption_key_format == "passphrase" and not 8 <= len(key) <= 512:
+            raise TaskError("encryption_key: a passphrase has 8 to 512 characters")
+        if "\n" in key or "\x00" in key:
+            raise TaskError("encryption_key must be one line")
+        loc = self.encryption_key_location
+        if loc is not None and not re.fullmatch(r"/[A-Za-z0-9_./:+-]+", loc):
+            raise TaskError(
+                f"encryption_key_location {loc!r}: give an absolute path on the target host (letters, digits and _ . / : + -), "
+                "or leave it unset to keep the key with the task"
+            )
 
     def _validate_datasets(self) -> None:
         if not self.source_datasets:
@@ -380,6 +424,7 @@ class ReplicationTask:
             allow_from_scratch=self.allow_from_scratch,
             allow_rollback=self.allow_rollback,
             replicate=self.replicate,
+            hold_base=self.hold_base,
             retention=self.retention(now),
         )
 

@@ -95,11 +95,19 @@ class Host:
         return list(argv)
 
     def run(self, argv: Sequence[str], check: bool = True, input_text: str | None = None) -> subprocess.CompletedProcess:
-        cmd = self.command(argv)
+        """Run ``argv`` on this host. ``input_text`` (secrets go here, never on argv) is its stdin."""
+        return self._run(self.command(argv), argv, check, input_text)
+
+    def run_script(self, script: str, check: bool = True, input_text: str | None = None) -> subprocess.CompletedProcess:
+        """Run an already-quoted POSIX sh script on this host."""
+        return self._run(self.shell_command(script), ["sh", "-c", script], check, input_text)
+
+    def _run(self, cmd: list[str], argv: Sequence[str], check: bool, input_text: str | None) -> subprocess.CompletedProcess:
         try:
             proc = subprocess.run(
                 cmd,
                 input=input_text,
+                stdin=subprocess.DEVNULL if input_text is None else None,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=command_env(),
@@ -178,6 +186,18 @@ def explain_ssh_failure(conn: SSHConnection, stderr: str) -> str:
     return f"ssh to {conn.label} failed: {text}"
 
 
+SSH_ERROR_HINTS = (
+    "ssh:", "Host key", "host key", "Permission denied", "Connection", "connection", "port ", "Could not resolve",
+    "UNPROTECTED PRIVATE KEY", "bad permissions", "Control socket", "mux_client", "kex_exchange", "banner exchange",
+    "No route to host", "Broken pipe",
+)
+
+
+def looks_like_ssh_error(stderr: str) -> bool:
+    text = stderr.strip()
+    return not text or any(h in text for h in SSH_ERROR_HINTS)
+
+
 class SSHHost(Host):
     """A host reached with the OpenSSH client. One master connection is shared by every command."""
 
@@ -224,9 +244,10 @@ class SSHHost(Host):
         return ["ssh", *self.ssh_options(), self.conn.host, "--", script]
 
     def check_connection(self, rc: int, stderr: str, argv: Sequence[str]) -> None:
-        # ssh exits 255 when the connection itself failed; the remote command's own
-        # exit status is passed through otherwise.
-        if rc == 255:
+        # ssh exits 255 when the connection itself failed; the remote command's own exit
+        # status is passed through otherwise (and a remote command may exit 255 too: then
+        # its stderr is not ssh's).
+        if rc == 255 and looks_like_ssh_error(stderr):
             raise ConnectionFailed(explain_ssh_failure(self.conn, stderr), argv, rc, stderr)
 
     def missing(self, programs: Sequence[str]) -> list[str]:

@@ -38,9 +38,17 @@ attributes:
     support: full
     details: A run with nothing new to send reports C(changed=false).
 options:
+  state:
+    description:
+      - V(present) replicates.
+      - V(absent) releases the holds this task keeps on its base snapshots (on both sides) and replicates nothing:
+        use it when a task is removed, so its snapshots can be pruned again.
+    type: str
+    choices: [present, absent]
+    default: present
   name:
     description:
-      - Name of the replication task, used in logs.
+      - Name of the replication task, used in logs and in the hold tag C(zfs.replication:<name>).
       - When omitted it is made from the sources and the target, like TrueNAS suggests one.
     type: str
   source_datasets:
@@ -245,6 +253,54 @@ options:
     description:
       - Put an C(mbuffer) of this size (like C(64M)) before C(zfs recv) on the receiving side.
     type: str
+  hold_base:
+    description:
+      - Hold the newest snapshot both sides have in common with the tag C(zfs.replication:<name>) on the source and
+        the target, and move the hold forward after each successful run, so that pruning by any tool cannot
+        break the incremental chain. The previous base is released once the new one is held.
+    type: bool
+    default: true
+  large_block:
+    description:
+      - Send large blocks as such (C(zfs send -L)). Unset means used when both sides run OpenZFS.
+    type: bool
+  embed:
+    description:
+      - Send embedded-data blocks as such (C(zfs send -e)). Unset means used when both sides run OpenZFS.
+    type: bool
+  compressed:
+    description:
+      - Send blocks compressed as they are on disk (C(zfs send -c)). Unset means used when both sides run OpenZFS.
+    type: bool
+  raw:
+    description:
+      - Send encrypted datasets raw (C(zfs send -w)): the target stores the ciphertext and never sees the key
+        (its C(keystatus) stays C(unavailable) until someone loads the key there).
+      - Unset means raw for encrypted sources. V(false) sends them decrypted (the source key must be loaded).
+    type: bool
+  encryption:
+    description:
+      - Create the target encrypted with a new key (for an unencrypted source); children inherit it.
+      - Applies when the task creates the target; an existing unencrypted target stays as it is.
+      - Needs native encryption (OpenZFS >= 0.8) on the target.
+    type: bool
+    default: false
+  encryption_key_format:
+    description:
+      - V(hex) (64 hexadecimal digits) or V(passphrase) (8 to 512 characters).
+    type: str
+    choices: [hex, passphrase]
+    default: hex
+  encryption_key:
+    description:
+      - The target's key. It goes to the target through the ssh connection's standard input, never on a command line.
+    type: str
+  encryption_key_location:
+    description:
+      - Path on the target where the key is stored (mode 0600) and which becomes the dataset's C(keylocation).
+      - When unset the key stays with the task (TrueNAS "store the key in the sending system"): the target's
+        C(keylocation) is C(prompt) and the module loads the key itself when it needs to.
+    type: path
   retries:
     description:
       - How often a stream is retried after a transient failure (a dropped connection), with exponential backoff.
@@ -326,7 +382,7 @@ task:
   sample: tank-data-to-backup-tank-data
 plan:
   description: Per source dataset, what the run does (or would do in check mode).
-  returned: always
+  returned: when O(state=present)
   type: list
   elements: dict
   contains:
@@ -376,7 +432,7 @@ plan:
           description: incremental -I tank/data@auto-2026-11-27_00-00 -> @auto-2026-11-28_00-00 (1 snapshots) -> backup/tank-data
 datasets:
   description: Per target dataset, what was sent.
-  returned: always
+  returned: when O(state=present)
   type: dict
   sample:
     backup/tank-data:
@@ -391,22 +447,22 @@ datasets:
       error: null
 snapshots_sent:
   description: Number of snapshots created on the target by this run.
-  returned: always
+  returned: when O(state=present)
   type: int
   sample: 3
 bytes:
   description: Bytes of stream sent (counted by C(pv)); null when C(pv) is not installed.
-  returned: always
+  returned: when O(state=present)
   type: int
   sample: 1048576
 duration:
   description: Seconds the run took, listings included.
-  returned: always
+  returned: when O(state=present)
   type: float
   sample: 2.31
 errors:
   description: Datasets that were refused or failed, each with the reason and the fix.
-  returned: always
+  returned: when O(state=present)
   type: list
   elements: str
 log:
@@ -414,9 +470,14 @@ log:
   returned: always
   type: list
   elements: str
+released:
+  description: With O(state=absent), the snapshots whose hold was released, per side (C(source), C(target)).
+  returned: when O(state=absent)
+  type: dict
+  sample: {source: [tank/data@auto-2026-11-28_00-00], target: [backup/data@auto-2026-11-28_00-00]}
 capabilities:
   description: What the zfs command line of each side supports (C(source) and C(target)), from the probe.
-  returned: always
+  returned: when O(state=present)
   type: dict
   sample:
     source: {family: OpenZFS 2.3.2, version: 2.3.2, resumable: true, list_parsable: true}
@@ -426,7 +487,7 @@ capabilities:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.zfs.replication.plugins.module_utils._args import SSH_SPEC
-from ansible_collections.zfs.replication.plugins.module_utils._replication import TaskError, run_replication
+from ansible_collections.zfs.replication.plugins.module_utils._replication import TaskError, release_holds, run_replication
 
 
 def _diff(before: dict, after: dict) -> dict:
@@ -439,6 +500,7 @@ def _diff(before: dict, after: dict) -> dict:
 def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
+            state=dict(type="str", default="present", choices=["present", "absent"]),
             name=dict(type="str"),
             source_datasets=dict(type="list", elements="str", required=True),
             target_dataset=dict(type="str", required=True),
@@ -479,6 +541,15 @@ def main() -> None:
             compression=dict(type="str", choices=["lz4", "zstd", "pigz", "xz"]),
             speed_limit=dict(type="int"),
             buffer_size=dict(type="str"),
+            hold_base=dict(type="bool", default=True),
+            large_block=dict(type="bool"),
+            embed=dict(type="bool"),
+            compressed=dict(type="bool"),
+            raw=dict(type="bool"),
+            encryption=dict(type="bool", default=False),
+            encryption_key_format=dict(type="str", default="hex", choices=["hex", "passphrase"]),
+            encryption_key=dict(type="str", no_log=True),
+            encryption_key_location=dict(type="path"),
             retries=dict(type="int", default=5),
             retry_delay=dict(type="float", default=2.0),
         ),
@@ -491,6 +562,11 @@ def main() -> None:
         mutually_exclusive=[("name_regex", "naming_schema"), ("name_regex", "also_include_naming_schema")],
         supports_check_mode=True,
     )
+    if module.params["state"] == "absent":
+        try:
+            module.exit_json(**release_holds(module.params, check_mode=module.check_mode))
+        except TaskError as exc:
+            module.fail_json(msg=str(exc), changed=False)
     try:
         result = run_replication(module.params, check_mode=module.check_mode)
     except TaskError as exc:

@@ -239,3 +239,36 @@ def test_bad_input_is_a_clear_error_and_changes_nothing(sandbox, pair, ansible_p
     assert expand(message) in res["msg"], res["msg"]
     assert state(sandbox.src_pool, sandbox.dst_pool) == before
     assert not Path("/tmp/zr-pwned").exists()
+
+
+def holds_of(snapshot: str) -> int:
+    return int(zfs("get", "-H", "-p", "-o", "value", "userrefs", snapshot).strip())
+
+
+def test_base_is_held_on_both_sides_moves_forward_and_is_released(sandbox, pair, ansible_playbook):
+    src, dst = pair
+    write_files(mountpoint(src), "h")
+    zfs("snapshot", f"{src}@auto-2026-11-28_10-00")
+    params = {"name": "held", "source_datasets": [src], "target_dataset": dst, "naming_schema": [SCHEMA], "ssh": ssh_args(sandbox)}
+    replicate(ansible_playbook, params)
+    assert holds_of(f"{src}@auto-2026-11-28_10-00") == 1 and holds_of(f"{dst}@auto-2026-11-28_10-00") == 1
+    # The held base cannot be destroyed by another tool.
+    with pytest.raises(AssertionError, match="busy|hold"):
+        zfs("destroy", f"{src}@auto-2026-11-28_10-00")
+
+    zfs("snapshot", f"{src}@auto-2026-11-28_11-00")
+    replicate(ansible_playbook, params)
+    assert holds_of(f"{src}@auto-2026-11-28_10-00") == 0 and holds_of(f"{dst}@auto-2026-11-28_10-00") == 0
+    assert holds_of(f"{src}@auto-2026-11-28_11-00") == 1 and holds_of(f"{dst}@auto-2026-11-28_11-00") == 1
+
+    # Retention on the target may now destroy the old base, never the held new one.
+    zfs("destroy", f"{src}@auto-2026-11-28_10-00")
+    res = replicate(ansible_playbook, dict(params, retention_policy="source")).task("replicate")
+    assert res["datasets"][dst]["destroyed"] == ["auto-2026-11-28_10-00"]
+    assert list(snapshots_with_guids(dst)) == ["@auto-2026-11-28_11-00"]
+
+    # Removing the task releases its holds on both sides.
+    gone = replicate(ansible_playbook, dict(params, state="absent")).task("replicate")
+    assert gone["changed"] is True
+    assert gone["released"] == {"source": [f"{src}@auto-2026-11-28_11-00"], "target": [f"{dst}@auto-2026-11-28_11-00"]}
+    assert holds_of(f"{src}@auto-2026-11-28_11-00") == 0 and holds_of(f"{dst}@auto-2026-11-28_11-00") == 0
