@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 ZFS = shutil.which('zfs') or '/usr/sbin/zfs'
@@ -39,6 +40,14 @@ _DAEMONS: list[subprocess.Popen[bytes]] = []  # keep our daemons' Popen objects 
 
 class SandboxError(RuntimeError):
     pass
+
+
+class PoolBusy(SandboxError):
+    """zfs-fuse still says 'busy' after the retries.
+
+    Seen after interrupted send/receive pipelines: with no client process left, the daemon keeps some datasets
+    open, and only a restart of zfs-fuse releases them (cachefile=none: the pool is then forgotten).
+    """
 
 
 def _run(argv: list[str], *, check: bool = True, timeout: float = 60, input: bytes | None = None) -> subprocess.CompletedProcess[str]:
@@ -137,7 +146,7 @@ def list_pools() -> list[str]:
     return _run([ZPOOL, 'list', '-H', '-o', 'name']).stdout.split()
 
 
-def create_pool(name: str, directory: str | os.PathLike[str], size: str = '512M') -> Path:
+def create_pool(name: str, size: str = '512M', *, directory: str | os.PathLike[str]) -> Path:
     """Create a file-backed pool NAME; its image lives in DIRECTORY, its mountpoint is DIRECTORY/mnt/NAME.
 
     cachefile=none keeps the daemon from re-importing it after a crash; the explicit mountpoint keeps it off /NAME.
@@ -165,7 +174,8 @@ def destroy_pool(name: str, attempts: int = 20, delay: float = 0.5) -> None:
             return
         last = proc.stderr.strip()
         time.sleep(delay)
-    raise SandboxError(f'could not destroy pool {name}: {last}')
+    error = PoolBusy if 'busy' in last else SandboxError
+    raise error(f'could not destroy pool {name}: {last}')
 
 
 def _owner_alive(owner: str) -> bool:
@@ -200,7 +210,11 @@ def cleanup_stale_pools(prefix: str = POOL_PREFIX) -> list[str]:
         owner = _run([ZFS, 'get', '-H', '-o', 'value', OWNER_PROPERTY, name], check=False).stdout.strip()
         if not owner or owner == '-' or _owner_alive(owner):
             continue
-        destroy_pool(name)
+        try:
+            destroy_pool(name, attempts=2)
+        except PoolBusy as exc:  # leaked inside the daemon: skip it rather than fail every later session
+            warnings.warn(f'stale {exc} (restarting zfs-fuse releases it)', RuntimeWarning, stacklevel=2)
+            continue
         destroyed.append(name)
         workdir = owner.partition(' ')[2]
         if workdir:
@@ -397,7 +411,7 @@ class Sandbox:
             self.zfs_fuse_pid = ensure_zfs_fuse(self.workdir / 'zfs-fuse.log')
             cleanup_stale_pools()
             for pool in (self.src_pool, self.dst_pool):
-                self.mountpoints[pool] = str(create_pool(pool, self.workdir, self.pool_size))
+                self.mountpoints[pool] = str(create_pool(pool, self.pool_size, directory=self.workdir))
             self.sshd.start()
         except BaseException:
             self.down()
@@ -411,15 +425,24 @@ class Sandbox:
             self.sshd.stop()
         except Exception as exc:  # keep tearing down the rest
             errors.append(f'sshd: {exc}')
+        busy = []
         for pool in (self.src_pool, self.dst_pool):
             try:
                 if zfs_fuse_answers():
                     destroy_pool(pool)
-                (self.workdir / f'{pool}.img').unlink(missing_ok=True)
+            except PoolBusy as exc:
+                busy.append(str(exc))
             except Exception as exc:
                 errors.append(f'{pool}: {exc}')
         if self.stop_zfs_fuse and self.zfs_fuse_pid:
-            stop_zfs_fuse(self.zfs_fuse_pid)
+            stop_zfs_fuse(self.zfs_fuse_pid)  # also releases what the daemon leaked: nothing is left behind
+        elif busy:
+            # zfs-fuse's leak, not a failure of the code under test; a daemon we did not start is not ours to
+            # restart. The pool is left (its image file goes) and the leak is reported.
+            warnings.warn(f'zfs-fuse keeps datasets busy, pool left in the daemon: {"; ".join(busy)}', RuntimeWarning,
+                          stacklevel=2)
+        for pool in (self.src_pool, self.dst_pool):
+            (self.workdir / f'{pool}.img').unlink(missing_ok=True)
         self.state_file.unlink(missing_ok=True)
         if errors:
             raise SandboxError('; '.join(errors))
