@@ -5,8 +5,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 from ._transport import Host, TransportError
 
@@ -128,6 +128,7 @@ class Snapshot:
     guid: str
     createtxg: int
     userrefs: int = 0
+    props: dict[str, str] = field(default_factory=dict)  # the listing's extra_props, when asked for
 
     @property
     def full(self) -> str:
@@ -189,6 +190,10 @@ def listing_argv(caps: Capabilities, roots: Sequence[str], extra_props: Sequence
     return ["zfs", "get", "-H", "-p", "-r", "-o", "name,property,value", ",".join(cols), *roots]
 
 
+# Snapshot.props keeps only the caller's extra_props (the base columns have fields or describe datasets).
+_SNAPSHOT_SKIP = frozenset(LIST_PROPS + MODERN_EXTRA + ENCRYPTION_PROPS)
+
+
 def _add(datasets: dict[str, Dataset], snaps: list[Snapshot], name: str, props: dict[str, str]) -> None:
     kind = props.get("type", "")
     if kind == "snapshot":
@@ -200,6 +205,7 @@ def _add(datasets: dict[str, Dataset], snaps: list[Snapshot], name: str, props: 
                 guid=props.get("guid", ""),
                 createtxg=_int(props.get("createtxg")),
                 userrefs=_int(props.get("userrefs")),
+                props={k: v for k, v in props.items() if k not in _SNAPSHOT_SKIP},
             )
         )
     elif kind in ("filesystem", "volume"):

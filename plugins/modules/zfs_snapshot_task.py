@@ -1,0 +1,331 @@
+#!/usr/bin/python
+# Copyright (c) zfs.replication contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: zfs_snapshot_task
+short_description: Take periodic ZFS snapshots by schedule and naming schema, and prune them by lifetime
+version_added: 0.1.0
+description:
+  - Does what a TrueNAS Periodic Snapshot Task does, idempotently, on the host it runs on.
+  - Each run takes the snapshot of the current schedule slot (the latest time at or before now that the
+    O(schedule) matches), named by O(naming_schema) with the slot's time, unless the dataset already has
+    a snapshot of this schema for that slot. A second run in the same slot reports C(changed=false).
+    A run outside the schedule's C(begin)/C(end) window takes none.
+  - With O(recursive=true) every included dataset is snapshotted atomically in one call
+    (C(zfs snapshot -r), or C(zfs snapshot a@x b@x ...) on OpenZFS when some are excluded). Older
+    command lines such as zfs-fuse take one name per call; there C(zfs snapshot -r) is followed by the
+    destruction of the excluded datasets' new snapshots, so the included ones still form one atomic set.
+  - Then prunes the snapshots of this O(naming_schema) whose lifetime has passed, judged by the time in
+    their names. Never touches manual snapshots or those of other schemas, never held snapshots
+    (C(zfs hold)), never those in O(keep_snapshots), and always keeps the newest one per dataset.
+  - One listing before and one after the run, whatever the number of datasets; destroys are batched
+    per dataset on OpenZFS (C(zfs destroy ds@a,b,c)).
+author:
+  - zfs.replication contributors
+extends_documentation_fragment:
+  - zfs.replication.attributes
+attributes:
+  check_mode:
+    support: full
+    details: Lists the datasets and returns the plan (snapshots to take and to destroy, with reasons) without changing anything.
+  diff_mode:
+    support: full
+    details: Shows the snapshot lists of the task's datasets before and after (planned, in check mode).
+  idempotent:
+    support: full
+    details: A second run in the same schedule slot, with nothing expired, reports C(changed=false).
+options:
+  dataset:
+    description:
+      - The dataset or zvol to snapshot.
+    type: str
+    required: true
+  recursive:
+    description:
+      - Also snapshot every descendant of O(dataset), atomically with it.
+    type: bool
+    default: false
+  exclude:
+    description:
+      - Descendants of O(dataset) not to snapshot, each with its own descendants. Needs O(recursive=true).
+      - Snapshots of excluded datasets are never pruned by this task.
+    type: list
+    elements: str
+    default: []
+  naming_schema:
+    description:
+      - strftime-style pattern for the snapshot names (the part after C(@)).
+      - Must contain C(%Y), C(%m), C(%d), C(%H) and C(%M); may contain C(%S), C(%z) and literal letters,
+        digits, underscores, dots, colons and dashes. C(/), C(@), spaces and C(%%) are refused.
+      - Pruning only considers snapshots whose names parse under this schema.
+    type: str
+    default: auto-%Y-%m-%d_%H-%M
+  schedule:
+    description:
+      - When snapshots are due. A preset (V(hourly), V(daily), V(weekly) (Sunday 00:00), V(monthly)) or a
+        mapping of cron fields C(minute), C(hour), C(dom), C(month), C(dow) (strings, as in TrueNAS; a
+        missing C(minute) is C(0), the others C(*)) with an optional C(begin) and C(end) (C(HH:MM)) window.
+      - The snapshot of a slot is named after the slot's time, not the time of the run.
+    type: raw
+    default: daily
+  lifetime_value:
+    description:
+      - How long this task's snapshots are kept, in O(lifetime_unit)s. At least 1.
+    type: int
+    default: 2
+  lifetime_unit:
+    description:
+      - The unit of O(lifetime_value). Months and years are calendar months (clamped at month ends).
+    type: str
+    choices: [hour, day, week, month, year]
+    default: week
+  other_lifetimes:
+    description:
+      - Lifetimes of other snapshot tasks that make snapshots with the same O(naming_schema) on these
+        datasets. A snapshot is kept as long as the longest lifetime among this task's and these.
+      - The C(zfs.replication) role fills this in.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      lifetime_value:
+        description: How long, in O(other_lifetimes[].lifetime_unit)s.
+        type: int
+        required: true
+      lifetime_unit:
+        description: The unit.
+        type: str
+        choices: [hour, day, week, month, year]
+        required: true
+  keep_snapshots:
+    description:
+      - Full snapshot names (C(dataset@snapshot)) never to prune, such as the incremental bases of
+        replications. Held snapshots are kept in any case.
+    type: list
+    elements: str
+    default: []
+  allow_empty:
+    description:
+      - When V(false), a dataset on which nothing was written since its newest snapshot of this schema gets
+        no new snapshot.
+      - On OpenZFS this reads the C(written) property. Older command lines such as zfs-fuse have no
+        C(written); there a change is seen when the dataset's C(referenced) differs from that snapshot's, or
+        that snapshot (or a later one) has C(used) above zero. That misses a same-size overwrite of data
+        the snapshot shares with an identical older snapshot.
+      - Writes of the last seconds (the open ZFS transaction group; up to about 30 seconds on zfs-fuse) are
+        not counted yet by either.
+    type: bool
+    default: true
+  timezone:
+    description:
+      - Time zone of the schedule and of the times written in snapshot names without C(%z), V(UTC) or an
+        IANA name such as V(Europe/Berlin). Default is the host's zone.
+    type: str
+  enabled:
+    description:
+      - When V(false), the task takes and destroys nothing (the options are still checked).
+    type: bool
+    default: true
+notes:
+  - Runs on the host that holds the datasets; it needs the C(zfs) command there.
+seealso:
+  - module: zfs.replication.zfs_replication
+  - name: TrueNAS periodic snapshot tasks
+    description: The feature this module mirrors, field by field.
+    link: https://www.truenas.com/docs/scale/scaletutorials/dataprotection/periodicsnapshottasksscale/
+"""
+
+EXAMPLES = r"""
+- name: Hourly snapshots of tank/data and its children, kept two weeks, no scratch space
+  zfs.replication.zfs_snapshot_task:
+    dataset: tank/data
+    recursive: true
+    exclude: [tank/data/scratch]
+    naming_schema: auto-%Y-%m-%d_%H-%M
+    schedule: hourly
+    lifetime_value: 2
+    lifetime_unit: week
+
+- name: Every 15 minutes during office hours, only when something changed
+  zfs.replication.zfs_snapshot_task:
+    dataset: tank/projects
+    naming_schema: work-%Y%m%d-%H%M
+    schedule:
+      minute: "*/15"
+      hour: "*"
+      dow: "mon-fri"
+      begin: "08:00"
+      end: "18:00"
+    timezone: Europe/Berlin
+    allow_empty: false
+    lifetime_value: 3
+    lifetime_unit: day
+
+- name: Show what the task would take and prune
+  zfs.replication.zfs_snapshot_task:
+    dataset: tank/data
+    schedule: daily
+    lifetime_value: 1
+    lifetime_unit: month
+  check_mode: true
+  register: snaps
+
+- name: Print the plan
+  ansible.builtin.debug:
+    var: snaps.plan
+"""
+
+RETURN = r"""
+task:
+  description: A label for the task (its dataset and naming schema).
+  returned: always
+  type: str
+  sample: "tank/data auto-%Y-%m-%d_%H-%M"
+dataset:
+  description: The task's dataset.
+  returned: always
+  type: str
+  sample: tank/data
+naming_schema:
+  description: The task's naming schema.
+  returned: always
+  type: str
+  sample: auto-%Y-%m-%d_%H-%M
+slot:
+  description: The schedule slot of this run (ISO 8601 in the task's time zone); null outside the window or when disabled.
+  returned: always
+  type: str
+  sample: "2026-11-28T10:00:00+00:00"
+snapshot_name:
+  description: The name (after C(@)) of the slot's snapshot; null when there is no slot.
+  returned: always
+  type: str
+  sample: auto-2026-11-28_10-00
+taken:
+  description: Snapshots this run created (in check mode, would create).
+  returned: always
+  type: list
+  elements: str
+  sample: [tank/data@auto-2026-11-28_10-00, tank/data/vm@auto-2026-11-28_10-00]
+destroyed:
+  description: Snapshots this run destroyed by lifetime (in check mode, would destroy).
+  returned: always
+  type: list
+  elements: str
+  sample: [tank/data@auto-2026-11-14_09-00]
+kept:
+  description: Snapshots of this naming schema that stay, each with the reason (not expired yet, held, kept for replication, newest).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    snapshot:
+      description: Full snapshot name.
+      type: str
+    reason:
+      description: Why it stays.
+      type: str
+  sample:
+    - snapshot: tank/data@auto-2026-11-28_10-00
+      reason: newest snapshot of naming schema 'auto-%Y-%m-%d_%H-%M' on tank/data
+skipped_datasets:
+  description: Datasets that get no snapshot this run, with the reason (already has the slot's snapshot, nothing written).
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - dataset: tank/data/archive
+      reason: "nothing written since @auto-2026-11-28_09-00 (written=0); allow_empty is false"
+plan:
+  description: The plan, also in check mode. C(take) and C(destroy) list C(snapshot) and C(reason); C(skip) lists C(dataset) and C(reason);
+    C(keep) is as RV(kept); C(reason) says why nothing is taken at all (outside the window, disabled).
+  returned: always
+  type: dict
+  sample:
+    slot: "2026-11-28T10:00:00+00:00"
+    snapshot_name: auto-2026-11-28_10-00
+    datasets: [tank/data]
+    reason: null
+    take: [{snapshot: tank/data@auto-2026-11-28_10-00, reason: "slot 2026-11-28T10:00+00:00 has no snapshot yet"}]
+    skip: []
+    destroy: [{snapshot: tank/data@auto-2026-11-14_09-00, reason: "expired 2026-11-28T09:00+00:00 (lifetime 2 weeks from 2026-11-14T09:00+00:00)"}]
+    keep: []
+duration:
+  description: Seconds the run took.
+  returned: always
+  type: float
+  sample: 0.21
+errors:
+  description: What failed while taking or destroying snapshots.
+  returned: always
+  type: list
+  elements: str
+log:
+  description: The run's log lines (plan and zfs commands).
+  returned: always
+  type: list
+  elements: str
+capabilities:
+  description: What the host's zfs command line supports, from the probe.
+  returned: always
+  type: dict
+  sample: {family: OpenZFS 2.3.2, version: 2.3.2, list_parsable: true}
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.zfs.replication.plugins.module_utils._snapshot_task import TaskError, run_snapshot_task
+
+UNITS = ["hour", "day", "week", "month", "year"]
+
+
+def _diff(before: dict, after: dict) -> dict:
+    def render(lists: dict) -> str:
+        return "".join(f"{ds}@{snap}\n" for ds in sorted(lists) for snap in lists[ds])
+
+    return {"before": render(before), "after": render(after), "before_header": "snapshots", "after_header": "snapshots"}
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=dict(
+            dataset=dict(type="str", required=True),
+            recursive=dict(type="bool", default=False),
+            exclude=dict(type="list", elements="str", default=[]),
+            naming_schema=dict(type="str", default="auto-%Y-%m-%d_%H-%M"),
+            schedule=dict(type="raw", default="daily"),
+            lifetime_value=dict(type="int", default=2),
+            lifetime_unit=dict(type="str", default="week", choices=UNITS),
+            other_lifetimes=dict(
+                type="list",
+                elements="dict",
+                default=[],
+                options=dict(
+                    lifetime_value=dict(type="int", required=True),
+                    lifetime_unit=dict(type="str", required=True, choices=UNITS),
+                ),
+            ),
+            keep_snapshots=dict(type="list", elements="str", default=[]),
+            allow_empty=dict(type="bool", default=True),
+            timezone=dict(type="str"),
+            enabled=dict(type="bool", default=True),
+        ),
+        supports_check_mode=True,
+    )
+    try:
+        result = run_snapshot_task(module.params, check_mode=module.check_mode)
+    except TaskError as exc:
+        module.fail_json(msg=str(exc), changed=False)
+    out = result.as_dict()
+    if module._diff:
+        out["diff"] = _diff(result.before, result.after)
+    if result.failed:
+        module.fail_json(msg="; ".join(result.errors), **out)
+    module.exit_json(**out)
+
+
+if __name__ == "__main__":
+    main()
