@@ -15,10 +15,11 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable
 
-from ._transport import Host, command_env, quote_remote
+from ._transport import Host, command_env, quote_remote, start_process
 
 STDERR_LIMIT = 4000
 
@@ -66,11 +67,8 @@ def split_remote_result(stage: Stage, rc: int, stderr: str) -> list[StageResult]
     text = "\n".join(text_lines)
     out = []
     for i, part in enumerate(stage.parts):
-        if i in statuses:
-            prc = statuses[i]
-        else:
-            # No tag: the remote shell never finished this stage (connection lost, killed).
-            prc = rc if rc != 0 else 255
+        # No tag: the remote shell never finished this stage (connection lost, killed).
+        prc = statuses.get(i, rc if rc != 0 else 255)
         out.append(StageResult(part.name, stage.host.label, list(part.argv), prc, text if prc != 0 else ""))
     if rc == 255 and not statuses:
         out = [StageResult(f"ssh {stage.host.label}", stage.host.label, list(stage.local_argv), rc, text)]
@@ -105,10 +103,7 @@ class PipelineResult:
 
 def _explain(stage: StageResult) -> str:
     err = stage.stderr.strip()[-STDERR_LIMIT:]
-    if stage.rc < 0:
-        how = f"killed by signal {-stage.rc}"
-    else:
-        how = f"exit {stage.rc}"
+    how = f"killed by signal {-stage.rc}" if stage.rc < 0 else f"exit {stage.rc}"
     return f"{stage.name} on {stage.host} failed ({how}): {err or '(no error output)'} [argv: {quote_remote(stage.argv)}]"
 
 
@@ -141,12 +136,12 @@ def _start(stages: Sequence[Stage], procs: list[subprocess.Popen], errfiles: lis
     """Start ``stages`` connected by pipes; append to ``procs``/``errfiles`` as they start."""
     prev_out = None
     for i, stage in enumerate(stages):
-        errf = tempfile.TemporaryFile()
+        errf = tempfile.TemporaryFile()  # noqa: SIM115  (closed by _collect after the stage ends)
         errfiles.append(errf)
         last = i == len(stages) - 1
         cmd = stage.local_argv or stage.host.command(stage.argv)
         try:
-            proc = subprocess.Popen(
+            proc = start_process(
                 cmd,
                 stdin=prev_out if prev_out is not None else subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL if last else subprocess.PIPE,
@@ -240,7 +235,7 @@ def run_chains(
     lrc = [p.wait() for p in lprocs]
     duration = time.monotonic() - start
     sres, nbytes = _collect(sender, src, serr, counter_index)
-    lres, _ = _collect(listener, lrc, lerr, None)
+    lres, _unused = _collect(listener, lrc, lerr, None)
     results = sres + lres
     _raise_on_failure(results)
     return PipelineResult(results, duration, nbytes)

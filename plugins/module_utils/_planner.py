@@ -11,9 +11,10 @@ refused with an error that says how to proceed; nothing is destroyed without con
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Protocol
 
 from ._zfs import Dataset, Listing, Snapshot, is_within
 
@@ -364,7 +365,7 @@ def plan(task: PlanTask, source: Listing, target: Listing | None) -> Plan:
         # readonly is set on each root on the target; descendants inherit it.
         root_plan = next(d for d in datasets if d.source == root)
         wants_readonly = task.readonly in ("set", "require")
-        if wants_readonly and root_plan.action in ("full", "incremental", "in_sync", "rollback"):
-            if troot_ds is None or troot_ds.props.get("readonly") != "on":
-                readonly.append(troot)
+        already = troot_ds is not None and troot_ds.props.get("readonly") == "on"
+        if wants_readonly and not already and root_plan.action in ("full", "incremental", "in_sync", "rollback"):
+            readonly.append(troot)
     return Plan(datasets=datasets, create_target_root=create_root, set_readonly=readonly)

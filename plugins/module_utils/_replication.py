@@ -179,7 +179,8 @@ class Runner:
     def check_capabilities(self) -> None:
         """A feature the task requires that a host lacks is a clear error; optional ones are used when both sides can."""
         t, sc, dc = self.task, self.src_caps, self.dst_caps
-        assert sc is not None and dc is not None
+        if sc is None or dc is None:
+            raise TaskError("internal: capabilities are probed before they are checked")
         for opt, flag in (("large_block", "-L"), ("embed", "-e"), ("compressed", "-c")):
             if getattr(t, opt) is True and not (sc.version and dc.version):
                 host = self.src if not sc.version else self.dst
@@ -339,7 +340,8 @@ class Runner:
     def run_netcat(self, sender: list[Stage], counter: int | None, receiver: list[Stage]) -> PipelineResult:
         """Data over a plain TCP connection: the receiving side listens, the sending side connects."""
         nc = self.task.netcat
-        assert nc is not None and self.task.ssh is not None
+        if nc is None or self.task.ssh is None:
+            raise TaskError("transport ssh+netcat needs the ssh and netcat options")
         listen_host, send_host = self.dst, self.src
         listen_addr = nc.listen_address or (self.task.ssh.host if self.task.direction == "push" else "0.0.0.0")
         connect_addr = nc.connect_address or (self.task.ssh.host if self.task.direction == "push" else nc.listen_address)
@@ -479,9 +481,9 @@ class Runner:
                 errors.append(res.error)
                 return False
         if dplan.destroy_after:
-            names = [n for n, _ in dplan.destroy_after]
+            names = [n for n, _unused in dplan.destroy_after]
             try:
-                self.destroy(dplan.target, names, "retention: " + "; ".join(sorted({r for _, r in dplan.destroy_after})))
+                self.destroy(dplan.target, names, "retention: " + "; ".join(sorted({r for _unused, r in dplan.destroy_after})))
                 res.destroyed += names
             except TransportError as exc:
                 res.error = f"{dplan.target}: retention: {exc}"
@@ -722,7 +724,7 @@ def explain_receive_error(message: str, dplan: DatasetPlan) -> str:
 def _planned_after(before: Listing | None, the_plan: Plan) -> dict[str, list[str]]:
     after = snapshot_names(before)
     for d in the_plan.datasets:
-        names = [n for n in after.get(d.target, []) if n not in d.destroy_before and n not in {x for x, _ in d.destroy_after}]
+        names = [n for n in after.get(d.target, []) if n not in d.destroy_before and n not in {x for x, _unused in d.destroy_after}]
         if d.pending or names != after.get(d.target, []):
             after[d.target] = names + d.pending
     return after

@@ -125,7 +125,7 @@ def parse_field(name: str, value: object) -> frozenset[int]:
         if base == "*":
             low, high = spec.low, full_high
         elif "-" in base:
-            first, _, last = base.partition("-")
+            first, _sep, last = base.partition("-")
             low, high = _value(spec, first.strip(), text), _value(spec, last.strip(), text)
             if name == "dow" and high == 0 and low > 0:
                 high = 7  # fri-sun: through the weekend
@@ -353,7 +353,7 @@ class Schedule:
         a few hundred checks, not a walk over every minute."""
         year, month = start.year, start.month
         first = True
-        for _ in range(_SEARCH_MONTHS):
+        for _attempt in range(_SEARCH_MONTHS):
             if month in self._months:
                 last = calendar.monthrange(year, month)[1]
                 begin_day = (start.day if step > 0 else min(start.day, last)) if first else (1 if step > 0 else last)

@@ -117,7 +117,8 @@ class SnapshotTask:
 
         dataset = p.get("dataset")
         _valid(dataset, "dataset")
-        assert isinstance(dataset, str)  # for mypy: _valid raised otherwise
+        if not isinstance(dataset, str):  # for mypy: _valid raised otherwise
+            raise TaskError("dataset: a dataset name is required, like pool/data")
         recursive = _bool(p, "recursive", False)
         exclude = _str_list(p, "exclude")
         if exclude and not recursive:

@@ -197,7 +197,7 @@ _SNAPSHOT_SKIP = frozenset(LIST_PROPS + MODERN_EXTRA + ENCRYPTION_PROPS)
 def _add(datasets: dict[str, Dataset], snaps: list[Snapshot], name: str, props: dict[str, str]) -> None:
     kind = props.get("type", "")
     if kind == "snapshot":
-        ds, _, short = name.partition("@")
+        ds, _sep, short = name.partition("@")
         snaps.append(
             Snapshot(
                 dataset=ds,

@@ -23,7 +23,7 @@ description:
   - Works with OpenZFS 2.x and with older command lines such as zfs-fuse; the capabilities of each host are
     probed once per run and reported.
 author:
-  - zfs.replication contributors
+  - zfs.replication contributors (@zfs-replication)
 extends_documentation_fragment:
   - zfs.replication.ssh
   - zfs.replication.attributes
@@ -41,7 +41,7 @@ options:
   state:
     description:
       - V(present) replicates.
-      - V(absent) releases the holds this task keeps on its base snapshots (on both sides) and replicates nothing:
+      - V(absent) releases the holds this task keeps on its base snapshots (on both sides) and replicates nothing;
         use it when a task is removed, so its snapshots can be pruned again.
     type: str
     choices: [present, absent]
@@ -78,7 +78,7 @@ options:
     description:
       - V(ssh) carries the stream through the OpenSSH client (encrypted).
       - V(ssh+netcat) uses SSH for control only and sends the data over a plain TCP connection between the hosts
-        (C(nc)): faster, but B(unencrypted) and unauthenticated. It needs an explicit O(netcat) port range.
+        (C(nc)). Faster, but B(unencrypted) and unauthenticated. It needs an explicit O(netcat) port range.
         Use it only on a network you trust completely.
       - V(local) replicates to a dataset on this host (O(direction=push) only).
     type: str
@@ -119,7 +119,7 @@ options:
     default: []
   replicate:
     description:
-      - Full filesystem replication: the whole tree goes in one C(zfs send -R) stream per run, with every
+      - Full filesystem replication. The whole tree goes in one C(zfs send -R) stream per run, with every
         snapshot between the base and the newest selected one (the selection only picks the newest), all
         properties, and descendants created on the source later. Needs O(recursive=true); O(exclude) is not allowed.
       - Snapshots destroyed on the source are not destroyed on the target (no C(recv -F)) unless O(allow_rollback=true).
@@ -219,7 +219,7 @@ options:
       - V(custom) destroys target snapshots whose time (from the name) plus O(lifetime_value) O(lifetime_unit)
         (or the longest matching O(lifetimes) entry) has passed.
       - V(none) destroys nothing.
-      - Never destroyed: the newest snapshot both sides have in common after the run, held snapshots, and
+      - Never destroyed are the newest snapshot both sides have in common after the run, held snapshots, and
         snapshots outside the task's selection.
     type: str
     choices: [source, custom, none]
@@ -236,7 +236,7 @@ options:
   lifetimes:
     description:
       - Extra lifetimes for O(retention_policy=custom), each with C(schedule), C(lifetime_value) and
-        C(lifetime_unit): a snapshot whose time is a slot of the schedule lives at least that long.
+        C(lifetime_unit); a snapshot whose time is a slot of the schedule lives at least that long.
     type: list
     elements: dict
     default: []
@@ -274,7 +274,7 @@ options:
     type: bool
   raw:
     description:
-      - Send encrypted datasets raw (C(zfs send -w)): the target stores the ciphertext and never sees the key
+      - Send encrypted datasets raw (C(zfs send -w)); the target stores the ciphertext and never sees the key
         (its C(keystatus) stays C(unavailable) until someone loads the key there).
       - Unset means raw for encrypted sources. V(false) sends them decrypted (the source key must be loaded).
     type: bool
@@ -298,7 +298,7 @@ options:
   encryption_key_location:
     description:
       - Path on the target where the key is stored (mode 0600) and which becomes the dataset's C(keylocation).
-      - When unset the key stays with the task (TrueNAS "store the key in the sending system"): the target's
+      - When unset the key stays with the task (TrueNAS "store the key in the sending system"); the target's
         C(keylocation) is C(prompt) and the module loads the key itself when it needs to.
     type: path
   retries:

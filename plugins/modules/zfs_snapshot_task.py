@@ -24,7 +24,7 @@ description:
   - One listing before and one after the run, whatever the number of datasets; destroys are batched
     per dataset on OpenZFS (C(zfs destroy ds@a,b,c)).
 author:
-  - zfs.replication contributors
+  - zfs.replication contributors (@zfs-replication)
 extends_documentation_fragment:
   - zfs.replication.attributes
 attributes:

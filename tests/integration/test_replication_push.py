@@ -8,11 +8,13 @@ file checksums in mounted replicas), not only what the module reported.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 from pathlib import Path
 
 import pytest
+
 from helpers import snapshots_with_guids, tree_checksums, zfs
 
 pytestmark = pytest.mark.integration
@@ -65,10 +67,8 @@ def pair(sandbox):
     zfs("create", dst_parent)
     yield src, f"{dst_parent}/data"
     for ds in (src, dst_parent):
-        try:
+        with contextlib.suppress(AssertionError):
             zfs("destroy", "-r", ds)
-        except AssertionError:
-            pass
 
 
 def ssh_args(sandbox, **overrides) -> dict:

@@ -30,11 +30,11 @@ def snaps(dataset: str) -> dict[str, list[str]]:
     result: dict[str, list[tuple[int, str]]] = {}
     for line in out.splitlines():
         name, txg = line.split("\t")
-        ds, _, snap = name.partition("@")
+        ds, _sep, snap = name.partition("@")
         result.setdefault(ds, [])
         if snap:
             result[ds].append((int(txg), snap))
-    return {ds: [n for _, n in sorted(items)] for ds, items in result.items()}
+    return {ds: [n for _unused, n in sorted(items)] for ds, items in result.items()}
 
 
 def sync_pool(pool: str) -> None:
@@ -57,7 +57,7 @@ def tree(sandbox):
         name, refs = line.split("\t")
         if "@" in name and refs.isdigit() and int(refs) > 0:
             zfs("release", HOLD_TAG, name)
-    for _ in range(5):  # zfs-fuse: "dataset is busy" right after an unmount, sometimes
+    for _attempt in range(5):  # zfs-fuse: "dataset is busy" right after an unmount, sometimes
         try:
             zfs("destroy", "-r", root)
             break
@@ -233,12 +233,12 @@ def test_bad_input_is_refused_and_nothing_changes(sandbox, tree, ansible_playboo
         return text.replace("{pool}", pool).replace("{root}", root)
 
     tasks = []
-    for label, override, _ in BAD_INPUTS:
+    for label, override, _unused in BAD_INPUTS:
         params = {"dataset": root, "schedule": "hourly", "timezone": "UTC", "lifetime_value": 1, "lifetime_unit": "day"}
         params.update(json.loads(expand(json.dumps(override))))
         tasks.append(snapshot_task(params, name=label, ignore_errors=True))
     result = ansible_playbook(playbook(*tasks))
-    for label, _, message in BAD_INPUTS:
+    for label, _unused, message in BAD_INPUTS:
         res = result.task(label)
         assert res.get("failed") is True, (label, res)
         assert expand(message) in res["msg"], (label, res["msg"])

@@ -44,7 +44,10 @@ def test_failing_receiver_is_the_culprit_not_the_broken_pipe_sender():
 
 def test_failing_sender_is_the_culprit_even_when_receiver_complains():
     with pytest.raises(PipelineError) as exc:
-        run_pipeline([sh("echo partial; echo 'cannot send: I/O error' >&2; exit 2", "zfs send"), sh("cat >/dev/null; echo 'failed to read from stream' >&2; exit 1", "zfs recv")])
+        run_pipeline([
+            sh("echo partial; echo 'cannot send: I/O error' >&2; exit 2", "zfs send"),
+            sh("cat >/dev/null; echo 'failed to read from stream' >&2; exit 1", "zfs recv"),
+        ])
     assert str(exc.value).startswith("zfs send on local failed (exit 2): cannot send: I/O error")
     assert "then zfs recv exit 1" in str(exc.value)
 

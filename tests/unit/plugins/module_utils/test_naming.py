@@ -213,7 +213,7 @@ def schemas(draw: st.DrawFn) -> str:
         if present:
             directives.insert(draw(st.integers(0, len(directives))), extra)
     alphabet = "abcXYZ0189_.-" if with_offset else "abcXYZ0189_.:-"
-    literals = [draw(st.text(alphabet, max_size=4)) for _ in range(len(directives) + 1)]
+    literals = [draw(st.text(alphabet, max_size=4)) for _attempt in range(len(directives) + 1)]
     parts = [literals[0]]
     for directive, literal in zip(directives, literals[1:]):
         parts += [directive, literal]

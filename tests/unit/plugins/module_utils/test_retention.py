@@ -53,7 +53,7 @@ def test_manual_and_other_schema_snapshots_are_untouched_and_not_listed() -> Non
     listing = snaps("tank/data", ["before-upgrade", "hourly-202301010000", "auto-2023-01-01_00-00", "auto-2023-13-01_00-00", "auto-2024-01-10_00-00"])
     result = plan(listing)
     assert result.destroy == [("tank/data@auto-2023-01-01_00-00", "expired 2023-01-03T00:00+00:00 (lifetime 2 days from 2023-01-01T00:00+00:00)")]
-    assert [name for name, _ in result.keep] == ["tank/data@auto-2024-01-10_00-00"]
+    assert [name for name, _unused in result.keep] == ["tank/data@auto-2024-01-10_00-00"]
 
 
 def test_held_and_keep_listed_snapshots_survive() -> None:
@@ -141,8 +141,8 @@ def test_names_with_offset_use_their_own_offset() -> None:
 def test_several_datasets_are_ordered_and_independent() -> None:
     listing = snaps("tank/b", ["auto-2024-01-01_00-00", "auto-2024-01-09_00-00"]) + snaps("tank/a", ["auto-2024-01-01_00-00", "auto-2024-01-02_00-00"])
     result = plan(listing)
-    assert [name for name, _ in result.destroy] == ["tank/a@auto-2024-01-01_00-00", "tank/b@auto-2024-01-01_00-00"]
-    assert [name for name, _ in result.keep] == ["tank/a@auto-2024-01-02_00-00", "tank/b@auto-2024-01-09_00-00"]
+    assert [name for name, _unused in result.destroy] == ["tank/a@auto-2024-01-01_00-00", "tank/b@auto-2024-01-01_00-00"]
+    assert [name for name, _unused in result.keep] == ["tank/a@auto-2024-01-02_00-00", "tank/b@auto-2024-01-09_00-00"]
 
 
 def test_empty_listing_gives_empty_plan() -> None:
@@ -152,7 +152,7 @@ def test_empty_listing_gives_empty_plan() -> None:
 def test_accepts_the_zfs_listing_snapshot_type() -> None:
     listing = [ZfsSnapshot("tank/data", "auto-2024-01-01_00-00", "g1", 1), ZfsSnapshot("tank/data", "auto-2024-01-10_00-00", "g2", 2)]
     result = plan(listing)  # type: ignore[arg-type]
-    assert [name for name, _ in result.destroy] == ["tank/data@auto-2024-01-01_00-00"]
+    assert [name for name, _unused in result.destroy] == ["tank/data@auto-2024-01-01_00-00"]
 
 
 def test_unknown_zone_is_an_error() -> None:

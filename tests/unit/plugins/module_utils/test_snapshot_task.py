@@ -145,7 +145,7 @@ def test_outside_the_window_nothing_is_taken_but_pruning_still_runs() -> None:
     plan = st.plan_snapshot_task(t, listing({"tank/data": ["auto-2026-11-20_08-00", "auto-2026-11-27_09-00"]}), NOW)
     assert plan.slot is None and plan.take == []
     assert plan.reason == "now (10:17) is outside the schedule's window 08:00-09:00: no snapshot taken"
-    assert [n for n, _ in plan.retention.destroy] == ["tank/data@auto-2026-11-20_08-00"]
+    assert [n for n, _unused in plan.retention.destroy] == ["tank/data@auto-2026-11-20_08-00"]
 
 
 def test_slot_across_spring_forward_in_local_time() -> None:
@@ -194,12 +194,12 @@ TREE = {"tank/data": [], "tank/data/a": [], "tank/data/b": [], "tank/data/b/c": 
 def test_excludes_remove_whole_subtrees_only() -> None:
     t = task(recursive=True, exclude=["tank/data/b"])
     plan = st.plan_snapshot_task(t, listing(TREE), NOW)
-    assert [ds for ds, _ in plan.take] == ["tank/data", "tank/data/a", "tank/data/bb"]
+    assert [ds for ds, _unused in plan.take] == ["tank/data", "tank/data/a", "tank/data/bb"]
 
 
 def test_not_recursive_is_the_dataset_alone() -> None:
     plan = st.plan_snapshot_task(task(), listing(TREE), NOW)
-    assert [ds for ds, _ in plan.take] == ["tank/data"]
+    assert [ds for ds, _unused in plan.take] == ["tank/data"]
 
 
 def test_a_new_child_gets_the_slot_snapshot_the_others_already_have() -> None:
@@ -293,7 +293,7 @@ def test_pruning_keeps_held_kept_manual_other_schema_and_newest() -> None:
     }
     t = task(keep_snapshots=["tank/data@auto-2026-11-03_00-00"])
     plan = st.plan_snapshot_task(t, listing(tree), NOW)
-    assert [n for n, _ in plan.retention.destroy] == ["tank/data@auto-2026-11-01_00-00"]
+    assert [n for n, _unused in plan.retention.destroy] == ["tank/data@auto-2026-11-01_00-00"]
     kept = dict(plan.retention.keep)
     assert kept["tank/data@auto-2026-11-02_00-00"] == "held (1 user hold)"
     assert kept["tank/data@auto-2026-11-03_00-00"] == "kept for replication (incremental base or pending)"
@@ -308,13 +308,13 @@ def test_the_longest_lifetime_among_tasks_sharing_the_schema_wins() -> None:
     plan = st.plan_snapshot_task(task(other_lifetimes=[{"lifetime_value": 2, "lifetime_unit": "week"}]), listing(tree), NOW)
     assert plan.retention.destroy == []
     plan = st.plan_snapshot_task(task(), listing(tree), NOW)
-    assert [n for n, _ in plan.retention.destroy] == ["tank/data@auto-2026-11-20_00-00"]
+    assert [n for n, _unused in plan.retention.destroy] == ["tank/data@auto-2026-11-20_00-00"]
 
 
 def test_excluded_datasets_are_never_pruned() -> None:
     tree = {"tank/data": ["auto-2026-11-01_00-00", "auto-2026-11-28_09-00"], "tank/data/x": ["auto-2026-11-01_00-00", "auto-2026-11-28_09-00"]}
     plan = st.plan_snapshot_task(task(recursive=True, exclude=["tank/data/x"]), listing(tree), NOW)
-    assert [n for n, _ in plan.retention.destroy] == ["tank/data@auto-2026-11-01_00-00"]
+    assert [n for n, _unused in plan.retention.destroy] == ["tank/data@auto-2026-11-01_00-00"]
 
 
 def test_planned_after_and_plan_dict() -> None:
@@ -363,7 +363,7 @@ def test_excludes_on_legacy_are_recursive_then_destroy_the_left_out() -> None:
 
 
 def test_legacy_recursive_root_is_the_deepest_common_parent() -> None:
-    argvs, extras, _ = st.snapshot_argvs(LEGACY, listing(TREE), "tank/data", ["tank/data/b", "tank/data/b/c"], "s")
+    argvs, extras, _unused = st.snapshot_argvs(LEGACY, listing(TREE), "tank/data", ["tank/data/b", "tank/data/b/c"], "s")
     assert argvs == [["zfs", "snapshot", "-r", "tank/data/b@s"]] and extras == []
 
 
