@@ -82,8 +82,8 @@ class SSHConnection:
 
 # The engine runs under the systemd timer without Ansible, so it cannot use
 # AnsibleModule.run_command: these two functions are the only places that start processes.
-def run_process(cmd: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, **kwargs)  # pylint: disable=ansible-bad-function
+def run_process(cmd: Sequence[str], *, check: bool = False, **kwargs: Any) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=check, **kwargs)  # pylint: disable=ansible-bad-function
 
 
 def start_process(cmd: Sequence[str], **kwargs: Any) -> subprocess.Popen:
