@@ -237,6 +237,25 @@ def close_logger(logger: logging.Logger) -> None:
         logger.removeHandler(handler)
 
 
+class TaskLog:
+    """The run's log: whole lines, already formatted (the engine hands over finished lines too)."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+
+    def info(self, line: str) -> None:
+        self.logger.info("%s", line)
+
+    def warning(self, line: str) -> None:
+        self.logger.warning("%s", line)
+
+    def error(self, line: str) -> None:
+        self.logger.error("%s", line)
+
+    def close(self) -> None:
+        close_logger(self.logger)
+
+
 def _now_iso(now: datetime) -> str:
     return now.astimezone(timezone.utc).isoformat(timespec="seconds")
 
@@ -339,7 +358,7 @@ def _summary(result: Any) -> tuple[list[str], dict[str, Any]]:
     return errors, details
 
 
-def _wait_for_dependencies(config: TaskConfig, opts: RunOptions, log: logging.Logger) -> None:
+def _wait_for_dependencies(config: TaskConfig, opts: RunOptions, log: TaskLog) -> None:
     for dep in config.depends_on:
         dep_lock = TaskLock(lock_path(opts.state_dir, f"{KIND_PREFIX['snapshot']}-{dep}"))
         if dep_lock.acquire(wait=0):
@@ -359,8 +378,8 @@ def run_task(config: TaskConfig, opts: RunOptions, stream: TextIO | None = None,
     engines = engines or ENGINES
     clock = clock or (lambda: datetime.now(timezone.utc))
     task_id = config.task_id
-    log = make_logger(task_id, None if opts.check_mode else log_path(opts.log_dir, task_id), stream,
-                      opts.log_max_bytes, opts.log_keep)
+    log = TaskLog(make_logger(task_id, None if opts.check_mode else log_path(opts.log_dir, task_id), stream,
+                              opts.log_max_bytes, opts.log_keep))
     lock = TaskLock(lock_path(opts.state_dir, task_id))
     try:
         if not lock.acquire(wait=opts.lock_wait):
@@ -372,10 +391,10 @@ def run_task(config: TaskConfig, opts: RunOptions, stream: TextIO | None = None,
         finally:
             lock.release()
     finally:
-        close_logger(log)
+        log.close()
 
 
-def _run_locked(config: TaskConfig, opts: RunOptions, log: logging.Logger, engines: dict[str, Engine],
+def _run_locked(config: TaskConfig, opts: RunOptions, log: TaskLog, engines: dict[str, Engine],
                 clock: Callable[[], datetime]) -> int:
     task_id = config.task_id
     spath = state_path(opts.state_dir, task_id)
@@ -539,7 +558,7 @@ def main(argv: list[str] | None = None, stream: TextIO | None = None) -> int:
     try:
         config = TaskConfig.load(args.config)
     except ConfigError as exc:
-        print(f"zfs-replication-run: {exc}", file=sys.stderr)
+        sys.stderr.write(f"zfs-replication-run: {exc}\n")
         return EXIT_CONFIG
     opts = RunOptions(state_dir=args.state_dir, log_dir=args.log_dir, lock_wait=args.lock_wait,
                       dependency_wait=args.dependency_wait, check_mode=args.check, ignore_window=args.ignore_window,
