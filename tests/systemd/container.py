@@ -1,0 +1,312 @@
+# Copyright: zfs.replication contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A real systemd for the role's timers: a debootstrap rootfs booted with systemd-nspawn.
+
+Standard library only. The rootfs is built once and cached under ${ZR_CACHE_DIR:-/var/cache/zfs-replication}
+in a directory named after the hash of its recipe; every boot uses ``--volatile=overlay``, so the cache stays
+clean and each boot starts from the same state (no timer catching up on a run missed by an earlier boot).
+
+Inside the container:
+
+* ZFS is the host's zfs-fuse daemon: the rootfs has the zfs-fuse package (its own daemon masked) and the
+  host's socket directory /run/zfs is bound in, so ``zfs`` in the container manages the host's pools;
+* an sshd (the rootfs's ssh.service) listens on a free 127.0.0.1 port with a host key and an authorized key
+  made for this boot, so Ansible reaches it the way it reaches any host, host key verified;
+* ``exec()`` runs commands through nsenter into the container's namespaces.
+
+Hybrid cgroups on these machines: nspawn is started from a cgroup of its own under
+/sys/fs/cgroup/{systemd,unified}/NAME (without that it cannot set up the container's cgroups), removed after.
+
+    python tests/systemd/container.py build     # build (or find) the cached rootfs, print its path
+    python tests/systemd/container.py shell     # boot one and open a shell inside (exit to stop it)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CACHE_DIR = Path(os.environ.get('ZR_CACHE_DIR', '/var/cache/zfs-replication'))
+MIRROR = os.environ.get('ZR_DEBIAN_MIRROR', 'http://deb.debian.org/debian')
+SUITE = 'bookworm'
+PACKAGES = ('systemd', 'systemd-sysv', 'dbus', 'python3', 'openssh-server', 'zfs-fuse', 'pv', 'tzdata')
+# Run inside the new rootfs (chroot) after debootstrap. Changing the recipe changes the cache key.
+POST_INSTALL = r"""
+set -e
+# The host's zfs-fuse daemon serves the container (its socket is bound in): never start one here.
+rm -f /etc/systemd/system/*.wants/zfs-fuse.service
+ln -sf /dev/null /etc/systemd/system/zfs-fuse.service
+# debootstrap leaves these out or copies the host's.
+printf '127.0.0.1 localhost\n::1 localhost ip6-localhost\n' > /etc/hosts
+echo zr-systemd > /etc/hostname
+ln -sf /usr/share/zoneinfo/Etc/UTC /etc/localtime
+echo Etc/UTC > /etc/timezone
+# Each boot brings its own host key (bound in); none baked into the image.
+rm -f /etc/ssh/ssh_host_*
+# Nothing to do in a test container, and slow or noisy there.
+for unit in e2scrub_reap.service e2scrub_all.timer apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer \
+            fstrim.timer systemd-timesyncd.service getty@tty1.service console-getty.service; do
+    ln -sf /dev/null "/etc/systemd/system/$unit"
+done
+mkdir -p /root/.ssh && chmod 700 /root/.ssh
+apt-get clean
+rm -rf /var/lib/apt/lists/*
+"""
+RECIPE_VERSION = 1
+
+
+class ContainerError(RuntimeError):
+    pass
+
+
+def recipe_hash() -> str:
+    recipe = '\n'.join([str(RECIPE_VERSION), SUITE, MIRROR, ','.join(PACKAGES), POST_INSTALL])
+    return hashlib.sha256(recipe.encode()).hexdigest()[:16]
+
+
+def _run(argv: list[str], *, timeout: float = 600, check: bool = True, **kw: object) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
+                          stdin=subprocess.DEVNULL, **kw)  # type: ignore[call-overload]
+    if check and proc.returncode != 0:
+        raise ContainerError(f'{" ".join(argv)} exited {proc.returncode}:\n{proc.stderr[-4000:] or proc.stdout[-4000:]}')
+    return proc
+
+
+def ensure_rootfs(log=print) -> Path:
+    """The cached rootfs for the current recipe; built (about 70-90 s) when missing. Safe against parallel runs."""
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    root = CACHE_DIR / f'systemd-rootfs-{recipe_hash()}'
+    done = root / '.zr-complete'
+    if done.exists():
+        return root
+    with open(CACHE_DIR / 'systemd-rootfs.lock', 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another run may be building the same rootfs: wait for it
+        if done.exists():
+            return root
+        for missing in ('debootstrap', 'systemd-nspawn', 'nsenter'):
+            if not shutil.which(missing):
+                raise ContainerError(f'{missing} is not installed: run scripts/bootstrap')
+        building = CACHE_DIR / f'.building-{root.name}'
+        shutil.rmtree(building, ignore_errors=True)
+        t0 = time.monotonic()
+        log(f'building the systemd rootfs {root.name} with debootstrap (a few minutes, once)')
+        _run(['debootstrap', '--variant=minbase', f'--include={",".join(PACKAGES)}', SUITE, str(building), MIRROR],
+             timeout=1800)
+        _run(['chroot', str(building), '/bin/sh', '-c', POST_INSTALL], timeout=300,
+             env={'PATH': '/usr/sbin:/usr/bin:/sbin:/bin', 'LC_ALL': 'C'})
+        # Older rootfs builds (other recipes) only take disk space.
+        for old in CACHE_DIR.glob('systemd-rootfs-*'):
+            if old != root and old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
+        building.rename(root)
+        done.write_text(f'built in {time.monotonic() - t0:.0f} s\n')
+        log(f'built {root} in {time.monotonic() - t0:.0f} s')
+    return root
+
+
+def free_port() -> int:
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(('127.0.0.1', 0))
+            port = s.getsockname()[1]
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            if s.connect_ex(('127.0.0.1', port)) != 0:
+                return port
+    raise ContainerError('no free port on 127.0.0.1')
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path('/proc').glob('[0-9]*/stat'):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(') ', 1)[1].split()[1]) == pid:
+                kids.append(int(stat.parent.name))
+    return kids
+
+
+CGROUP_ROOTS = (Path('/sys/fs/cgroup/systemd'), Path('/sys/fs/cgroup/unified'))
+
+
+class Container:
+    """One boot of the cached rootfs. Use as a context manager: boot() ... stop()."""
+
+    def __init__(self, workdir: str | os.PathLike[str], rootfs: Path | None = None, name: str | None = None) -> None:
+        self.workdir = Path(workdir).resolve()
+        self.rootfs = rootfs
+        self.name = name or f'zrsd{secrets.token_hex(3)}'
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.leader = 0  # pid of the container's systemd, as seen from the host
+        self.client_key = self.workdir / 'id_ed25519'
+        self.known_hosts = self.workdir / 'known_hosts'
+        self.log = self.workdir / 'nspawn.log'
+        self.cgroups = [r / self.name for r in CGROUP_ROOTS if r.is_dir()]
+
+    # ----------------------------------------------------------------------------------------------- lifecycle
+
+    def _write_files(self) -> None:
+        run_dir = self.workdir / 'run'
+        run_dir.mkdir(parents=True, exist_ok=True)
+        host_key = run_dir / 'ssh_host_ed25519_key'
+        for key in (host_key, self.client_key):
+            if not key.exists():
+                _run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', f'{self.name}-{key.name}', '-f', str(key)])
+        (run_dir / 'authorized_keys').write_text(Path(f'{self.client_key}.pub').read_text())
+        (run_dir / 'sshd.conf').write_text('\n'.join([
+            'ListenAddress 127.0.0.1',
+            f'Port {self.port}',
+            'HostKey /zr-run/ssh_host_ed25519_key',
+            'AuthorizedKeysFile /zr-run/authorized_keys',
+            'PermitRootLogin prohibit-password',
+            'PasswordAuthentication no',
+            'KbdInteractiveAuthentication no',
+            'StrictModes no',
+            'UseDNS no',
+            'MaxSessions 64',
+            'MaxStartups 64:30:128',
+            '',
+        ]))
+        pub = Path(f'{host_key}.pub').read_text().split()
+        self.known_hosts.write_text(f'[127.0.0.1]:{self.port} {pub[0]} {pub[1]}\n')
+
+    def _enter_cgroups(self) -> None:  # runs in the child between fork and exec
+        for cg in self.cgroups:
+            (cg / 'cgroup.procs').write_text(str(os.getpid()))
+
+    def boot(self, timeout: float = 60) -> Container:
+        if self.rootfs is None:
+            self.rootfs = ensure_rootfs()
+        if not Path('/run/zfs').is_dir():
+            raise ContainerError('/run/zfs does not exist: start zfs-fuse first (the sandbox fixture does)')
+        self.port = free_port()
+        self._write_files()
+        for cg in self.cgroups:
+            cg.mkdir(exist_ok=True)
+        argv = ['systemd-nspawn', '-D', str(self.rootfs), '-b', '-M', self.name, '--register=no', '--keep-unit',
+                '--console=passive', '--volatile=overlay', '--bind=/run/zfs:/run/zfs',
+                f'--bind-ro={self.workdir / "run"}:/zr-run',
+                f'--bind-ro={self.workdir / "run" / "sshd.conf"}:/etc/ssh/sshd_config.d/zr-test.conf']
+        with open(self.log, 'ab') as out:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True, close_fds=True, preexec_fn=self._enter_cgroups)
+        deadline = time.monotonic() + timeout
+        state = ''
+        try:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise ContainerError(f'systemd-nspawn exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}')
+                if not self.leader:
+                    kids = _children(self.proc.pid)
+                    self.leader = kids[0] if kids else 0
+                if self.leader:
+                    state = self.exec('systemctl', 'is-system-running', check=False, timeout=10).stdout.strip()
+                    if state in ('running', 'degraded') and self._ssh_answers():
+                        return self
+                time.sleep(0.2)
+            raise ContainerError(f'container did not come up within {timeout:.0f} s (state {state!r}):\n'
+                                 f'{self.log.read_text()[-3000:]}')
+        except BaseException:
+            self.stop()
+            raise
+
+    def _ssh_answers(self) -> bool:
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            if s.connect_ex(('127.0.0.1', self.port)) != 0:
+                return False
+        return self.ssh('true', check=False, timeout=15).returncode == 0
+
+    def stop(self, timeout: float = 30) -> None:
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            # nspawn turns SIGTERM into an orderly poweroff of the container's systemd.
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        self.proc = None
+        self.leader = 0
+        for cg in self.cgroups:
+            if cg.exists():
+                for d in sorted((p for p in cg.rglob('*') if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+                    with contextlib.suppress(OSError):
+                        d.rmdir()
+                with contextlib.suppress(OSError):
+                    cg.rmdir()
+
+    def __enter__(self) -> Container:
+        return self.boot()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # ----------------------------------------------------------------------------------------------- inside
+
+    def exec(self, *argv: str, check: bool = True, timeout: float = 120, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run ARGV inside the container (its mount, pid, uts, ipc namespaces), as root, with a plain environment."""
+        if not self.leader:
+            raise ContainerError('container is not running')
+        cmd = ['nsenter', '-t', str(self.leader), '-m', '-p', '-u', '-i', '--',
+               'env', '-i', 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', 'LC_ALL=C.UTF-8',
+               'SYSTEMD_PAGER=', 'SYSTEMD_COLORS=0', *argv]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, input=input,
+                              stdin=None if input is not None else subprocess.DEVNULL)
+        if check and proc.returncode != 0:
+            raise ContainerError(f'in container: {" ".join(argv)} exited {proc.returncode}:\n{proc.stderr[-4000:]}'
+                                 f'\n{proc.stdout[-2000:]}')
+        return proc
+
+    def ssh_options(self) -> list[str]:
+        return ['-F', '/dev/null', '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=yes',
+                '-o', f'UserKnownHostsFile={self.known_hosts}', '-o', 'IdentitiesOnly=yes', '-i', str(self.client_key),
+                '-p', str(self.port)]
+
+    def ssh(self, *remote: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return _run(['ssh', *self.ssh_options(), 'root@127.0.0.1', *remote], check=check, timeout=timeout)
+
+    def ansible_host_vars(self) -> dict[str, str]:
+        return {
+            'ansible_host': '127.0.0.1',
+            'ansible_port': str(self.port),
+            'ansible_user': 'root',
+            'ansible_connection': 'ssh',
+            'ansible_python_interpreter': '/usr/bin/python3',
+            'ansible_ssh_private_key_file': str(self.client_key),
+            'ansible_ssh_common_args': f'-F /dev/null -o StrictHostKeyChecking=yes -o UserKnownHostsFile={self.known_hosts} '
+                                       '-o IdentitiesOnly=yes',
+        }
+
+
+def main(argv: list[str]) -> int:
+    action = argv[1] if len(argv) > 1 else 'build'
+    if action == 'build':
+        print(ensure_rootfs())
+        return 0
+    if action == 'shell':
+        workdir = Path(f'/tmp/zr-systemd-shell-{os.getpid()}')
+        workdir.mkdir()
+        with Container(workdir) as c:
+            print(f'container {c.name} up; ssh: ssh {" ".join(c.ssh_options())} root@127.0.0.1', flush=True)
+            subprocess.run(['nsenter', '-t', str(c.leader), '-m', '-p', '-u', '-i', '--', '/bin/bash', '-l'], check=False)
+        shutil.rmtree(workdir, ignore_errors=True)
+        return 0
+    print(__doc__)
+    return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv))
