@@ -512,6 +512,26 @@ def test_properties_override_applies_without_sending_properties(sandbox, pair, a
     assert prop_source(dst, "zr:over") == ("o1", "local")
 
 
+def test_properties_exclude_with_full_filesystem_replication(sandbox, pair, ansible_playbook):
+    """replicate (send -R): excluded properties stay out of every dataset of the tree, overrides hold on the root
+    (children inherit them), also where the target's command line lacks recv -x/-o (zfs-fuse)."""
+    src, dst = pair
+    zfs("set", "zr:drop=root", src)
+    zfs("set", "zr:drop=kid", f"{src}/child")
+    zfs("set", "zr:keep=kid", f"{src}/child")
+    snap(src, "auto-2026-11-28_10-00", recursive=True, data="rr")
+    res = replicate(ansible_playbook, base_params(sandbox, src, dst, recursive=True, replicate=True, properties_exclude=["zr:drop"],
+                                                  properties_override={"zr:over": "o1"}))
+    assert res["snapshots_sent"] >= 1
+    assert snapshots_with_guids(dst) == snapshots_with_guids(src)
+    assert prop_source(f"{dst}/child", "zr:keep") == ("kid", "received")
+    for ds in (dst, f"{dst}/child"):
+        assert prop_source(ds, "zr:drop")[1] != "received", ds
+        assert prop(ds, "zr:drop") == "-", ds
+    assert prop_source(dst, "zr:over") == ("o1", "local")
+    assert prop(f"{dst}/child", "zr:over") == "o1"
+
+
 def test_readonly_set_require_ignore(sandbox, pair, ansible_playbook):
     src, dst = pair
     set_dst = dst + "-set"
@@ -706,6 +726,7 @@ def test_allow_rollback_target_modified_since_last_snapshot(sandbox, pair, ansib
     assert refused["failed"] is True
     assert "allow_rollback" in refused["msg"], refused["msg"]
     assert refused["snapshots_sent"] == 0
+    assert refused["datasets"][dst]["attempts"] == 1  # a logical failure is not retried
     assert state(sandbox.src_pool, sandbox.dst_pool) == before
     assert mounted_checksums(dst) == modified
 
@@ -879,6 +900,10 @@ def test_dropped_connection_is_retried(sandbox, pair, ansible_playbook, tmp_path
         assert proxy.dropped, "the proxy never dropped the connection: the test did not exercise a retry"
         assert res.get("failed") is not True, res.get("msg") or res
         assert res["datasets"][dst]["attempts"] >= 2
+        # The drop hit the stream itself (after the listings, during the send), and the stream was sent again.
+        failed_at = next(i for i, line in enumerate(res["log"]) if "attempt 1 failed" in line)
+        assert any(line.startswith("full ") for line in res["log"][:failed_at]), res["log"]
+        assert res["datasets"][dst]["bytes"] >= 3_000_000
         assert proxy.connections >= 2
     finally:
         proxy.close()
