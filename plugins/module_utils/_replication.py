@@ -190,6 +190,11 @@ class Runner:
                 )
         if t.raw is True and not (sc.raw_send and dc.encryption):
             raise TaskError(f"raw: true needs raw send (zfs send -w, OpenZFS >= 0.8) on both hosts; source has {sc.family}, target {dc.family}")
+        if t.replicate and not dc.recv_props and (t.properties_exclude or t.properties_override):
+            raise TaskError(
+                f"properties_exclude/properties_override with replicate need zfs recv -x/-o on the target, which "
+                f"{self.dst.label} ({dc.family}) lacks: drop them, or replicate without replicate: true"
+            )
         if t.encryption and not dc.encryption:
             raise TaskError(f"encryption: true needs native encryption on the target {self.dst.label}, which has {dc.family}")
 
@@ -262,7 +267,7 @@ class Runner:
         flags = []
         if send.replicate:
             flags.append("-R")
-        elif self.task.properties:
+        elif self.task.properties and not self.emulate_exclude():
             flags.append("-p")
         raw = self.is_raw(send.source)
         if raw:
@@ -282,9 +287,10 @@ class Runner:
             argv.append("-s")
         if send.force:
             argv.append("-F")
-        if caps is not None and caps.recv_props and self.task.properties and not send.token:
-            for prop in self.task.properties_exclude:
-                argv += ["-x", prop]
+        if caps is not None and caps.recv_props and not send.token:
+            if self.task.properties:  # without send -p there is nothing to exclude
+                for prop in self.task.properties_exclude:
+                    argv += ["-x", prop]
             for prop, value in sorted(self.task.properties_override.items()):
                 argv += ["-o", f"{prop}={value}"]
         if send.key_file:
@@ -399,13 +405,23 @@ class Runner:
             for name in names:
                 self.dst.run(["zfs", "destroy", f"{dataset}@{name}"])
 
-    def fix_properties(self, target: str) -> None:
+    def emulate_exclude(self) -> bool:
+        """True when the target cannot zfs recv -x: then streams go without -p and fix_properties copies
+        the source's local properties minus the excluded ones (they arrive as local, not received)."""
+        return bool(self.task.properties and self.task.properties_exclude and self.dst_caps is not None and not self.dst_caps.recv_props)
+
+    def fix_properties(self, source: str, target: str) -> None:
         """Older command lines have no recv -x/-o: exclude and override after receiving instead."""
         caps = self.dst_caps
-        if caps is None or caps.recv_props or not self.task.properties:
+        if caps is None or caps.recv_props:
             return
-        for prop in self.task.properties_exclude:
-            self.dst.run(["zfs", "inherit", prop, target])
+        if self.emulate_exclude():
+            out = self.src.run(["zfs", "get", "-H", "-p", "-s", "local", "-o", "property,value", "all", source]).stdout
+            skip = set(self.task.properties_exclude) | set(self.task.properties_override)
+            for line in out.splitlines():
+                prop, _sep, value = line.partition("\t")
+                if prop and prop not in skip:
+                    self.dst.run(["zfs", "set", f"{prop}={value}", target])
         for prop, value in sorted(self.task.properties_override.items()):
             self.dst.run(["zfs", "set", f"{prop}={value}", target])
 
@@ -420,7 +436,7 @@ class Runner:
             except PipelineError as exc:
                 if attempt > self.task.retries or not is_transient(exc):
                     raise
-                self.log(f"  attempt {attempt} failed ({exc}); retrying in {delay:.0f}s")
+                self.log(f"  attempt {attempt} failed ({exc}); retrying in {delay:g}s")
                 self._sleep(delay)
                 delay = min(delay * 2, 300)
 
@@ -468,7 +484,7 @@ class Runner:
             res.bytes = None if uncounted else (res.bytes or 0) + (out.bytes or 0)
             self.log(f"done {send.target}@{send.snapshot}: {out.bytes if out.bytes is not None else '?'} bytes in {out.duration:.2f}s")
             try:
-                self.fix_properties(send.target)
+                self.fix_properties(send.source, send.target)
             except TransportError as exc:
                 res.error = f"{send.target}: properties: {exc}"
                 errors.append(res.error)

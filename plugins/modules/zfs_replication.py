@@ -182,15 +182,17 @@ options:
     default: true
   properties_exclude:
     description:
-      - Properties not to receive (C(zfs recv -x)). On older command lines without C(-x) they are reset with
-        C(zfs inherit) on the target after each receive.
+      - Properties not to receive (C(zfs recv -x)).
+      - On a target whose command line lacks C(-x) (such as zfs-fuse) the streams go without C(-p) and the source's
+        local properties, minus these, are set on the target after each receive (they show as local, not received).
+        With O(replicate=true) such a target is refused, as C(send -R) always carries the properties.
     type: list
     elements: str
     default: []
   properties_override:
     description:
-      - Properties to set on the received datasets (C(zfs recv -o)). On older command lines they are set with
-        C(zfs set) after each receive.
+      - Properties to set on the received datasets (C(zfs recv -o)), whether or not O(properties) are sent.
+        On older command lines they are set with C(zfs set) after each receive.
     type: dict
     default: {}
   readonly:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from ansible_collections.zfs.replication.plugins.module_utils._replication_task import ReplicationTask, suggest_name
 from helpers import snapshots_with_guids, tree_checksums, zfs
 
 pytestmark = pytest.mark.integration
@@ -66,7 +67,15 @@ def pair(sandbox):
     dst_parent = f"{sandbox.dst_pool}/backup{tag}"
     zfs("create", dst_parent)
     yield src, f"{dst_parent}/data"
+    # The tasks hold their bases (zfs.replication:<task name>): release them, then destroy.
+    tags = [f"zfs.replication:{name}" for name in ("held", suggest_name(ReplicationTask(name="", source_datasets=[src], target_dataset=f"{dst_parent}/data")))]
     for ds in (src, dst_parent):
+        for line in zfs("get", "-H", "-p", "-r", "-o", "name,value", "userrefs", ds).splitlines():
+            name, refs = line.split("\t")
+            if "@" in name and refs.isdigit() and int(refs) > 0:
+                for tag in tags:
+                    with contextlib.suppress(AssertionError):
+                        zfs("release", tag, name)
         with contextlib.suppress(AssertionError):
             zfs("destroy", "-r", ds)
 
