@@ -71,7 +71,7 @@ def split_remote_result(stage: Stage, rc: int, stderr: str) -> list[StageResult]
         prc = statuses.get(i, rc if rc != 0 else 255)
         out.append(StageResult(part.name, stage.host.label, list(part.argv), prc, text if prc != 0 else ""))
     if rc == 255 and not statuses:
-        out = [StageResult(f"ssh {stage.host.label}", stage.host.label, list(stage.local_argv), rc, text)]
+        out = [StageResult("ssh connection", stage.host.label, list(stage.local_argv), rc, text or "connection lost")]
     return out
 
 
