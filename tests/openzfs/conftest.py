@@ -61,7 +61,7 @@ def openzfs_vm() -> Iterator[vm_mod.VM]:
         return
     t0 = time.monotonic()
     built = vm_mod.is_built()
-    vm_mod.build()
+    vm_mod.build_with_progress()
     if not built:
         _TIMINGS['image build'] = time.monotonic() - t0
     t1 = time.monotonic()

@@ -9,7 +9,8 @@ Standard library only. Needs root, debootstrap, qemu-system-x86 and e2fsprogs on
     python3 tests/openzfs/vm.py start    # boot it (~1 min), print the state JSON, leave it running
     python3 tests/openzfs/vm.py ssh CMD  # run CMD in the last started guest
     python3 tests/openzfs/vm.py stop     # power it off and remove its run directory
-    python3 tests/openzfs/vm.py path     # print the image's cache directory (built or not)
+    python3 tests/openzfs/vm.py path     # print the image's cache directory (built or not); `status`: as JSON
+    python3 tests/openzfs/vm.py prune    # remove the cached images of other (older) recipes
 
 The image lives in $ZR_VM_CACHE (default /var/cache/zfs-replication/openzfs-vm)/<hash of the recipe>/: kernel,
 initrd, the raw ext4 root filesystem, the root login key and the guest's sshd host key. Change anything in RECIPE
@@ -37,6 +38,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -310,6 +312,28 @@ def build(force: bool = False) -> Path:
         return final
 
 
+def prune() -> list[Path]:
+    """Remove cached images of other recipes (~1.2 GB each) unless a build of theirs holds the lock."""
+    removed = []
+    if not CACHE_ROOT.is_dir():
+        return removed
+    current = image_dir().name
+    for entry in sorted(CACHE_ROOT.iterdir()):
+        name = entry.name.split('.', 1)[0]
+        if name == current or not entry.is_dir():
+            continue
+        with open(CACHE_ROOT / f'{name}.lock', 'a') as lockf:
+            try:
+                fcntl.flock(lockf, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # being built right now
+            shutil.rmtree(entry, ignore_errors=True)
+            (CACHE_ROOT / f'{name}.build.log').unlink(missing_ok=True)
+        (CACHE_ROOT / f'{name}.lock').unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Run
 # ----------------------------------------------------------------------------------------------------------------
@@ -549,6 +573,26 @@ def start(run_dir: str | os.PathLike[str] | None = None, *, disk_size: str = '1G
 # Command line
 # ----------------------------------------------------------------------------------------------------------------
 
+def build_with_progress(force: bool = False, every: float = 60) -> Path:
+    """build(), printing a line per minute (CI runners kill jobs that stay silent for long)."""
+    done = threading.Event()
+    build_log = CACHE_ROOT / f'{image_dir().name}.build.log'
+
+    def heartbeat() -> None:
+        t0 = time.monotonic()
+        while not done.wait(every):
+            with contextlib.suppress(OSError):
+                lines = [ln for ln in build_log.read_text(errors='replace').splitlines() if ln.strip()]
+                log(f'still building ({time.monotonic() - t0:.0f} s): {lines[-1][:140] if lines else ""}')
+
+    thread = threading.Thread(target=heartbeat, daemon=True)
+    thread.start()
+    try:
+        return build(force=force)
+    finally:
+        done.set()
+
+
 def _last_run_dir(arg: str | None) -> Path:
     if arg:
         return Path(arg)
@@ -561,7 +605,7 @@ def _last_run_dir(arg: str | None) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('action', choices=('build', 'start', 'stop', 'ssh', 'path', 'status'))
+    parser.add_argument('action', choices=('build', 'start', 'stop', 'ssh', 'path', 'status', 'prune'))
     parser.add_argument('command', nargs='*', help='for ssh: the command to run in the guest')
     parser.add_argument('--run-dir', help='start: where to put the run files (default: a new /tmp/zr-ozfs-*); '
                                           'stop/ssh: which guest (default: the last started)')
@@ -575,9 +619,12 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({'image': str(d), 'built': is_built(d), 'hash': d.name,
                               **(json.loads((d / 'image.json').read_text()) if is_built(d) else {})}, indent=2))
         elif args.action == 'build':
-            print(build(force=args.force))
+            print(build_with_progress(force=args.force))
+        elif args.action == 'prune':
+            for path in prune():
+                print(f'removed {path}')
         elif args.action == 'start':
-            build()
+            build_with_progress()
             vm = start(args.run_dir)
             with contextlib.suppress(OSError):
                 LAST_LINK.unlink(missing_ok=True)
