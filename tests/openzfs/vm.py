@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright: zfs.replication contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """An OpenZFS 2.3 guest for the conformance tier: Debian bookworm + zfs-dkms from bookworm-backports in qemu (TCG).
@@ -91,7 +90,7 @@ def _run(argv: list[str], *, check: bool = True, timeout: float | None = 600, ca
 
 def recipe_hash() -> str:
     h = hashlib.sha256(json.dumps(RECIPE, sort_keys=True).encode())
-    for fn in (_build_rootfs, _configure_guest, _make_image, build):
+    for fn in (_build_rootfs, _configure_guest, _make_image):  # what decides the image's content
         h.update(inspect.getsource(fn).encode())
     return h.hexdigest()[:16]
 
@@ -302,7 +301,7 @@ def build(force: bool = False) -> Path:
                 # Never rmtree through a live mount.
                 for sub in ('dev/pts', 'dev', 'sys', 'proc'):
                     _run(['umount', '-l', str(root / sub)], check=False)
-            for _ in range(3):  # killed package scripts may still be writing for a moment
+            for _attempt in range(3):  # killed package scripts may still be writing for a moment
                 shutil.rmtree(work, ignore_errors=True)
                 if not work.exists():
                     break
@@ -616,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
             print(image_dir())
         elif args.action == 'status':
             d = image_dir()
-            print(json.dumps({'image': str(d), 'built': is_built(d), 'hash': d.name,
+            print(json.dumps({'image': str(d), 'ready': is_built(d), 'hash': d.name,
                               **(json.loads((d / 'image.json').read_text()) if is_built(d) else {})}, indent=2))
         elif args.action == 'build':
             print(build_with_progress(force=args.force))
