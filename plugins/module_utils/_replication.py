@@ -329,6 +329,9 @@ class Runner:
     def run_stream(self, send: Send) -> PipelineResult:
         sender, counter = self.sender_parts(send)
         receiver = self.receiver_parts(send)
+        where = {"ssh": "ssh", "ssh+netcat": "nc", "local": ""}[self.task.transport]
+        self.log("  $ " + " | ".join(shlex.join(p.argv) for p in sender) + (f" | {where} | " if where else " | ")
+                 + " | ".join(shlex.join(p.argv) for p in receiver))
         if self.task.transport == "ssh+netcat":
             return self.run_netcat(sender, counter, receiver)
         stages: list[Stage] = []
@@ -675,7 +678,7 @@ class Runner:
             the_plan = plan(self.task.plan_task(now), source, before)
         except PlanError as exc:
             raise TaskError(str(exc)) from exc
-        results = {d.target: DatasetResult(d.source, d.target, d.action, d.base) for d in the_plan.datasets}
+        results = {d.target: DatasetResult(d.source, d.target, d.action, d.base, resumed=d.target in self.resumed) for d in the_plan.datasets}
         for d in the_plan.datasets:
             self.log(f"plan {d.source} -> {d.target}: {d.action}" + (f" (base {d.base})" if d.base else "") + (f": {d.message}" if d.message else ""))
             if d.destroy_before:
