@@ -4,7 +4,8 @@
 """The timer entry point: run one declared task from the config file the role wrote.
 
     zfs-replication-run run --config /etc/zfs-replication/tasks/repl-NAME.json
-    zfs-replication-run status [NAME ...]
+    zfs-replication-run status [ID ...]
+    zfs-replication-run release --config FILE     # a replication task is being removed: release its holds
 
 A run of one task:
 
@@ -519,6 +520,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-max-bytes", type=int, default=DEFAULT_LOG_MAX_BYTES, metavar="BYTES",
                      help="rotate the task's log file at this size (default 1 MiB)")
     run.add_argument("--log-keep", type=int, default=DEFAULT_LOG_KEEP, metavar="N", help="rotated log files to keep (default 5)")
+    release = sub.add_parser("release", help="release the holds a replication task keeps on its base snapshots (the task is being removed)")
+    release.add_argument("--config", required=True, help="the task's JSON config file")
+    release.add_argument("--check", action="store_true", help="only report the holds it would release")
     status = sub.choices["status"]
     status.add_argument("ids", nargs="*", metavar="ID", help="task ids like repl-NAME or snap-NAME (default: all)")
     return parser
@@ -550,6 +554,24 @@ def _pid_alive(pid: object) -> bool:
     return True
 
 
+def release_task(config: TaskConfig, check_mode: bool, out: TextIO) -> int:
+    """Release a replication task's holds on both sides; print what was released as JSON (the role reads it)."""
+    if config.kind != "replication":
+        json.dump({"task": config.name, "changed": False, "released": {}}, out)
+        out.write("\n")
+        return EXIT_OK
+    from ._replication import release_holds
+
+    try:
+        result = release_holds(config.params, check_mode=check_mode)
+    except Exception as exc:
+        sys.stderr.write(f"zfs-replication-run: release {config.name}: {exc}\n")
+        return EXIT_FAILED
+    json.dump({k: v for k, v in result.items() if k != "log"}, out, sort_keys=True)
+    out.write("\n")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None, stream: TextIO | None = None) -> int:
     args = _parser().parse_args(argv)
     out = stream or sys.stdout
@@ -560,6 +582,8 @@ def main(argv: list[str] | None = None, stream: TextIO | None = None) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"zfs-replication-run: {exc}\n")
         return EXIT_CONFIG
+    if args.command == "release":
+        return release_task(config, check_mode=args.check, out=out)
     opts = RunOptions(state_dir=args.state_dir, log_dir=args.log_dir, lock_wait=args.lock_wait,
                       dependency_wait=args.dependency_wait, check_mode=args.check, ignore_window=args.ignore_window,
                       log_max_bytes=args.log_max_bytes, log_keep=args.log_keep)

@@ -326,10 +326,23 @@ def test_undeclared_tasks_are_removed_and_run_now_runs(applied: dict[str, Any], 
                                      'zfs.replication.scheduler : Run tasks now']
 
 
-def test_removing_everything_leaves_no_units(applied: dict[str, Any], container: Container, container_inventory: str,
-                                             ansible_playbook) -> None:
+def holds(dataset: str) -> list[str]:
+    """Snapshots under DATASET with holds (userrefs > 0). zfs-fuse's `zfs holds` is broken (no pyzfs); nothing
+    but the replication tasks holds snapshots in these pools."""
+    out = zfs('get', '-H', '-p', '-r', '-o', 'name,value', 'userrefs', dataset)
+    return sorted(name for name, value in (line.split('\t') for line in out.splitlines()) if '@' in name and value not in ('0', '-'))
+
+
+def test_removing_everything_leaves_no_units_and_no_holds(applied: dict[str, Any], sandbox, container: Container,
+                                                          container_inventory: str, ansible_playbook) -> None:
+    held = holds(f'{sandbox.src_pool}/data') + holds(sandbox.dst_pool)
+    assert held, 'the replications that ran hold their base snapshots on both sides'
     empty = {'scheduler_snapshot_tasks': [], 'scheduler_replication_tasks': []}
-    ansible_playbook(PLAYBOOK, extravars=empty, inventory_text=container_inventory, env=PIPELINING)
+    result = ansible_playbook(PLAYBOOK, extravars=empty, inventory_text=container_inventory, env=PIPELINING)
+    # the replication tasks' holds on their base snapshots go with them
+    assert holds(f'{sandbox.src_pool}/data') + holds(sandbox.dst_pool) == []
+    released = 'zfs.replication.scheduler : Release the holds of replication tasks that are no longer declared'
+    assert released in changed_tasks(result)
     assert installed_units(container) == []
     assert container.exec('sh', '-c', 'ls /etc/zfs-replication/tasks /var/lib/zfs-replication').stdout.split() == \
         ['/etc/zfs-replication/tasks:', '/var/lib/zfs-replication:']

@@ -354,3 +354,21 @@ def test_main_runs_a_task_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert rc == 0
     assert engine.calls == [({'k': 'v'}, False)]
     assert read_state(tmp_path / 's' / 'repl-x.json')['config'] == str(cfg)
+
+
+@pytest.mark.skipif(not HAS_SNAPSHOT_ENGINE, reason='the snapshot engine is not there')
+def test_snapshot_task_goes_to_the_snapshot_engine(opts: RunOptions) -> None:
+    cfg = TaskConfig.from_dict({'kind': 'snapshot', 'name': 'hourly', 'params': {'bogus_option': 1}})
+    assert run_task(cfg, opts) == 1
+    assert 'unknown option bogus_option' in state_of(opts, 'snap-hourly')['error']
+
+
+def test_release_subcommand(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    snap = tmp_path / 'snap-x.json'
+    snap.write_text(json.dumps({'kind': 'snapshot', 'name': 'x', 'params': {}}))
+    assert main(['release', '--config', str(snap)]) == 0
+    assert json.loads(capsys.readouterr().out) == {'task': 'x', 'changed': False, 'released': {}}
+    bad = tmp_path / 'repl-x.json'
+    bad.write_text(json.dumps({'kind': 'replication', 'name': 'x', 'params': {'transport': 'local', 'target_dataset': 'b/x'}}))
+    assert main(['release', '--config', str(bad)]) == 1
+    assert 'release x: source_datasets' in capsys.readouterr().err
