@@ -141,6 +141,7 @@ class Runner:
         self.source: Listing | None = None
         self.target_listing: Listing | None = None
         self.resumed: set[str] = set()
+        self.parent_encrypted = False
 
     def log(self, line: str) -> None:
         self.lines.append(line)
@@ -204,6 +205,18 @@ class Runner:
             return bool(self.src_caps and self.src_caps.version and self.dst_caps and self.dst_caps.version)
         return bool(value)
 
+    def target_encrypted(self, target: str) -> bool:
+        """Is (or will) ``target`` be encrypted: the task encrypts it, it is, or its new parent is."""
+        if self.task.encryption:
+            return True
+        listing = self.target_listing
+        ds = listing.get(target) if listing is not None else None
+        if ds is None and listing is not None:
+            ds = listing.get(target.rsplit("/", 1)[0])
+        if ds is not None:
+            return ds.props.get("encryption", "off") not in ("off", "-", "")
+        return self.parent_encrypted
+
     def is_raw(self, dataset: str) -> bool:
         """Encrypted sources are sent raw (-w) unless raw: false: the target never sees the key."""
         if self.task.raw is False or self.source is None:
@@ -233,6 +246,9 @@ class Runner:
             return listing
         parent = target.rsplit("/", 1)[0]
         kind = dataset_type(self.dst, parent)
+        if kind is not None and caps.encryption:
+            enc = self.dst.run(["zfs", "get", "-H", "-p", "-o", "value", "encryption", parent], check=False).stdout.strip()
+            self.parent_encrypted = enc not in ("off", "-", "")
         if kind is None:
             raise TaskError(
                 f"target_dataset {target}: its parent {parent} does not exist on {self.dst.label}; "
@@ -274,8 +290,8 @@ class Runner:
             flags.append("-w")
         if self.stream_flag("large_block"):
             flags.append("-L")
-        if not raw and self.stream_flag("embed"):
-            flags.append("-e")
+        if not raw and self.stream_flag("embed") and not self.target_encrypted(send.target):
+            flags.append("-e")  # OpenZFS refuses embedded-data streams into encrypted datasets
         if not raw and self.stream_flag("compressed"):
             flags.append("-c")
         return flags
