@@ -273,11 +273,8 @@ def _run_replication(params: dict, check_mode: bool, log: Callable[[str], None])
 
 
 def _run_snapshot(params: dict, check_mode: bool, log: Callable[[str], None]) -> Any:
-    # Imported only for snapshot tasks, so replication tasks run on an engine without the snapshot code.
-    try:
-        from ._snapshot_task import run_snapshot_task
-    except ImportError as exc:
-        raise TaskInputError(f"this engine has no snapshot task support ({exc}): re-apply the role with a newer collection") from exc
+    from ._snapshot_task import run_snapshot_task
+
     return run_snapshot_task(params, check_mode=check_mode, log=log)
 
 

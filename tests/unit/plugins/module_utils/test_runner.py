@@ -4,7 +4,6 @@
 """The timer entry point without systemd or ZFS: config, lock, state file, log rotation, window, exit codes."""
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import threading
@@ -28,8 +27,6 @@ from ansible_collections.zfs.replication.plugins.module_utils._runner import (
     run_task,
     write_state,
 )
-
-HAS_SNAPSHOT_ENGINE = importlib.util.find_spec('ansible_collections.zfs.replication.plugins.module_utils._snapshot_task') is not None
 
 
 @dataclass
@@ -178,12 +175,6 @@ def test_real_engine_bad_params_fail_with_its_message(opts: RunOptions) -> None:
     cfg = TaskConfig.from_dict({'kind': 'replication', 'name': 'x', 'params': {'target_dataset': 'b/x', 'transport': 'local'}})
     assert run_task(cfg, opts) == 1
     assert state_of(opts, 'repl-x')['error'].startswith('source_datasets')
-
-
-@pytest.mark.skipif(HAS_SNAPSHOT_ENGINE, reason='the snapshot engine is present')
-def test_snapshot_task_without_snapshot_engine_fails_clearly(opts: RunOptions) -> None:
-    assert run_task(config('snapshot', 'hourly'), opts) == 1
-    assert 'no snapshot task support' in state_of(opts, 'snap-hourly')['error']
 
 
 def test_check_mode_writes_no_state_and_no_log_file(opts: RunOptions) -> None:
@@ -356,7 +347,6 @@ def test_main_runs_a_task_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert read_state(tmp_path / 's' / 'repl-x.json')['config'] == str(cfg)
 
 
-@pytest.mark.skipif(not HAS_SNAPSHOT_ENGINE, reason='the snapshot engine is not there')
 def test_snapshot_task_goes_to_the_snapshot_engine(opts: RunOptions) -> None:
     cfg = TaskConfig.from_dict({'kind': 'snapshot', 'name': 'hourly', 'params': {'bogus_option': 1}})
     assert run_task(cfg, opts) == 1
