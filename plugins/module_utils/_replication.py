@@ -20,7 +20,7 @@ from ._executor import PipelineError, PipelineResult, Stage, remote_stage, run_c
 from ._planner import DatasetPlan, Plan, PlanError, Send, plan
 from ._replication_task import COMPRESSORS, ReplicationTask, TaskError, suggest_name
 from ._transport import ConnectionFailed, Host, LocalHost, SSHHost, TransportError, command_env
-from ._zfs import Capabilities, DatasetMissing, Listing, ZfsError, dataset_type, is_within, list_tree, probe
+from ._zfs import Capabilities, DatasetMissing, Listing, Snapshot, ZfsError, dataset_type, is_within, list_tree, probe
 
 TRANSIENT_HINTS = ("Connection reset", "Connection closed", "Connection timed out", "connection lost", "Broken pipe")
 
@@ -622,6 +622,46 @@ class Runner:
             touched = True
         return touched
 
+    def take_missing_snapshots(self, source: Listing, now: datetime, check_mode: bool) -> bool:
+        """create_snapshot: a source root (or, when recursive, any dataset of its tree) without a selected
+        snapshot gets one now, named by the first naming schema (zfs snapshot -r for a tree). True when taken."""
+        from ._tz import zone
+
+        selection = self.task.selection()
+        schema = self.task.schemas()[0]
+        name = schema.format(now.astimezone(zone(self.task.timezone, "timezone")))
+        taken = False
+        for root in self.task.source_datasets:
+            members = [d for n, d in source.datasets.items() if is_within(n, root)] if self.task.recursive else [source.datasets[root]]
+            members = [d for d in members if not any(is_within(d.name, ex) for ex in self.task.exclude)]
+            if all(any(selection.matches(s.name) for s in d.snapshots) for d in members):
+                continue
+            argv = ["zfs", "snapshot", *(["-r"] if self.task.recursive else []), f"{root}@{name}"]
+            if check_mode:
+                self.log(f"create_snapshot: would take {root}@{name}{' recursively' if self.task.recursive else ''}")
+                # Plan as if it were taken, so check mode shows the streams the real run sends.
+                for d in (d for n, d in source.datasets.items() if is_within(n, root)) if self.task.recursive else [source.datasets[root]]:
+                    top = max((x.createtxg for x in d.snapshots), default=0)
+                    d.snapshots.append(Snapshot(d.name, name, f"planned-{d.name}@{name}", top + 1))
+                continue
+            self.log(f"create_snapshot: {root} has no snapshot matching the task: taking {root}@{name}")
+            self.src.run(argv)
+            taken = True
+        return taken
+
+    def mount_received(self, the_plan: Plan, results: dict[str, DatasetResult]) -> None:
+        """mount: mount the filesystems that received something (they are received unmounted)."""
+        for d in the_plan.datasets:
+            res = results[d.target]
+            if not res.snapshots_sent or res.error:
+                continue
+            proc = self.dst.run(["zfs", "get", "-H", "-o", "value", "type,mounted,canmount,mountpoint", d.target], check=False)
+            kind, mounted, canmount, mountpoint = (proc.stdout.split("\n") + ["", "", "", ""])[:4]
+            if kind != "filesystem" or mounted == "yes" or canmount != "on" or mountpoint in ("none", "legacy"):
+                continue
+            out = self.dst.run(["zfs", "mount", d.target], check=False)
+            self.log(f"mount {d.target} at {mountpoint}: " + ("ok" if out.returncode == 0 else out.stderr.strip()))
+
     def source_for(self, target: str) -> str | None:
         for root in self.task.source_datasets:
             from ._planner import target_for
@@ -686,6 +726,8 @@ class Runner:
         self.check_tools()
         self.check_capabilities()
         source = self.source = self.list_source(self.src_caps)
+        if self.task.create_snapshot and self.take_missing_snapshots(source, now, check_mode):
+            source = self.source = self.list_source(self.src_caps)
         before = self.list_target(self.dst_caps)
         if before is not None and self.dst_caps.resumable and self.resume_interrupted(before, check_mode):
             before = self.list_target(self.dst_caps)
@@ -721,6 +763,8 @@ class Runner:
                 except DatasetMissing:
                     after = None
             self.verify(the_plan, source, after, errors, results)
+            if self.task.mount:
+                self.mount_received(the_plan, results)
             changed = (
                 snapshot_names(before) != snapshot_names(after) or bool(the_plan.set_readonly) or the_plan.create_target_root or bool(self.resumed)
             )

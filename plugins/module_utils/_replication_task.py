@@ -82,6 +82,8 @@ class ReplicationTask:
     retry_delay: float = 2.0
     timezone: str | None = None
     hold_base: bool = True
+    create_snapshot: bool = False
+    mount: bool = False
     large_block: bool | None = None
     embed: bool | None = None
     compressed: bool | None = None
@@ -157,6 +159,8 @@ class ReplicationTask:
             retry_delay=float(p.get("retry_delay", 2.0)),
             timezone=p.get("timezone") or None,
             hold_base=bool(p.get("hold_base", True)),
+            create_snapshot=bool(p.get("create_snapshot", False)),
+            mount=bool(p.get("mount", False)),
             large_block=p.get("large_block"),
             embed=p.get("embed"),
             compressed=p.get("compressed"),
@@ -193,6 +197,10 @@ class ReplicationTask:
         if self.readonly not in ("set", "require", "ignore"):
             raise TaskError(f"readonly {self.readonly!r}: use set, require or ignore")
         self._validate_encryption()
+        if self.create_snapshot and self.direction != "push":
+            raise TaskError("create_snapshot takes snapshots of local sources: it needs direction push")
+        if self.create_snapshot and not (self.naming_schema or self.periodic_snapshot_tasks):
+            raise TaskError("create_snapshot names the new snapshot with the task's naming_schema: give one")
         if self.replicate and self.exclude:
             raise TaskError("exclude cannot be used with replicate (full filesystem replication sends the whole tree with zfs send -R)")
         if self.replicate and not self.recursive:

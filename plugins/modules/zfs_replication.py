@@ -255,6 +255,20 @@ options:
     description:
       - Put an C(mbuffer) of this size (like C(64M)) before C(zfs recv) on the receiving side.
     type: str
+  create_snapshot:
+    description:
+      - When a source (or, with O(recursive=true), a dataset of its tree) has no snapshot matching the task's selection,
+        take one now, named by the first naming schema (C(zfs snapshot -r) for a tree), then replicate.
+        TrueNAS does this when it sets up a replication of local sources without snapshots.
+      - Needs O(direction=push).
+    type: bool
+    default: false
+  mount:
+    description:
+      - Mount the received filesystems after each run (where C(canmount=on) and the mountpoint is a path).
+        Replicas are always received unmounted (C(zfs recv -u)), so nothing is mounted during the transfer.
+    type: bool
+    default: false
   hold_base:
     description:
       - Hold the newest snapshot both sides have in common with the tag C(zfs.replication:<name>) on the source and
@@ -544,6 +558,8 @@ def main() -> None:
             speed_limit=dict(type="int"),
             buffer_size=dict(type="str"),
             hold_base=dict(type="bool", default=True),
+            create_snapshot=dict(type="bool", default=False),
+            mount=dict(type="bool", default=False),
             large_block=dict(type="bool"),
             embed=dict(type="bool"),
             compressed=dict(type="bool"),

@@ -281,3 +281,52 @@ def test_base_is_held_on_both_sides_moves_forward_and_is_released(sandbox, pair,
     assert gone["changed"] is True
     assert gone["released"] == {"source": [f"{src}@auto-2026-11-28_11-00"], "target": [f"{dst}@auto-2026-11-28_11-00"]}
     assert holds_of(f"{src}@auto-2026-11-28_11-00") == 0 and holds_of(f"{dst}@auto-2026-11-28_11-00") == 0
+
+
+def test_create_snapshot_when_sources_have_none_and_mount(sandbox, pair, ansible_playbook):
+    src, dst = pair
+    write_files(mountpoint(src), "new")
+    write_files(mountpoint(f"{src}/child"), "kid", count=1)
+    zfs("snapshot", "-r", f"{src}@manual-only")  # not selected: as if the source had no snapshot for the task
+    params = {"name": "mk", "source_datasets": [src], "target_dataset": dst, "recursive": True, "naming_schema": [SCHEMA],
+              "transport": "local", "create_snapshot": True, "mount": True, "readonly": "ignore"}
+    before = state(sandbox.src_pool, sandbox.dst_pool)
+    planned = replicate(ansible_playbook, params, check=True).task("replicate")
+    assert any(line.startswith(f"create_snapshot: would take {src}@auto-") for line in planned["log"]), planned["log"]
+    assert state(sandbox.src_pool, sandbox.dst_pool) == before
+
+    res = replicate(ansible_playbook, params).task("replicate")
+    taken = [k for k in snapshots_with_guids(src) if k.startswith("@auto-")]
+    assert len(taken) == 1  # one recursive snapshot, named by the schema
+    assert f"/child{taken[0]}" in snapshots_with_guids(src)
+    assert res["snapshots_sent"] == 2
+    assert snapshots_with_guids(dst) == {k: v for k, v in snapshots_with_guids(src).items() if "manual" not in k}
+    # mount: the replicas are mounted after the run, with the source's files.
+    assert zfs("get", "-H", "-o", "value", "mounted", dst).strip() == "yes"
+    assert own_checksums(dst) == own_checksums(src)
+    # A second run finds the snapshot: nothing taken, nothing sent.
+    again = replicate(ansible_playbook, params).task("replicate")
+    assert again["changed"] is False and not any("create_snapshot" in line for line in again["log"])
+    zfs("unmount", f"{dst}/child")
+    zfs("unmount", dst)
+
+
+CAPABILITY_CASES = [
+    ("encryption", {"encryption": True, "encryption_key": "6f" * 32}, "encryption: true needs native encryption on the target"),
+    ("raw", {"raw": True}, "raw: true needs raw send"),
+    ("large_block", {"large_block": True}, "large_block: true needs zfs send -L"),
+    ("compressed", {"compressed": True}, "compressed: true needs zfs send -c"),
+]
+
+
+@pytest.mark.parametrize("case,override,message", CAPABILITY_CASES, ids=[c[0] for c in CAPABILITY_CASES])
+def test_feature_the_host_lacks_is_a_clear_error(sandbox, pair, ansible_playbook, case, override, message):
+    """zfs-fuse has no encryption, raw send or -L/-c: a task that requires them is refused up front, nothing changed."""
+    src, dst = pair
+    zfs("snapshot", f"{src}@auto-2026-11-28_10-00")
+    before = state(sandbox.src_pool, sandbox.dst_pool)
+    res = replicate(ansible_playbook, dict({"source_datasets": [src], "target_dataset": dst, "naming_schema": [SCHEMA],
+                                            "ssh": ssh_args(sandbox)}, **override), expect_rc=2).task("replicate")
+    assert message in res["msg"], res["msg"]
+    assert "6f6f6f6f" not in json.dumps(res)
+    assert state(sandbox.src_pool, sandbox.dst_pool) == before
