@@ -70,8 +70,11 @@ def split_remote_result(stage: Stage, rc: int, stderr: str) -> list[StageResult]
         # No tag: the remote shell never finished this stage (connection lost, killed).
         prc = statuses.get(i, rc if rc != 0 else 255)
         out.append(StageResult(part.name, stage.host.label, list(part.argv), prc, text if prc != 0 else ""))
-    if rc == 255 and not statuses:
-        out = [StageResult("ssh connection", stage.host.label, list(stage.local_argv), rc, text or "connection lost")]
+    if not statuses and (rc == 255 or rc < 0):
+        # No stage reported: the ssh client itself failed (255) or was killed (a signal). Blaming the first
+        # remote stage ("zfs recv ... killed by signal 9") would send people looking in the wrong place.
+        why = text or ("connection lost" if rc == 255 else f"the ssh client was killed by signal {-rc}: connection lost")
+        out = [StageResult("ssh connection", stage.host.label, list(stage.local_argv), rc, why)]
     return out
 
 

@@ -1,0 +1,21 @@
+# Copyright (c) zfs.replication contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Pure regression tests for engine bugs the reliability tier found (each failed before its fix)."""
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.zfs.replication.plugins.module_utils._executor import Stage, remote_stage, split_remote_result
+from ansible_collections.zfs.replication.plugins.module_utils._transport import SSHConnection, SSHHost
+
+
+@pytest.mark.fault_class("connection cut mid-stream")
+def test_killed_ssh_client_is_reported_as_the_connection_not_as_zfs_recv(tmp_path):
+    """The ssh client carrying `zfs recv` killed by SIGKILL (rc -9, no status tag came back): the error names the
+    ssh connection; before the fix it said 'zfs recv ... killed by signal 9', which zfs recv never was."""
+    host = SSHHost(SSHConnection("127.0.0.1", 2222), control_dir=str(tmp_path))
+    stage = remote_stage(host, [Stage(host, ["zfs", "recv", "-u", "p/x"], "zfs recv")])
+    results = split_remote_result(stage, -9, "")
+    assert [r.name for r in results] == ["ssh connection"]
+    assert "killed by signal 9" in results[0].stderr and "connection lost" in results[0].stderr
