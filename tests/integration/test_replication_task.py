@@ -23,6 +23,7 @@ import stat
 import struct
 import threading
 import time
+import warnings
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -237,9 +238,12 @@ def destroy_r(dataset: str, timeout: float = 20) -> None:
         try:
             zfs("destroy", "-r", dataset)
             return
-        except CommandError:
+        except CommandError as exc:
             if time.monotonic() > deadline:
-                raise
+                # zfs-fuse sometimes keeps a dataset busy until the daemon restarts (after a killed receive):
+                # the names are unique per test and the pool goes at the end of the session, so only warn.
+                warnings.warn(f"teardown: {dataset} left behind: {exc}", stacklevel=2)
+                return
             time.sleep(0.5)
 
 
