@@ -20,11 +20,13 @@ from ._zfs import Dataset, Listing, Snapshot, is_within
 
 
 class _Schema(Protocol):
-    def parse(self, name: str) -> datetime | None: ...
+    def parse(self, name: str) -> datetime | None:
+        ...
 
 
 class _Schedule(Protocol):
-    def matches(self, when: datetime) -> bool: ...
+    def matches(self, when: datetime) -> bool:
+        ...
 
 
 @dataclass

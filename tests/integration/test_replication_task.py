@@ -811,7 +811,7 @@ def test_bad_input_is_a_clear_error_naming_the_field(sandbox, pair, ansible_play
         "bad lifetime unit": (p(retention_policy="custom", lifetime_value=1, lifetime_unit="fortnight"), ["lifetime_unit"]),
     }
     before = state(sandbox.src_pool, sandbox.dst_pool)
-    res = replicate_many(ansible_playbook, {name: params for name, (params, _) in cases.items()}, ignore_errors=True)
+    res = replicate_many(ansible_playbook, {name: params for name, (params, _message) in cases.items()}, ignore_errors=True)
     problems = []
     for name, (_params, words) in cases.items():
         r = res[name]
@@ -849,7 +849,7 @@ class DroppingProxy:
     def _accept(self) -> None:
         while not self.stopping:
             try:
-                client, _ = self.listener.accept()
+                client, _addr = self.listener.accept()
             except OSError:
                 return
             self.connections += 1

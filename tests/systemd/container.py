@@ -116,7 +116,7 @@ def ensure_rootfs(log=print) -> Path:
 
 
 def free_port() -> int:
-    for _ in range(50):
+    for _attempt in range(50):
         with socket.socket() as s:
             s.bind(('127.0.0.1', 0))
             port = s.getsockname()[1]

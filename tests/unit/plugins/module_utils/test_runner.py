@@ -315,7 +315,7 @@ def test_ignore_window_and_presets_run(opts: RunOptions) -> None:
 def test_log_file_rotates_by_size_and_keeps_a_few(opts: RunOptions) -> None:
     opts.log_max_bytes = 400
     opts.log_keep = 2
-    for _ in range(12):
+    for _attempt in range(12):
         assert run_task(config(), opts, engines={'replication': Engine()}) == 0
     names = sorted(p.name for p in Path(opts.log_dir).iterdir())
     assert names == ['repl-offsite.log', 'repl-offsite.log.1', 'repl-offsite.log.2']
