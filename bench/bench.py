@@ -1,0 +1,534 @@
+# Copyright (c) zfs.replication contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Side-by-side benchmarks: zfs.replication vs syncoid, pyznap, zfs-autobackup and the raw pipeline.
+
+Run through bench/run (it installs the peers). Everything is measured in ONE run on the same pools;
+results are medians of --reps repetitions, and ratios between tools of the same run are what counts.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shlex
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / 'tests'))
+import sandbox  # noqa: E402
+
+CACHE = Path(os.environ.get('ZR_CACHE_DIR', '/var/cache/zfs-replication'))
+VENV = CACHE / 'bench' / 'venv'
+ANSIBLE_VENV = CACHE / 'venv-latest'
+SHIMS = ROOT / 'bench' / 'shims'
+RESULTS = ROOT / 'bench' / 'results'
+ZFS = '/usr/sbin/zfs'
+SCHEMA = 'zb-%Y%m%d%H%M%S'
+BASE_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+CIPHER = 'aes128-gcm@openssh.com'
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc).timestamp()
+
+
+def sh(argv, check=True, **kw):
+    p = subprocess.run(argv, capture_output=True, text=True, **kw)
+    if check and p.returncode != 0:
+        raise RuntimeError(f'{shlex.join(argv) if isinstance(argv, list) else argv}: rc {p.returncode}: {p.stderr[-2000:]}')
+    return p
+
+
+def say(*a):
+    print(*a, flush=True)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# sandbox: sshd with the counting shims first in PATH on the remote side
+# ------------------------------------------------------------------------------------------------------------
+class BenchSshd(sandbox.Sshd):
+    remote_log = ''
+
+    def _write_files(self):
+        super()._write_files()
+        text = self.config.read_text().replace(
+            'SetEnv SHLVL=1', f'SetEnv SHLVL=1 ZB_SIDE=remote ZB_LOG={self.remote_log} PATH={SHIMS}:{BASE_PATH}')
+        self.config.write_text(text)
+
+
+class Proxy:
+    """A TCP proxy on 127.0.0.1 that delays every chunk by DELAY seconds in each direction (bandwidth kept)."""
+
+    def __init__(self, target_port, delay):
+        self.delay, self.target = delay, target_port
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(('127.0.0.1', 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            u = socket.create_connection(('127.0.0.1', self.target))
+            for s in (c, u):
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._pipe(c, u)
+            self._pipe(u, c)
+
+    def _pipe(self, a, b):
+        import queue
+        q: queue.Queue = queue.Queue()
+
+        def reader():
+            while True:
+                try:
+                    data = a.recv(65536)
+                except OSError:
+                    data = b''
+                q.put((time.monotonic() + self.delay, data))
+                if not data:
+                    return
+
+        def writer():
+            while True:
+                due, data = q.get()
+                wait = due - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                if not data:
+                    try:
+                        b.shutdown(socket.SHUT_WR)
+                    except OSError:
+                        pass
+                    return
+                try:
+                    b.sendall(data)
+                except OSError:
+                    return
+
+        threading.Thread(target=reader, daemon=True).start()
+        threading.Thread(target=writer, daemon=True).start()
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.dir = Path(f'/var/tmp/zr-bench-{os.getpid()}')
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.local_log = self.dir / 'zfs-local.log'
+        self.remote_log = self.dir / 'zfs-remote.log'
+        self.sb = sandbox.Sandbox(self.dir, pool_size=args.pool_size)
+        BenchSshd.remote_log = str(self.remote_log)
+        self.sb.sshd = BenchSshd(self.dir / 'ssh')
+        self.results: dict = {'notes': []}
+        self.tree = self.dir / 'tree'
+        (self.tree / 'ansible_collections' / 'zfs').mkdir(parents=True, exist_ok=True)
+        link = self.tree / 'ansible_collections' / 'zfs' / 'replication'
+        if not link.exists():
+            link.symlink_to(ROOT)
+        self.env = dict(os.environ, PATH=f'{SHIMS}:{BASE_PATH}', ZB_LOG=str(self.local_log), ZB_SIDE='local')
+        self.env.pop('PYENV_VERSION', None)
+        self.env.update(ANSIBLE_COLLECTIONS_PATH=str(self.tree), ANSIBLE_HOST_KEY_CHECKING='True', ANSIBLE_NOCOLOR='1',
+                        ANSIBLE_LOCAL_TEMP=str(self.dir / 'ansible-tmp'), ANSIBLE_REMOTE_TEMP=str(self.dir / 'ansible-tmp'))
+
+    # -- setup -----------------------------------------------------------------------------------------------
+    def up(self):
+        self.sb.up()
+        self.S, self.D = self.sb.src_pool, self.sb.dst_pool
+        s = self.sb.sshd
+        self.ssh_port = s.port
+        self.proxy = Proxy(s.port, self.args.latency_ms / 1000.0)
+        hostpub = Path(f'{s.host_key}.pub').read_text().split()
+        self.known_hosts = self.dir / 'known_hosts_all'
+        self.known_hosts.write_text(f'[127.0.0.1]:{s.port} {hostpub[0]} {hostpub[1]}\n[127.0.0.1]:{self.proxy.port} {hostpub[0]} {hostpub[1]}\n')
+        self.env['ZB_KNOWN_HOSTS'] = str(self.known_hosts)
+        self.key = str(s.private_key)
+        # the remote side's PATH really is the shims'
+        out = sh(['ssh', *s.ssh_options(), '-o', f'UserKnownHostsFile={self.known_hosts}', 'root@127.0.0.1', 'command -v zfs'], env=self.env).stdout
+        assert out.strip() == f'{SHIMS}/zfs', out
+
+    def down(self):
+        try:
+            self.sb.down()
+        except Exception as exc:  # noqa: BLE001
+            say(f'teardown: {exc}')
+
+    def zfs(self, *a, check=True):
+        return sh([ZFS, *a], check=check)
+
+    def build_tree(self, name, n, snaps):
+        """SRC/name with n datasets (root + n-1 children) and `snaps` snapshots each (zfs snapshot -r)."""
+        root = f'{self.S}/{name}'
+        self.zfs('create', '-o', 'compression=off', root)
+        for i in range(1, n):
+            self.zfs('create', f'{root}/d{i:03d}')
+        for _ in range(snaps):
+            self.snap(root)
+        return root
+
+    _snapno = 0
+
+    def snap(self, root):
+        Bench._snapno += 1
+        name = time.strftime('zb-%Y%m%d%H%M%S', time.gmtime(T0 + 3600 * Bench._snapno))
+        self.zfs('snapshot', '-r', f'{root}@{name}')
+        return name
+
+    def seed(self, root, target):
+        """Put target in sync with root in one send -R stream (same guids as a replication would give)."""
+        last = self.zfs('list', '-H', '-o', 'name', '-t', 'snapshot', '-s', 'createtxg', '-d', '1', root).stdout.split()[-1]
+        self.zfs('create', '-p', target.rsplit('/', 1)[0], check=False)
+        p = subprocess.run(f'{ZFS} send -R {last} | {ZFS} recv -u {target}', shell=True, capture_output=True, text=True)
+        if p.returncode:
+            raise RuntimeError(p.stderr)
+
+    # -- running tools ------------------------------------------------------------------------------------
+    def our_params(self, root, target, via, **extra):
+        p = {'name': 'bench', 'source_datasets': [root], 'target_dataset': target, 'recursive': True,
+             'naming_schema': [SCHEMA], 'transport': 'local' if via == 'local' else 'ssh'}
+        if via != 'local':
+            port = self.proxy.port if via == 'wan' else self.ssh_port
+            p['ssh'] = {'host': '127.0.0.1', 'port': port, 'user': 'root', 'private_key_file': self.key,
+                        'known_hosts_file': str(self.known_hosts), 'cipher': 'fast'}
+        p.update(extra)
+        return p
+
+    def cmd(self, tool, root, target, via, **extra):
+        """argv (or shell string) that replicates root -> target with TOOL once."""
+        port = self.proxy.port if via == 'wan' else self.ssh_port
+        if tool == 'ours':
+            cfg = self.dir / f'cfg-{abs(hash((root, target, via)))}.json'
+            cfg.write_text(json.dumps({'kind': 'replication', 'name': 'bench', 'params': self.our_params(root, target, via, **extra)}))
+            code = ('import sys,resource,os; sys.path.insert(0, %r); '
+                    'from ansible_collections.zfs.replication.plugins.module_utils._runner import main; rc = main(); '
+                    'open(os.environ["ZB_RSS"], "w").write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)) '
+                    'if os.environ.get("ZB_RSS") else None; sys.exit(rc)') % str(self.tree)
+            return ['/usr/bin/python3', '-c', code, 'run', '--config', str(cfg), '--state-dir', str(self.dir / 'state'),
+                    '--log-dir', str(self.dir / 'logs')]
+        if tool == 'module':
+            pb = self.dir / f'pb-{via}.yml'
+            params = self.our_params(root, target, via, **extra)
+            pb.write_text(json.dumps([{'hosts': 'localhost', 'gather_facts': False, 'tasks': [
+                {'zfs.replication.zfs_replication': params}]}]))
+            return [str(ANSIBLE_VENV / 'bin' / 'ansible-playbook'), '-i', 'localhost,', '-c', 'local',
+                    '-e', 'ansible_python_interpreter=/usr/bin/python3', str(pb)]
+        if tool == 'syncoid':
+            argv = ['syncoid', '-r', '--no-sync-snap', '--quiet']
+            if extra.get('compress'):
+                argv.append(f'--compress={extra["compress"]}')
+            else:
+                argv.append('--compress=none')
+            if via == 'local':
+                return [*argv, root, target]
+            return [*argv, f'--sshkey={self.key}', f'--sshport={port}', f'--sshcipher={CIPHER}',
+                    '--sshoption=StrictHostKeyChecking=yes', f'--sshoption=UserKnownHostsFile={self.known_hosts}',
+                    root, f'root@127.0.0.1:{target}']
+        if tool == 'pyznap':
+            conf = self.dir / 'pyznap.conf'
+            conf.touch()
+            dest = target if via == 'local' else f'ssh:{port}:root@127.0.0.1:{target}'
+            argv = [str(VENV / 'bin' / 'pyznap'), '--config', str(conf), 'send', '-s', root, '-d', dest, '-c', 'none']
+            return argv + (['-i', self.key] if via != 'local' else [])
+        if tool == 'zfs-autobackup':
+            name = root.rsplit('/', 1)[1]
+            argv = [str(VENV / 'bin' / 'zfs-autobackup'), '--no-snapshot', '--allow-empty', '--no-holds', '--exclude-received',
+                    '--rollback', '--strip-path', '1', '--snapshot-format', SCHEMA]
+            if via != 'local':
+                cfg = self.dir / f'ssh-config-{port}'
+                cfg.write_text(f'Host 127.0.0.1\n  Port {port}\n  IdentityFile {self.key}\n  IdentitiesOnly yes\n'
+                               f'  StrictHostKeyChecking yes\n  UserKnownHostsFile {self.known_hosts}\n  Ciphers {CIPHER}\n')
+                argv += ['--ssh-config', str(cfg), '--ssh-target', 'root@127.0.0.1']
+            return [*argv, name, target.rsplit('/', 1)[0]]
+        raise ValueError(tool)
+
+    def timed(self, argv, label=''):
+        for f in (self.local_log, self.remote_log):
+            f.write_text('')
+        rss = self.dir / 'rss'
+        rss.unlink(missing_ok=True)
+        env = dict(self.env, ZB_RSS=str(rss))
+        t = time.monotonic()
+        p = subprocess.run(argv, capture_output=True, text=True, env=env, shell=isinstance(argv, str))
+        dt = time.monotonic() - t
+        if p.returncode != 0:
+            raise RuntimeError(f'{label}: rc {p.returncode}: {(p.stderr or p.stdout)[-1500:]}')
+        calls = {'src': 0, 'dst': 0}
+        for f in (self.local_log, self.remote_log):
+            for line in f.read_text().splitlines():
+                side, _tab, args = line.partition('\t')
+                calls['dst' if side == 'remote' or self.D in args else 'src'] += 1
+        return dt, calls, (int(rss.read_text()) // 1024 if rss.exists() else None), p
+
+    def median_run(self, argv, reps, label):
+        runs = [self.timed(argv, label) for _ in range(reps)]
+        ts = [r[0] for r in runs]
+        return {'time': statistics.median(ts), 'times': [round(x, 2) for x in ts], 'calls': runs[-1][1]}
+
+    def floor(self, root, target, via, reps):
+        cols = 'type,guid,createtxg,userrefs,readonly'
+        src = [ZFS, 'get', '-H', '-p', '-r', '-o', 'name,property,value', cols, root]
+        dst = [ZFS, 'get', '-H', '-p', '-r', '-o', 'name,property,value', cols, target]
+        if via != 'local':
+            port = self.proxy.port if via == 'wan' else self.ssh_port
+            dst = ['ssh', '-F', '/dev/null', '-i', self.key, '-p', str(port), '-o', f'UserKnownHostsFile={self.known_hosts}',
+                   '-o', 'StrictHostKeyChecking=yes', '-c', CIPHER, 'root@127.0.0.1', shlex.join(['zfs', *dst[1:]])]
+        ts = []
+        for _ in range(reps):
+            t = time.monotonic()
+            sh(src)
+            sh(dst, env=self.env)
+            ts.append(time.monotonic() - t)
+        return {'time': statistics.median(ts), 'times': [round(x, 2) for x in ts], 'calls': {'src': 1, 'dst': 1}}
+
+    # -- cases ----------------------------------------------------------------------------------------------
+    def target_for(self, tool, tree):
+        return f'{self.D}/{tool.replace("-", "")}/{tree}' if tool != 'module' else f'{self.D}/ours/{tree}'
+
+    def prepare_noop(self, tree, tools):
+        root = f'{self.S}/{tree}'
+        for tool in tools:
+            if tool == 'module':
+                continue
+            target = self.target_for(tool, tree)
+            if self.zfs('list', target, check=False).returncode != 0:
+                self.seed(root, target)
+            if tool == 'zfs-autobackup':
+                self.zfs('set', f'autobackup:{tree}=true', root)
+            self.timed(self.cmd(tool, root, target, 'local'), f'warm-up {tool} {tree}')
+
+    def case_noop(self, tree, tools, vias, reps):
+        root = f'{self.S}/{tree}'
+        out = {}
+        for via in vias:
+            out[via] = {'floor': self.floor(root, self.target_for('ours', tree), via, reps)}
+            for tool in tools:
+                r = reps if tool in ('ours', 'module') else self.args.peer_reps
+                out[via][tool] = self.median_run(self.cmd(tool, root, self.target_for(tool, tree), via), r, f'{tool} {via}')
+                say(f'  no-op {tree} {via:5s} {tool:15s} {out[via][tool]["time"]:7.2f} s  zfs calls {out[via][tool]["calls"]}')
+            say(f'  no-op {tree} {via:5s} {"floor":15s} {out[via]["floor"]["time"]:7.2f} s')
+        return out
+
+    def case_catchup(self, tree, tools, via):
+        root = f'{self.S}/{tree}'
+        for _ in range(5):
+            self.snap(root)
+        out = {}
+        for tool in tools:
+            dt, calls, _rss, _p = self.timed(self.cmd(tool, root, self.target_for(tool, tree), via), f'catch-up {tool}')
+            out[tool] = {'time': dt, 'calls': calls}
+            say(f'  catch-up {tree} {via} {tool:15s} {dt:7.2f} s  zfs calls {calls}')
+        return out
+
+    def write_data(self, ds, mb, kind, tag):
+        mnt = self.zfs('get', '-H', '-o', 'value', 'mountpoint', ds).stdout.strip()
+        path = f'{mnt}/{tag}.bin'
+        if kind == 'random':
+            sh(['dd', 'if=/dev/urandom', f'of={path}', 'bs=1M', f'count={mb}', 'status=none'])
+        else:  # text-like data: zstd -3 gets ~4-6x
+            sh(['bash', '-c', f'seq 1 100000000 | head -c {mb * 1024 * 1024} > {path}'])
+        sh(['sync'])
+
+    def case_data(self, mb, reps):
+        out = {}
+        for kind in ('random', 'text'):
+            ds = f'{self.S}/data-{kind}'
+            self.zfs('create', '-o', 'compression=off', ds)
+            self.write_data(ds, mb, kind, 'a')
+            self.zfs('snapshot', f'{ds}@zb-20260101000000')
+            self.write_data(ds, mb, kind, 'b')
+            self.zfs('snapshot', f'{ds}@zb-20260101010000')
+            for via in ('local', 'ssh'):
+                comp = 'zstd' if (kind == 'text' and via == 'ssh') else None
+                target = f'{self.D}/data-{kind}'
+                res = {'ours': {'full': [], 'incremental': [], 'rss': []}, 'raw': {'full': [], 'incremental': []}}
+                for _rep in range(reps):
+                    for who in ('raw', 'ours'):
+                        self.destroy(target)
+                        if who == 'ours':
+                            extra = {'compression': comp} if comp else {}
+                            # full: only the first snapshot is selected via a name regex; then incremental
+                            a = self.cmd('ours', ds, target, via, name_regex='zb-20260101000000', naming_schema=[], hold_base=False, **extra)
+                            dt, _c, rss, _p = self.timed(a, 'ours full')
+                            res['ours']['full'].append(dt)
+                            res['ours']['rss'].append(rss)
+                            b = self.cmd('ours', ds, target, via, hold_base=False, **extra)
+                            dt, _c, rss, _p = self.timed(b, 'ours incremental')
+                            res['ours']['incremental'].append(dt)
+                            res['ours']['rss'].append(rss)
+                        else:
+                            full = self.raw_pipeline(f'{ZFS} send {ds}@zb-20260101000000', target, via, comp)
+                            inc = self.raw_pipeline(f'{ZFS} send -I @zb-20260101000000 {ds}@zb-20260101010000', target, via, comp)
+                            res['raw']['full'].append(self.timed(full, 'raw full')[0])
+                            res['raw']['incremental'].append(self.timed(inc, 'raw incremental')[0])
+                row = {}
+                for phase in ('full', 'incremental'):
+                    o, r = statistics.median(res['ours'][phase]), statistics.median(res['raw'][phase])
+                    row[phase] = {'ours': o, 'raw': r, 'ratio': r / o, 'ours_mbps': mb / o, 'raw_mbps': mb / r}
+                    say(f'  data {kind:6s} {via:5s} {phase:11s} ours {o:6.2f} s ({mb / o:5.1f} MB/s)  raw {r:6.2f} s'
+                        f' ({mb / r:5.1f} MB/s)  ratio {r / o:.2f}')
+                row['rss_mb'] = max(x for x in res['ours']['rss'] if x) if any(res['ours']['rss']) else None
+                row['compression'] = comp or 'none'
+                out[f'{kind}-{via}'] = row
+            self.destroy(f'{self.D}/data-{kind}')
+            self.zfs('destroy', '-r', ds, check=False)
+        # memory flat in data size: our peak RSS for a tiny stream vs the big ones
+        ds = f'{self.S}/data-small'
+        self.zfs('create', '-o', 'compression=off', ds)
+        self.write_data(ds, 1, 'random', 'a')
+        self.zfs('snapshot', f'{ds}@zb-20260101000000')
+        _dt, _c, rss, _p = self.timed(self.cmd('ours', ds, f'{self.D}/data-small', 'ssh', hold_base=False), 'ours small')
+        out['rss_small_mb'] = rss
+        return out
+
+    def raw_pipeline(self, send, target, via, comp):
+        recv = f'zfs recv -u {target}'
+        if via == 'local':
+            return f'{send} | {recv}'
+        c = f' | zstd -q -c -T0' if comp else ''
+        d = 'zstd -q -d -c | ' if comp else ''
+        ssh = (f'ssh -F /dev/null -i {self.key} -p {self.ssh_port} -o UserKnownHostsFile={self.known_hosts} '
+               f'-o StrictHostKeyChecking=yes -c {CIPHER} root@127.0.0.1')
+        return f'{send}{c} | {ssh} {shlex.quote(d + recv)}'
+
+    def destroy(self, ds):
+        for _ in range(20):
+            p = self.zfs('destroy', '-r', ds, check=False)
+            if p.returncode == 0 or 'does not exist' in p.stderr:
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f'cannot destroy {ds}: {p.stderr}')
+
+
+def case_planner(n_ds, n_snap):
+    """Synthetic listings through the real planner, in a fresh process (peak RSS is this case's own)."""
+    code = r'''
+import sys, time, resource, json
+from datetime import datetime, timezone
+sys.path.insert(0, sys.argv[1])
+from ansible_collections.zfs.replication.plugins.module_utils import _zfs, _planner
+from ansible_collections.zfs.replication.plugins.module_utils._replication_task import ReplicationTask
+n, m = int(sys.argv[2]), int(sys.argv[3])
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def text(root):
+    lines = []
+    for d in range(n):
+        name = root if d == 0 else f"{root}/d{d:05d}"
+        lines += [f"{name}\ttype\tfilesystem", f"{name}\tguid\t{d}", f"{name}\tcreatetxg\t{d}", f"{name}\tuserrefs\t-", f"{name}\treadonly\toff"]
+        for s in range(m):
+            sn = f"{name}@zb-2026{1 + s // 2400 % 12:02d}{1 + s // 96 % 28:02d}{s // 4 % 24:02d}{s % 4 * 15:02d}00"
+            lines += [f"{sn}\ttype\tsnapshot", f"{sn}\tguid\t{d * 1000 + s}", f"{sn}\tcreatetxg\t{100 + s}", f"{sn}\tuserrefs\t0", f"{sn}\treadonly\t-"]
+    return "\n".join(lines) + "\n"
+src_text, dst_text = text("src/t"), text("dst/t")
+t = time.monotonic(); src = _zfs.parse_get_output("src/t", src_text); dst = _zfs.parse_get_output("dst/t", dst_text); t_parse = time.monotonic() - t
+del src_text, dst_text
+task = ReplicationTask.from_params({"name": "bench", "source_datasets": ["src/t"], "target_dataset": "dst/t", "recursive": True,
+                                     "naming_schema": ["zb-%Y%m%d%H%M%S"], "transport": "local"})
+t = time.monotonic(); p = _planner.plan(task.plan_task(datetime.now(timezone.utc)), src, dst); t_plan = time.monotonic() - t
+# a second plan with the newest snapshot missing on the target: one incremental per dataset
+for ds in dst.datasets.values():
+    ds.snapshots.pop()
+t = time.monotonic(); p2 = _planner.plan(task.plan_task(datetime.now(timezone.utc)), src, dst); t_plan2 = time.monotonic() - t
+print(json.dumps({"parse": t_parse, "plan_noop": t_plan, "plan_incremental": t_plan2, "datasets": len(p.datasets),
+                  "sends": sum(len(d.sends) for d in p2.datasets),
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_base_mb": base / 1024}))
+'''
+    return code, n_ds, n_snap
+
+
+def machine_facts():
+    arc = next((ln.split('=')[1].strip() for ln in Path('/etc/zfs/zfsrc').read_text().splitlines()
+                if ln.strip().startswith('max-arc-size')), '?') if Path('/etc/zfs/zfsrc').exists() else '?'
+    cpu = next((ln.split(':', 1)[1].strip() for ln in Path('/proc/cpuinfo').read_text().splitlines() if ln.startswith('model name')), '?')
+    mem = int(Path('/proc/meminfo').read_text().split()[1]) // 1024 // 1024
+    return {'date': datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC'), 'cpu': cpu, 'cores': os.cpu_count(),
+            'memory_gib': mem, 'kernel': platform.release(), 'zfs_fuse_arc_max_mb': arc,
+            'load_at_start': os.getloadavg()[0],
+            'syncoid': sh(['syncoid', '--version'], check=False).stdout.split('\n')[0].split()[-1],
+            'git': sh(['git', '-C', str(ROOT), 'rev-parse', '--short', 'HEAD'], check=False).stdout.strip()}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--datasets', type=int, default=200)
+    ap.add_argument('--snapshots', type=int, default=20)
+    ap.add_argument('--reps', type=int, default=3)
+    ap.add_argument('--peer-reps', type=int, default=1, help='repetitions for the peers (slow: 20-50 s per no-op)')
+    ap.add_argument('--data-mb', type=int, default=100)
+    ap.add_argument('--growth', default='50,100,200,400')
+    ap.add_argument('--latency-ms', type=float, default=25)
+    ap.add_argument('--pool-size', default='2G')
+    ap.add_argument('--planner', default='10000x100')
+    ap.add_argument('--cases', default='noop,wan,catchup,data,planner,growth')
+    args = ap.parse_args()
+    cases = set(args.cases.split(','))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    t_start = time.monotonic()
+    res = {'machine': machine_facts(), 'args': vars(args)}
+    say(f'bench: {json.dumps(res["machine"])}')
+    if 'planner' in cases:
+        code, n, m = case_planner(*map(int, args.planner.split('x')))
+        b = Bench.__new__(Bench)
+        tree = Path(f'/var/tmp/zr-bench-{os.getpid()}/tree/ansible_collections/zfs')
+        tree.mkdir(parents=True, exist_ok=True)
+        if not (tree / 'replication').exists():
+            (tree / 'replication').symlink_to(ROOT)
+        out = sh(['/usr/bin/python3', '-c', code, str(tree.parent.parent), str(n), str(m)]).stdout
+        res['planner'] = json.loads(out)
+        say(f'planner {n}x{m}: {res["planner"]}')
+        del b
+    bench = Bench(args)
+    peers = ['syncoid', 'pyznap', 'zfs-autobackup']
+    try:
+        bench.up()
+        tree = f't{args.datasets}'
+        say(f'building {tree}: {args.datasets} datasets x {args.snapshots} snapshots')
+        bench.build_tree(tree, args.datasets, args.snapshots)
+        tools = ['ours', 'module', *peers]
+        bench.prepare_noop(tree, tools)
+        if 'noop' in cases:
+            res['noop'] = bench.case_noop(tree, tools, ['local', 'ssh'], args.reps)
+        if 'wan' in cases:
+            res['wan'] = bench.case_noop(tree, ['ours', *peers], ['wan'], args.reps)['wan']
+        if 'catchup' in cases:
+            res['catchup'] = bench.case_catchup(tree, ['ours', *peers], 'local')
+        if 'growth' in cases:
+            fastest = min(peers, key=lambda p: res.get('noop', {}).get('local', {}).get(p, {}).get('time', 1e9))
+            res['growth'] = {'peer': fastest, 'points': {}}
+            for n in map(int, args.growth.split(',')):
+                t = f't{n}'
+                if n == args.datasets and 'noop' in cases:
+                    nl = res['noop']['local']
+                    res['growth']['points'][n] = {k: nl[k]['time'] for k in ('ours', fastest, 'floor')}
+                    continue
+                if bench.zfs('list', f'{bench.S}/{t}', check=False).returncode != 0:
+                    bench.build_tree(t, n, args.snapshots)
+                bench.prepare_noop(t, ['ours', fastest])
+                r = bench.case_noop(t, ['ours', fastest], ['local'], max(1, args.reps - 1))['local']
+                res['growth']['points'][n] = {k: r[k]['time'] for k in ('ours', fastest, 'floor')}
+                bench.destroy(f'{bench.S}/{t}')
+        if 'data' in cases:
+            res['data'] = bench.case_data(args.data_mb, args.reps)
+    finally:
+        res['runtime_s'] = time.monotonic() - t_start
+        (RESULTS / 'results.json').write_text(json.dumps(res, indent=1, default=str))
+        bench.down()
+    import report
+    report.write(res, RESULTS)
+    say((RESULTS / 'results.md').read_text())
+
+
+if __name__ == '__main__':
+    sys.path.insert(0, str(Path(__file__).parent))
+    main()
