@@ -21,10 +21,11 @@ from typing import Any
 
 # OpenSSH's "fast" choice: AES-GCM runs at line rate on CPUs with AES-NI.
 FAST_CIPHER = "aes128-gcm@openssh.com"
-CIPHER_RE = re.compile(r"^[A-Za-z0-9@._-]+(,[A-Za-z0-9@._-]+)*$")
-HOST_RE = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
-IPV6_RE = re.compile(r"^[0-9A-Fa-f:.]+$")
-USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
+# \Z, not $: $ also matches before a trailing newline ("host\n" would pass).
+CIPHER_RE = re.compile(r"^[A-Za-z0-9@._-]+(,[A-Za-z0-9@._-]+)*\Z")
+HOST_RE = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z")
+IPV6_RE = re.compile(r"^[0-9A-Fa-f:.]+\Z")
+USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}\Z")
 C_LOCALE = {"LC_ALL": "C", "LANGUAGE": "C"}
 
 

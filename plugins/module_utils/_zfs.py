@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from ._transport import Host, TransportError
 
 # Characters we accept in dataset and snapshot name components. ZFS itself also allows a
-# space; we refuse it (and everything else a shell or our parsers could trip on).
+# space; we refuse it (and everything else a shell or our parsers could trip on). \Z, not $: $ also matches
+# before a trailing newline, and a name ending in one would pass.
 _COMPONENT = r"[A-Za-z0-9_][A-Za-z0-9_.:-]*"
-DATASET_RE = re.compile(rf"^[A-Za-z][A-Za-z0-9_.:-]*(?:/{_COMPONENT})*$")
-SNAPNAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:+-]*$")
+DATASET_RE = re.compile(rf"^[A-Za-z][A-Za-z0-9_.:-]*(?:/{_COMPONENT})*\Z")
+SNAPNAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:+-]*\Z")
 MAX_NAME = 255
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from ansible_collections.zfs.replication.plugins.module_utils._executor import Stage, remote_stage, split_remote_result
 from ansible_collections.zfs.replication.plugins.module_utils._transport import SSHConnection, SSHHost
+from ansible_collections.zfs.replication.plugins.module_utils._zfs import validate_dataset, validate_snapname
 
 
 @pytest.mark.fault_class("connection cut mid-stream")
@@ -19,3 +20,17 @@ def test_killed_ssh_client_is_reported_as_the_connection_not_as_zfs_recv(tmp_pat
     results = split_remote_result(stage, -9, "")
     assert [r.name for r in results] == ["ssh connection"]
     assert "killed by signal 9" in results[0].stderr and "connection lost" in results[0].stderr
+
+
+@pytest.mark.fault_class("hostile input (argv, names, hosts)")
+@pytest.mark.parametrize("check", [
+    lambda: validate_dataset("pool/x\n", "target_dataset"),
+    lambda: validate_snapname("snap\n", "snapshots[0]"),
+    lambda: SSHConnection(host="host\n").validate(),
+    lambda: SSHConnection(host="h", user="user\n").validate(),
+    lambda: SSHConnection(host="h", cipher="aes128-ctr\n").validate(),
+], ids=["dataset", "snapshot", "ssh.host", "ssh.user", "ssh.cipher"])
+def test_a_trailing_newline_is_refused(check):
+    """`$` in the validation patterns matched before a trailing newline: 'pool/x\\n', 'host\\n', 'user\\n' passed."""
+    with pytest.raises(ValueError):
+        check()
