@@ -22,6 +22,10 @@ A run of one task:
 * logs every line to stdout (the journal, under systemd) and to ``LOG_DIR/ID.log``, rotated by size;
 * records the run in ``STATE_DIR/ID.json`` (written atomically): last start and end, result
   (``ok``, ``failed``, ``skipped``), error, snapshots sent, bytes, duration, last success;
+* with ``--metrics-dir``, writes ``METRICS_DIR/zfs_replication_ID.prom`` (atomically) for node_exporter's
+  textfile collector: last run time, result, last success, bytes, duration, snapshots sent and, for a
+  replication task, the time of the newest replicated snapshot and the lag (alert on RPO with
+  ``time() - zfs_replication_newest_replicated_timestamp_seconds``);
 * exits 0 (ok or skipped), 1 (failed: systemd marks the unit failed) or 2 (unusable config).
 
 Only the standard library and the engine: the role installs these files on hosts that have python3,
@@ -325,6 +329,7 @@ class RunOptions:
     ignore_window: bool = False
     log_max_bytes: int = DEFAULT_LOG_MAX_BYTES
     log_keep: int = DEFAULT_LOG_KEEP
+    metrics_dir: str | None = None
 
 
 def state_path(state_dir: str | os.PathLike[str], task_id: str) -> Path:
@@ -428,8 +433,12 @@ def _run_locked(config: TaskConfig, opts: RunOptions, log: TaskLog, engines: dic
         state["duration"] = round(time.monotonic() - t0, 3)
         if result == "ok":
             state["last_success"] = state["last_end"]
+        newest = _newest_replicated(config, state["details"]) if result == "ok" else None
+        state["newest_replicated"] = newest or previous.get("newest_replicated")
         if not opts.check_mode:
             write_state(spath, state)
+            if opts.metrics_dir:
+                write_metrics(metrics_path(opts.metrics_dir, task_id), state, ended)
         return status
 
     if not opts.check_mode:
@@ -478,6 +487,102 @@ def _run_locked(config: TaskConfig, opts: RunOptions, log: TaskLog, engines: dic
     return finish("ok", EXIT_OK)
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Prometheus textfile metrics (node_exporter --collector.textfile.directory)
+# ----------------------------------------------------------------------------------------------------------------
+
+RESULTS = ("ok", "failed", "skipped")
+
+
+def metrics_path(metrics_dir: str | os.PathLike[str], task_id: str) -> Path:
+    return Path(metrics_dir, f"zfs_replication_{task_id.replace('-', '_').replace('.', '_')}.prom")
+
+
+def _newest_replicated(config: TaskConfig, details: dict[str, Any]) -> str | None:
+    """ISO time of the oldest 'newest replicated snapshot' over the task's datasets (the task's recovery point).
+
+    Read from the snapshot names by the task's naming schemas; None when a name does not parse (name_regex).
+    """
+    datasets = details.get("datasets")
+    if config.kind != "replication" or not isinstance(datasets, dict) or not datasets:
+        return None
+    try:
+        from ._replication_task import ReplicationTask
+        from ._tz import zone
+
+        task = ReplicationTask.from_params(config.params)
+        selection, tz = task.selection(), zone(task.timezone, "timezone")
+    except Exception:  # the run already reported any problem with the task
+        return None
+    times = []
+    for item in datasets.values():
+        sent = item.get("snapshots_sent") or []
+        name = sent[-1] if sent else item.get("base")
+        when = selection.time_of(name) if name else None
+        if when is None:
+            return None
+        times.append(when if when.tzinfo is not None else when.replace(tzinfo=tz))
+    return _now_iso(min(times))
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def render_metrics(state: dict[str, Any], now: datetime) -> str:
+    """The node_exporter textfile format for one task's state."""
+    labels = f'task="{_label(str(state.get("task")))}",kind="{_label(str(state.get("kind")))}"'
+
+    def stamp(iso: Any) -> float | None:
+        try:
+            return datetime.fromisoformat(str(iso)).timestamp() if iso else None
+        except ValueError:
+            return None
+
+    newest = stamp(state.get("newest_replicated"))
+    rows: list[tuple[str, str, str, Any, str]] = [
+        ("zfs_replication_last_run_timestamp_seconds", "gauge", "End of the last run (Unix time).", stamp(state.get("last_end")), ""),
+        ("zfs_replication_last_success_timestamp_seconds", "gauge", "End of the last successful run (Unix time).",
+         stamp(state.get("last_success")), ""),
+        ("zfs_replication_last_run_duration_seconds", "gauge", "Duration of the last run.", state.get("duration"), ""),
+        ("zfs_replication_last_run_bytes", "gauge", "Bytes sent by the last run.", state.get("bytes"), ""),
+        ("zfs_replication_last_run_snapshots_sent", "gauge", "Snapshots sent by the last run.", state.get("snapshots_sent"), ""),
+        ("zfs_replication_newest_replicated_timestamp_seconds", "gauge",
+         "Time of the newest snapshot replicated on every dataset of the task (the recovery point).", newest, ""),
+        ("zfs_replication_lag_seconds", "gauge", "Age of the newest replicated snapshot when the last run ended.",
+         None if newest is None else max(0.0, now.timestamp() - newest), ""),
+    ]
+    rows += [("zfs_replication_last_run_result", "gauge", "Result of the last run: 1 for the result it had, 0 for the others.",
+              1 if state.get("result") == r else 0, f',result="{r}"') for r in RESULTS]
+    lines: list[str] = []
+    for name, kind, text, value, extra in rows:
+        if value is None:
+            continue
+        if not any(line.startswith(f"# HELP {name} ") for line in lines):
+            lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+        number = float(value)
+        lines.append(f"{name}{{{labels}{extra}}} {int(number) if number.is_integer() else round(number, 3)!r}")
+    return "\n".join(lines) + "\n"
+
+
+def write_metrics(path: str | os.PathLike[str], state: dict[str, Any], now: datetime) -> None:
+    """Write atomically (node_exporter must never read half a file); failures only warn, the run stands."""
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(render_metrics(state, now))
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        sys.stderr.write(f"zfs-replication-run: cannot write metrics {target}: {exc}\n")
+
+
 def _raise_terminated(signum: int, frame: object) -> None:
     raise Terminated(f"stopped by signal {signal.Signals(signum).name}")
 
@@ -517,6 +622,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-max-bytes", type=int, default=DEFAULT_LOG_MAX_BYTES, metavar="BYTES",
                      help="rotate the task's log file at this size (default 1 MiB)")
     run.add_argument("--log-keep", type=int, default=DEFAULT_LOG_KEEP, metavar="N", help="rotated log files to keep (default 5)")
+    run.add_argument("--metrics-dir", metavar="DIR", help="write Prometheus textfile metrics here (node_exporter textfile collector)")
     release = sub.add_parser("release", help="release the holds a replication task keeps on its base snapshots (the task is being removed)")
     release.add_argument("--config", required=True, help="the task's JSON config file")
     release.add_argument("--check", action="store_true", help="only report the holds it would release")
@@ -583,8 +689,9 @@ def main(argv: list[str] | None = None, stream: TextIO | None = None) -> int:
         return release_task(config, check_mode=args.check, out=out)
     opts = RunOptions(state_dir=args.state_dir, log_dir=args.log_dir, lock_wait=args.lock_wait,
                       dependency_wait=args.dependency_wait, check_mode=args.check, ignore_window=args.ignore_window,
-                      log_max_bytes=args.log_max_bytes, log_keep=args.log_keep)
+                      log_max_bytes=args.log_max_bytes, log_keep=args.log_keep, metrics_dir=args.metrics_dir)
     return run_task(config, opts, stream=out)
 
 
-__all__ = ["ConfigError", "RunOptions", "TaskConfig", "TaskLock", "main", "read_state", "run_task", "write_state"]
+__all__ = ["ConfigError", "RunOptions", "TaskConfig", "TaskLock", "main", "read_state", "render_metrics", "run_task", "write_metrics",
+           "write_state"]

@@ -1,0 +1,162 @@
+# Copyright (c) zfs.replication contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Read-only status of replication tasks: what each side has, what is pending, how old the replica is.
+
+One probe and one recursive listing per side per task; nothing is changed. The last run's result comes
+from the runner's state file (``STATE_DIR/repl-NAME.json``).
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from ._planner import PlanError, Selection, source_datasets, target_for
+from ._replication import Runner
+from ._replication_task import ReplicationTask, TaskError
+from ._runner import DEFAULT_STATE_DIR, KIND_PREFIX, read_state, state_path
+from ._transport import ConnectionFailed, TransportError
+from ._tz import zone
+from ._zfs import Dataset, DatasetMissing, Listing, Snapshot, ZfsError, list_tree, probe
+
+DEFAULT_LAG_WARNING = 25 * 3600
+DEFAULT_LAG_CRITICAL = 49 * 3600
+HEALTH_ORDER = ("ok", "warning", "critical")
+
+
+def _snapshot_time(snap: Snapshot, selection: Selection, tz: Any) -> datetime | None:
+    """When a snapshot was taken: its ``creation`` property, else the time in its name."""
+    creation = snap.props.get("creation", "")
+    if creation.isdigit():
+        return datetime.fromtimestamp(int(creation), timezone.utc)
+    when = selection.time_of(snap.name)
+    if when is None:
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=tz)
+
+
+def _iso(when: datetime | None) -> str | None:
+    return when.astimezone(timezone.utc).isoformat(timespec="seconds") if when else None
+
+
+def dataset_info(src: Dataset, target_name: str, tgt: Dataset | None, selection: Selection, tz: Any, now: datetime) -> dict[str, Any]:
+    """Status of one source dataset and its replica."""
+    selected = [s for s in src.snapshots if selection.matches(s.name)]
+    target_snaps = tgt.snapshots if tgt is not None else []
+    src_by_guid = src.by_guid()
+    common = next((s for s in reversed(target_snaps) if s.guid in src_by_guid), None)
+    base = src_by_guid[common.guid] if common is not None else None
+    pending = [s.name for s in selected if base is None or s.createtxg > base.createtxg]
+    taken = _snapshot_time(base, selection, tz) if base is not None else None
+    lag = max(0, int((now - taken).total_seconds())) if taken is not None else None
+    return {
+        "source": src.name,
+        "target": target_name,
+        "target_exists": tgt is not None,
+        "source_newest": selected[-1].name if selected else None,
+        "source_snapshots": len(selected),
+        "target_newest": target_snaps[-1].name if target_snaps else None,
+        "target_snapshots": len(target_snaps),
+        "common": common.name if common is not None else None,
+        "common_guid": common.guid if common is not None else None,
+        "common_time": _iso(taken),
+        "pending": len(pending),
+        "pending_snapshots": pending,
+        "lag": lag,
+    }
+
+
+def verdict(datasets: list[dict[str, Any]], last: dict[str, Any], lag_warning: int, lag_critical: int) -> tuple[str, list[str]]:
+    """ok / warning / critical and the reasons, worst first."""
+    reasons: list[tuple[str, str]] = []
+    for d in datasets:
+        if d["lag"] is None:
+            if d["source_snapshots"]:
+                reasons.append(("critical", f"{d['target']}: nothing replicated yet ({d['source_snapshots']} snapshots pending)"))
+            else:
+                reasons.append(("warning", f"{d['source']}: no snapshot matches the task's selection"))
+        elif d["lag"] >= lag_critical:
+            reasons.append(("critical", f"{d['target']}: lag {d['lag']}s >= {lag_critical}s"))
+        elif d["lag"] >= lag_warning:
+            reasons.append(("warning", f"{d['target']}: lag {d['lag']}s >= {lag_warning}s"))
+    if last.get("result") == "failed":
+        reasons.append(("warning", f"last run failed: {last.get('error') or 'see the log'}"))
+    if not reasons:
+        return "ok", []
+    reasons.sort(key=lambda r: -HEALTH_ORDER.index(r[0]))
+    return reasons[0][0], [r[1] for r in reasons]
+
+
+def last_run(state_dir: str, task_name: str) -> dict[str, Any]:
+    """The runner's record of the last run (empty values when the task never ran under a timer)."""
+    state = read_state(state_path(state_dir, f"{KIND_PREFIX['replication']}-{task_name}"))
+    keys = ("result", "last_start", "last_end", "last_success", "error", "snapshots_sent", "bytes", "duration")
+    out = {k: state.get(k) for k in keys}
+    out["running"] = bool(state.get("running"))
+    return out
+
+
+def task_info(params: dict[str, Any], state_dir: str = DEFAULT_STATE_DIR, lag_warning: int = DEFAULT_LAG_WARNING,
+              lag_critical: int = DEFAULT_LAG_CRITICAL, now: datetime | None = None) -> dict[str, Any]:
+    """Status of one replication task (``params`` as for zfs_replication). Raises TaskError."""
+    now = now or datetime.now(timezone.utc)
+    task = ReplicationTask.from_params(params)
+    runner = Runner(task)
+    try:
+        src_caps = probe(runner.src)
+        dst_caps = src_caps if runner.dst is runner.src else probe(runner.dst)
+        try:
+            source = list_tree(runner.src, src_caps, task.source_datasets, extra_props=("creation",))
+        except DatasetMissing as exc:
+            raise TaskError(f"source_datasets: {', '.join(exc.names)} does not exist on {runner.src.label}") from exc
+        target: Listing | None
+        try:
+            target = list_tree(runner.dst, dst_caps, task.target_dataset)
+        except DatasetMissing:
+            target = None
+    except (ConnectionFailed, ZfsError, TransportError) as exc:
+        raise TaskError(str(exc)) from exc
+    finally:
+        runner.close()
+    ptask = task.plan_task(now)
+    tz = zone(task.timezone, "timezone")
+    datasets = []
+    for root in task.source_datasets:
+        troot = target_for(ptask, root)
+        try:
+            members = source_datasets(ptask, root, source)
+        except PlanError as exc:
+            raise TaskError(str(exc)) from exc
+        for src in members:
+            tname = troot + src.name[len(root):]
+            tgt = target.get(tname) if target is not None else None
+            datasets.append(dataset_info(src, tname, tgt, ptask.selection, tz, now))
+    last = last_run(state_dir, task.name)
+    health, reasons = verdict(datasets, last, lag_warning, lag_critical)
+    lags = [d["lag"] for d in datasets]
+    return {
+        "name": task.name,
+        "direction": task.direction,
+        "transport": task.transport,
+        "source": runner.src.label,
+        "target": runner.dst.label,
+        "datasets": datasets,
+        "pending": sum(d["pending"] for d in datasets),
+        "lag": None if not lags or any(v is None for v in lags) else max(lags),
+        "last_run": last,
+        "health": health,
+        "reasons": reasons,
+    }
+
+
+def tasks_info(tasks: list[dict[str, Any]], defaults: dict[str, Any] | None = None, **kwargs: Any) -> list[dict[str, Any]]:
+    """task_info for each task, each merged over ``defaults`` (the task's own values win)."""
+    out = []
+    for i, raw in enumerate(tasks):
+        params = dict(defaults or {})
+        params.update({k: v for k, v in raw.items() if v is not None})
+        try:
+            out.append(task_info(params, **kwargs))
+        except TaskError as exc:
+            raise TaskError(f"tasks[{i}] ({raw.get('name') or 'unnamed'}): {exc}") from exc
+    return out

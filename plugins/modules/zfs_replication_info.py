@@ -1,0 +1,232 @@
+#!/usr/bin/python
+# Copyright (c) zfs.replication contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: zfs_replication_info
+short_description: Report the status of ZFS replication tasks (newest snapshots, common base, pending, lag, health)
+version_added: 0.1.0
+description:
+  - For each replication task and each dataset it covers, reports the newest selected snapshot on the source,
+    the newest snapshot on the target, the common base (the newest target snapshot whose guid the source has),
+    the number of selected source snapshots newer than that base (pending), and the lag (age of the newest
+    replicated snapshot, that is the recovery point).
+  - Reads the last run's result from the state file that C(zfs-replication-run) (the P(zfs.replication.scheduler#role)
+    role's timers) writes, and gives a health verdict from thresholds on the lag.
+  - Run it on the host that runs the task (the source for O(tasks[].direction=push)), with the same task options as
+    M(zfs.replication.zfs_replication). One capability probe and one recursive listing per side and task, whatever
+    the number of datasets. Changes nothing.
+author:
+  - zfs.replication contributors (@zfs-replication)
+extends_documentation_fragment:
+  - zfs.replication.attributes
+attributes:
+  check_mode:
+    support: full
+    details: Read-only; runs the same in check mode.
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+    details: Never changes anything.
+options:
+  tasks:
+    description:
+      - Replication tasks, each a dict of M(zfs.replication.zfs_replication) options (C(source_datasets),
+        C(target_dataset), C(ssh), C(naming_schema), ...). Options that do not affect the status are ignored.
+    type: list
+    elements: dict
+    required: true
+  task_defaults:
+    description:
+      - Options merged into every task; a task's own values win (like the scheduler role's defaults).
+    type: dict
+    default: {}
+  state_dir:
+    description:
+      - The runner's state directory, where C(repl-NAME.json) records each task's last run.
+    type: path
+    default: /var/lib/zfs-replication
+  lag_warning:
+    description:
+      - Health is V(warning) when a dataset's lag reaches this many seconds.
+    type: int
+    default: 90000
+  lag_critical:
+    description:
+      - Health is V(critical) when a dataset's lag reaches this many seconds.
+    type: int
+    default: 176400
+notes:
+  - Health is V(critical) when a dataset's lag reaches O(lag_critical), or when a dataset has selected snapshots
+    and nothing was replicated yet; V(warning) when a lag reaches O(lag_warning), when the last run failed, or when
+    no snapshot matches the selection; V(ok) otherwise.
+  - Snapshot times come from the C(creation) property, so lags are exact whatever the naming schema.
+"""
+
+EXAMPLES = r"""
+- name: Status of the backup replication
+  zfs.replication.zfs_replication_info:
+    tasks:
+      - name: data-to-backup
+        source_datasets: [tank/data]
+        target_dataset: backup/data
+        recursive: true
+        naming_schema: ["auto-%Y-%m-%d_%H-%M"]
+        ssh:
+          host: backup.example.net
+          known_hosts_file: /etc/zfs-replication/known_hosts
+    lag_warning: 7200
+    lag_critical: 86400
+  register: status
+
+- name: Fail when a replica is too old
+  ansible.builtin.assert:
+    that: status.tasks | selectattr('health', 'equalto', 'critical') | list | length == 0
+"""
+
+RETURN = r"""
+tasks:
+  description: One entry per task, in the order given.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: The task's name (given or suggested).
+      type: str
+    direction:
+      description: V(push) or V(pull).
+      type: str
+    transport:
+      description: V(ssh), V(ssh+netcat) or V(local).
+      type: str
+    source:
+      description: The source host (V(local) or C(user@host:port)).
+      type: str
+    target:
+      description: The target host.
+      type: str
+    pending:
+      description: Selected source snapshots not yet on the target, summed over the datasets.
+      type: int
+    lag:
+      description: The largest lag of the task's datasets in seconds; null when a dataset has nothing replicated.
+      type: int
+    health:
+      description: V(ok), V(warning) or V(critical).
+      type: str
+    reasons:
+      description: Why the health is not V(ok), worst first.
+      type: list
+      elements: str
+    last_run:
+      description:
+        - The last run recorded by C(zfs-replication-run); all null when it never ran there.
+        - Keys C(result) (V(ok), V(failed), V(skipped)), C(last_start), C(last_end), C(last_success) (ISO 8601 UTC),
+          C(error), C(snapshots_sent), C(bytes), C(duration) and C(running) (a run is in progress).
+      type: dict
+    datasets:
+      description: One entry per source dataset of the task.
+      type: list
+      elements: dict
+      contains:
+        source:
+          description: Source dataset.
+          type: str
+        target:
+          description: Its target dataset.
+          type: str
+        target_exists:
+          description: Whether the target dataset exists.
+          type: bool
+        source_newest:
+          description: Newest source snapshot that the task selects (name after the C(@)).
+          type: str
+        source_snapshots:
+          description: Number of source snapshots the task selects.
+          type: int
+        target_newest:
+          description: Newest snapshot on the target.
+          type: str
+        target_snapshots:
+          description: Number of snapshots on the target.
+          type: int
+        common:
+          description: The common base, the newest target snapshot whose guid the source has.
+          type: str
+        common_guid:
+          description: The guid of the common base.
+          type: str
+        common_time:
+          description: When the common base was taken (ISO 8601, UTC).
+          type: str
+        pending:
+          description: Number of selected source snapshots newer than the common base (all of them without one).
+          type: int
+        pending_snapshots:
+          description: Their names.
+          type: list
+          elements: str
+        lag:
+          description: Seconds since the common base was taken; null without one.
+          type: int
+  sample:
+    - name: data-to-backup
+      direction: push
+      transport: ssh
+      source: local
+      target: root@backup.example.net:22
+      pending: 1
+      lag: 3720
+      health: ok
+      reasons: []
+      last_run: {result: ok, last_success: "2026-11-28T11:00:04+00:00", bytes: 1048576, duration: 2.3}
+      datasets:
+        - source: tank/data
+          target: backup/data
+          target_exists: true
+          source_newest: auto-2026-11-28_12-00
+          source_snapshots: 24
+          target_newest: auto-2026-11-28_11-00
+          target_snapshots: 23
+          common: auto-2026-11-28_11-00
+          common_guid: "1234567890123456789"
+          common_time: "2026-11-28T11:00:00+00:00"
+          pending: 1
+          pending_snapshots: [auto-2026-11-28_12-00]
+          lag: 3720
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.zfs.replication.plugins.module_utils._info import tasks_info
+from ansible_collections.zfs.replication.plugins.module_utils._replication_task import TaskError
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=dict(
+            tasks=dict(type="list", elements="dict", required=True),
+            task_defaults=dict(type="dict", default={}),
+            state_dir=dict(type="path", default="/var/lib/zfs-replication"),
+            lag_warning=dict(type="int", default=90000),
+            lag_critical=dict(type="int", default=176400),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    if p["lag_warning"] > p["lag_critical"]:
+        module.fail_json(msg=f"lag_warning ({p['lag_warning']}) must not exceed lag_critical ({p['lag_critical']})")
+    try:
+        tasks = tasks_info(p["tasks"], p["task_defaults"], state_dir=p["state_dir"], lag_warning=p["lag_warning"],
+                           lag_critical=p["lag_critical"])
+    except TaskError as exc:
+        module.fail_json(msg=str(exc), changed=False)
+    module.exit_json(changed=False, tasks=tasks)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+# Copyright (c) zfs.replication contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""playbooks/: the main playbook applied twice to a two-host inventory on the sandbox, run-now, status, log.
+
+Both inventory hosts are this machine (local connection); "backup" is reached by the replication through the
+sandbox sshd, whose host key and authorized_keys the playbook itself sets up. There is no systemd as PID 1 here,
+so scheduler_systemd=false: the role writes engine, configs and units, and run-now calls the launcher directly.
+"""
+from __future__ import annotations
+
+import json
+import secrets
+import sys
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from helpers import snapshots_with_guids, zfs
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+SCHEMA = "auto-%Y-%m-%d_%H-%M"
+
+
+def playbook(name: str) -> str:
+    # The fixture runs playbook text from its own directory: import the real file, so its relative paths hold.
+    return f"- name: {name}\n  ansible.builtin.import_playbook: {REPO / 'playbooks' / name}\n"
+
+
+def sandbox_declaration(sandbox, tmp: Path, tag: str) -> tuple[str, dict]:
+    src = f"{sandbox.src_pool}/site{tag}"
+    dst_parent = f"{sandbox.dst_pool}/site{tag}"
+    zfs("create", src)
+    zfs("create", f"{src}/web")
+    zfs("create", dst_parent)
+    (tmp / "bin").mkdir(exist_ok=True)
+    (tmp / "units").mkdir(exist_ok=True)
+    local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    inv = {
+        "all": {
+            "vars": {
+                "scheduler_systemd": False,
+                "scheduler_python": sys.executable,
+                "scheduler_engine_dir": str(tmp / "engine"),
+                "scheduler_launcher": str(tmp / "bin" / "zfs-replication-run"),
+                "scheduler_config_dir": str(tmp / "etc" / "tasks"),
+                "scheduler_state_dir": str(tmp / "state"),
+                "scheduler_log_dir": str(tmp / "log"),
+                "scheduler_unit_dir": str(tmp / "units"),
+                "scheduler_metrics_dir": str(tmp / "metrics"),
+                "zfs_replication_snapshot_task_defaults": {"naming_schema": SCHEMA, "schedule": "daily",
+                                                           "lifetime_value": 2, "lifetime_unit": "week"},
+                "zfs_replication_replication_task_defaults": {
+                    "recursive": True,
+                    "ssh": {"user": sandbox.sshd.user, "private_key_file": str(tmp / "keys" / "replication_ed25519"),
+                            "known_hosts_file": str(tmp / "keys" / "known_hosts"), "cipher": "fast"},
+                },
+            },
+            "hosts": {
+                "fileserver": {**local, "zfs_replication_ssh_from": "127.0.0.1",
+                               "zfs_replication_snapshot_tasks": [{"name": f"data{tag}", "dataset": src, "recursive": True}],
+                               "zfs_replication_replication_tasks": [{
+                                   "name": f"data{tag}-to-backup", "source_datasets": [src],
+                                   "target_dataset": f"{dst_parent}/data", "periodic_snapshot_tasks": [f"data{tag}"],
+                                   "ssh": {"host": sandbox.sshd.host, "port": sandbox.sshd.port}}]},
+                "backup": {**local, "zfs_replication_ssh_address": sandbox.sshd.host,
+                           "zfs_replication_ssh_port": sandbox.sshd.port,
+                           "zfs_replication_ssh_host_key_file": f"{sandbox.sshd.host_key}.pub",
+                           "zfs_replication_authorized_keys_file": str(sandbox.sshd.authorized_keys)},
+            },
+        }
+    }
+    return json.dumps(inv, indent=2), {"src": src, "dst": f"{dst_parent}/data", "task": f"data{tag}-to-backup"}
+
+
+def changed_tasks(result) -> list[str]:
+    return [f"{t['task']['name']} ({h})" for t in result.tasks_run for h, r in t["hosts"].items() if r.get("changed")]
+
+
+def test_site_twice_run_now_status_log(sandbox, ansible_playbook, tmp_path):
+    tag = secrets.token_hex(3)
+    inventory, d = sandbox_declaration(sandbox, tmp_path, tag)
+
+    first = ansible_playbook(playbook("site.yml"), inventory_text=inventory)
+    # The snapshot task took today's snapshot of both datasets; the replication sent them over the sshd.
+    src_snaps = snapshots_with_guids(d["src"])
+    assert len(src_snaps) == 2 and snapshots_with_guids(d["dst"]) == src_snaps  # {"@snap": guid, "/web@snap": guid}
+    # SSH trust: the key is authorized with restrict + from=, the host key is known.
+    auth = sandbox.sshd.authorized_keys.read_text()
+    assert 'restrict,from="127.0.0.1" ssh-ed25519 ' in auth and "zfs.replication@fileserver" in auth
+    assert f"[127.0.0.1]:{sandbox.sshd.port} ssh-ed25519" in (tmp_path / "keys" / "known_hosts").read_text()
+    # The role's files: engine, launcher, config, unit with the metrics option.
+    config = json.loads((tmp_path / "etc" / "tasks" / f"repl-{d['task']}.json").read_text())
+    assert config["params"]["ssh"]["user"] == sandbox.sshd.user  # merged from the group defaults
+    unit = (tmp_path / "units" / f"zfs-replication-repl-{d['task']}.service").read_text()
+    assert f"--metrics-dir {tmp_path / 'metrics'}" in unit
+    assert (tmp_path / "bin" / "zfs-replication-run").exists()
+
+    second = ansible_playbook(playbook("site.yml"), inventory_text=inventory)
+    assert changed_tasks(second) == [], changed_tasks(second)
+    assert second.stats["fileserver"]["changed"] == 0 and second.stats["backup"]["changed"] == 0
+
+    # Run now: a new (manual, schema-named) snapshot goes over with the task's timer config.
+    newest = "auto-2099-01-01_00-00"
+    zfs("snapshot", "-r", f"{d['src']}@{newest}")
+    now = ansible_playbook(playbook("run_now.yml"), inventory_text=inventory, extravars={"task": d["task"]})
+    assert snapshots_with_guids(d["dst"]) == snapshots_with_guids(d["src"])
+    assert f"/web@{newest}" in snapshots_with_guids(d["dst"])
+    state = json.loads((tmp_path / "state" / f"repl-{d['task']}.json").read_text())
+    assert state["result"] == "ok" and state["snapshots_sent"] == 2
+    log_lines = now.task("Print the last run's log", "fileserver")["msg"]
+    assert log_lines[0].endswith(f"replication task {d['task']}: start") and log_lines[-1].endswith(": ok")
+
+    # Metrics: the textfile parses with the Prometheus parser and carries the run.
+    text = (tmp_path / "metrics" / f"zfs_replication_repl_{d['task'].replace('-', '_')}.prom").read_text()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["zfs_replication_last_run_bytes"].samples[0].value == state["bytes"]
+    assert families["zfs_replication_last_run_snapshots_sent"].samples[0].value == 2
+    results = {s.labels["result"]: s.value for s in families["zfs_replication_last_run_result"].samples}
+    assert results == {"ok": 1, "failed": 0, "skipped": 0}
+    assert families["zfs_replication_last_success_timestamp_seconds"].samples[0].labels == {"task": d["task"], "kind": "replication"}
+    assert "zfs_replication_newest_replicated_timestamp_seconds" in families
+
+    # Status: one table with both tasks; log viewer.
+    status = ansible_playbook(playbook("status.yml"), inventory_text=inventory)
+    table = status.task("Print the table", "fileserver")["msg"].splitlines()
+    assert table[0].split()[:4] == ["HOST", "TASK", "KIND", "HEALTH"]
+    row = next(line for line in table if d["task"] in line).split()
+    print("\n".join(table))
+    assert row[:4] == ["fileserver", d["task"], "replication", "ok"] and row[6] == "ok"
+    snap_row = next(line for line in table if f" data{tag} " in line).split()
+    assert snap_row[2] == "snapshot"
+    log = ansible_playbook(playbook("log.yml"), inventory_text=inventory, extravars={"task": d["task"]})
+    assert log.task("Print the last run's log", "fileserver")["msg"] == log_lines
+
+
+def test_site_check_mode_changes_nothing(sandbox, ansible_playbook, tmp_path):
+    tag = secrets.token_hex(3)
+    inventory, d = sandbox_declaration(sandbox, tmp_path, tag)
+    zfs("snapshot", "-r", f"{d['src']}@auto-2026-01-01_00-00")
+    before = snapshots_with_guids(d["src"])
+    ansible_playbook(playbook("site.yml"), inventory_text=inventory, check=True, expect_rc=None)
+    assert snapshots_with_guids(d["src"]) == before
+    assert zfs("list", "-H", "-o", "name", "-r", d["dst"].rsplit("/", 1)[0]).split() == [d["dst"].rsplit("/", 1)[0]]
