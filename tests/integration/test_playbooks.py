@@ -84,7 +84,7 @@ def test_site_twice_run_now_status_log(sandbox, ansible_playbook, tmp_path):
     tag = secrets.token_hex(3)
     inventory, d = sandbox_declaration(sandbox, tmp_path, tag)
 
-    first = ansible_playbook(playbook("site.yml"), inventory_text=inventory)
+    ansible_playbook(playbook("site.yml"), inventory_text=inventory)
     # The snapshot task took today's snapshot of both datasets; the replication sent them over the sshd.
     src_snaps = snapshots_with_guids(d["src"])
     assert len(src_snaps) == 2 and snapshots_with_guids(d["dst"]) == src_snaps  # {"@snap": guid, "/web@snap": guid}
@@ -129,7 +129,7 @@ def test_site_twice_run_now_status_log(sandbox, ansible_playbook, tmp_path):
     table = status.task("Print the table", "fileserver")["msg"].splitlines()
     assert table[0].split()[:4] == ["HOST", "TASK", "KIND", "HEALTH"]
     row = next(line for line in table if d["task"] in line).split()
-    print("\n".join(table))
+
     assert row[:4] == ["fileserver", d["task"], "replication", "ok"] and row[6] == "ok"
     snap_row = next(line for line in table if f" data{tag} " in line).split()
     assert snap_row[2] == "snapshot"

@@ -1,0 +1,90 @@
+# Copyright (c) zfs.replication contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""zfs_replication_info against real listings: its numbers match `zfs get` on both sides."""
+from __future__ import annotations
+
+import json
+import secrets
+import time
+
+import pytest
+
+from helpers import zfs
+
+pytestmark = pytest.mark.integration
+
+SCHEMA = "auto-%Y-%m-%d_%H-%M"
+
+
+def guids(dataset: str) -> dict[str, str]:
+    out = {}
+    for line in zfs("get", "-H", "-p", "-o", "name,value", "-r", "guid", dataset).splitlines():
+        name, value = line.split("\t")
+        if name.startswith(f"{dataset}@"):
+            out[name.split("@", 1)[1]] = value
+    return out
+
+
+def creation(snapshot: str) -> int:
+    return int(zfs("get", "-H", "-p", "-o", "value", "creation", snapshot).strip())
+
+
+def test_info_numbers_match_listings(sandbox, ansible_playbook, tmp_path):
+    tag = secrets.token_hex(3)
+    src, dst = f"{sandbox.src_pool}/info{tag}", f"{sandbox.dst_pool}/info{tag}"
+    zfs("create", src)
+    zfs("create", f"{src}/child")
+    names = ["auto-2026-01-01_00-00", "auto-2026-01-02_00-00", "auto-2026-01-03_00-00", "auto-2026-01-04_00-00"]
+    for n in names:
+        zfs("snapshot", "-r", f"{src}@{n}")
+    zfs("snapshot", f"{src}@manual")  # not selected by the schema
+    task = {"name": f"info{tag}", "source_datasets": [src], "target_dataset": dst, "recursive": True,
+            "naming_schema": [SCHEMA], "transport": "local", "hold_base": False}
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / f"repl-info{tag}.json").write_text(json.dumps({"result": "failed", "error": "boom"}))
+    play = f"""
+- name: Info
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Before
+      zfs.replication.zfs_replication_info:
+        tasks: [{json.dumps(task)}]
+        state_dir: {tmp_path / 'state'}
+    - name: Replicate the first two
+      zfs.replication.zfs_replication: {json.dumps({**task, "snapshots": names[:2]})}
+    - name: After
+      zfs.replication.zfs_replication_info:
+        tasks: [{json.dumps(task)}]
+        state_dir: {tmp_path / 'state'}
+        lag_warning: 1
+        lag_critical: 999999999
+"""
+    t0 = int(time.time())
+    result = ansible_playbook(play, check=False)
+    before = result.task("Before")["tasks"][0]
+    assert before["health"] == "critical" and before["pending"] == 8 and before["lag"] is None
+    assert [d["target_exists"] for d in before["datasets"]] == [False, False]
+
+    after = result.task("After")
+    assert after["changed"] is False
+    info = after["tasks"][0]
+    for d in info["datasets"]:
+        s, t = guids(d["source"]), guids(d["target"])
+        common = max((n for n in t if t[n] == s.get(n)), key=lambda n: creation(f"{d['target']}@{n}"))
+        assert d["common"] == common == names[1] and d["common_guid"] == s[common] == t[common]
+        assert d["source_newest"] == names[-1] and d["source_snapshots"] == 4
+        assert d["target_newest"] == names[1] and d["target_snapshots"] == len(t) == 2
+        assert d["pending_snapshots"] == names[2:] and d["pending"] == 2
+        expected_lag = t0 - creation(f"{d['source']}@{common}")
+        assert expected_lag - 2 <= d["lag"] <= expected_lag + 60
+    assert info["pending"] == 4
+    assert info["last_run"]["result"] == "failed"
+    assert info["health"] == "warning" and any("last run failed: boom" in r for r in info["reasons"])
+
+    # Check mode: same answer, nothing changed.
+    checked = ansible_playbook(play, check=True)
+    strip = lambda ds: [{k: v for k, v in d.items() if k != "lag"} for d in ds]  # noqa: E731
+    assert strip(checked.task("After")["tasks"][0]["datasets"]) == strip(info["datasets"])
+    assert guids(dst) == {n: guids(src)[n] for n in names[:2]}
