@@ -185,6 +185,9 @@ def explain_ssh_failure(conn: SSHConnection, stderr: str) -> str:
             f"({conn.known_hosts_file or 'ssh default'}): add the host's key to that file "
             "(verify it out of band), or set ssh.host_key_checking=accept_new to trust it on first use"
         )
+    # Before "Permission denied": ssh ignores a key with loose permissions, then authentication fails.
+    if "UNPROTECTED PRIVATE KEY FILE" in text or "bad permissions" in text:
+        return f"ssh: ssh.private_key_file {conn.private_key_file} has loose permissions: chmod 600 it. ssh said: {text}"
     if "Permission denied" in text:
         return (
             f"ssh: {conn.label} refused authentication: check ssh.user and ssh.private_key_file "
@@ -192,8 +195,6 @@ def explain_ssh_failure(conn: SSHConnection, stderr: str) -> str:
         )
     if "Connection refused" in text or "timed out" in text or "No route to host" in text or "Could not resolve" in text:
         return f"ssh: cannot reach {conn.label}: check ssh.host and ssh.port. ssh said: {text}"
-    if "UNPROTECTED PRIVATE KEY FILE" in text or "bad permissions" in text:
-        return f"ssh: ssh.private_key_file {conn.private_key_file} has loose permissions: chmod 600 it. ssh said: {text}"
     return f"ssh to {conn.label} failed: {text}"
 
 

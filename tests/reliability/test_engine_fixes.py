@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.zfs.replication.plugins.module_utils._executor import Stage, remote_stage, split_remote_result
+from ansible_collections.zfs.replication.plugins.module_utils._replication_task import ReplicationTask, TaskError
 from ansible_collections.zfs.replication.plugins.module_utils._transport import SSHConnection, SSHHost
 from ansible_collections.zfs.replication.plugins.module_utils._zfs import validate_dataset, validate_snapname
 
@@ -34,3 +35,26 @@ def test_a_trailing_newline_is_refused(check):
     """`$` in the validation patterns matched before a trailing newline: 'pool/x\\n', 'host\\n', 'user\\n' passed."""
     with pytest.raises(ValueError):
         check()
+
+
+@pytest.mark.fault_class("hostile input (argv, names, hosts)")
+@pytest.mark.xfail(strict=True, reason="engine bug (report B5): TASK_NAME_RE, PROPERTY_RE and SIZE_RE in _replication_task.py "
+                                       "end in $, which matches before a trailing newline")
+@pytest.mark.parametrize("extra", [{"name": "x\n"}, {"properties_override": {"zr:x\n": "1"}}, {"properties_exclude": ["zr:x\n"]},
+                                   {"buffer_size": "64M\n"}], ids=["name", "properties_override", "properties_exclude", "buffer_size"])
+def test_task_fields_with_a_trailing_newline_are_refused(extra):
+    params = {"source_datasets": ["p/a"], "target_dataset": "q/b", "transport": "local", "naming_schema": ["auto-%Y-%m-%d_%H-%M"]}
+    with pytest.raises(TaskError):
+        ReplicationTask.from_params({**params, **extra})
+
+
+@pytest.mark.fault_class("security defaults (host keys, key files)")
+def test_loose_key_permissions_are_named_before_the_authentication_failure():
+    """ssh ignores a 0644 key and then fails authentication: both lines are in stderr. The message used to say
+    'refused authentication ... check authorized_keys' instead of naming the file's permissions."""
+    from ansible_collections.zfs.replication.plugins.module_utils._transport import explain_ssh_failure
+
+    stderr = ("WARNING: UNPROTECTED PRIVATE KEY FILE!\nPermissions 0644 for '/k' are too open.\n"
+              'Load key "/k": bad permissions\nroot@127.0.0.1: Permission denied (publickey).\n')
+    msg = explain_ssh_failure(SSHConnection("127.0.0.1", 22, private_key_file="/k"), stderr)
+    assert "loose permissions" in msg and "chmod 600" in msg
