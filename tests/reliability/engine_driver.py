@@ -1,7 +1,7 @@
 # Copyright (c) zfs.replication contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Run `run_replication(params)` once in this process: one stdout line per engine log line (flushed), then
+"""Run `run_replication(params)` (JSON on stdin) once in this process: one stdout line per engine log line (flushed), then
 `ZR-RESULT <json>` or `ZR-ERROR <json message>`. The reliability tier kills this process at chosen points."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from ansible_collections.zfs.replication.plugins.module_utils._replication impor
 
 
 def main() -> int:
-    params = json.loads(sys.argv[1])
+    params = json.loads(sys.stdin.read())
 
     def log(line: str) -> None:
         print(line, flush=True)

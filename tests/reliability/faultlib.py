@@ -202,8 +202,12 @@ class EngineRun:
 
 def start_engine(params: dict[str, Any], env: dict[str, str] | None = None) -> subprocess.Popen:
     """`run_replication(params)` in its own python process and process group (a timer's unit, in effect)."""
-    return subprocess.Popen([sys.executable, str(DRIVER), json.dumps(params)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, text=True, env=engine_env(env), start_new_session=True)
+    proc = subprocess.Popen([sys.executable, str(DRIVER)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.PIPE, text=True, env=engine_env(env), start_new_session=True)
+    assert proc.stdin is not None
+    proc.stdin.write(json.dumps(params))  # on stdin, never argv: the params may hold a key
+    proc.stdin.close()
+    return proc
 
 
 def kill_group(proc: subprocess.Popen) -> None:
@@ -283,7 +287,7 @@ class DroppingProxy:
     def _accept(self) -> None:
         while not self.stopping:
             try:
-                client, _ = self.listener.accept()
+                client, _addr = self.listener.accept()
             except OSError:
                 return
             self.connections += 1
