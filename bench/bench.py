@@ -244,7 +244,7 @@ class Bench:
         if tool == 'zfs-autobackup':
             name = root.rsplit('/', 1)[1]
             argv = [str(VENV / 'bin' / 'zfs-autobackup'), '--no-snapshot', '--allow-empty', '--no-holds', '--exclude-received',
-                    '--rollback', '--strip-path', '1', '--snapshot-format', SCHEMA]
+                    '--rollback', '--no-thinning', '--strip-path', '1', '--snapshot-format', SCHEMA]
             if via != 'local':
                 cfg = self.dir / f'ssh-config-{port}'
                 cfg.write_text(f'Host 127.0.0.1\n  Port {port}\n  IdentityFile {self.key}\n  IdentitiesOnly yes\n'
