@@ -26,8 +26,8 @@ def guids(dataset: str) -> dict[str, str]:
     return out
 
 
-def creation(snapshot: str) -> int:
-    return int(zfs("get", "-H", "-p", "-o", "value", "creation", snapshot).strip())
+def creation(snapshot: str, prop: str = "creation") -> int:
+    return int(zfs("get", "-H", "-p", "-o", "value", prop, snapshot).strip())
 
 
 def test_info_numbers_match_listings(sandbox, ansible_playbook, tmp_path):
@@ -72,7 +72,7 @@ def test_info_numbers_match_listings(sandbox, ansible_playbook, tmp_path):
     info = after["tasks"][0]
     for d in info["datasets"]:
         s, t = guids(d["source"]), guids(d["target"])
-        common = max((n for n in t if t[n] == s.get(n)), key=lambda n: creation(f"{d['target']}@{n}"))
+        common = max((n for n in t if t[n] == s.get(n)), key=lambda n: creation(f"{d['target']}@{n}", "createtxg"))
         assert d["common"] == common == names[1] and d["common_guid"] == s[common] == t[common]
         assert d["source_newest"] == names[-1] and d["source_snapshots"] == 4
         assert d["target_newest"] == names[1] and d["target_snapshots"] == len(t) == 2
