@@ -146,6 +146,36 @@ def test_ssh_client_killed_mid_stream(pair, offset, stream):
 
 
 @pytest.mark.fault_class("connection cut mid-stream")
+def test_killed_ssh_client_is_retried(pair):
+    """The same cut with retries: 2: the run retries the stream from the base by itself and succeeds."""
+    snap(pair.src, T1, data="a", size=50_000)
+    assert run_engine(pair.params()).ok
+    snap(pair.src, T2, data="b", size=1_500_000)
+    src_before, dst_before = guids(pair.src), guids(pair.dst)
+    killed: list[int] = []
+
+    def cut(line: str) -> bool:
+        if line.strip().startswith("$ zfs send") and not killed:
+            def later() -> None:
+                time.sleep(0.6)
+                for pid, cmd in descendants(os.getpid()):
+                    if cmd.startswith("ssh ") and "zfs recv" in cmd and not killed:
+                        os.kill(pid, signal.SIGKILL)
+                        killed.append(pid)
+            threading.Thread(target=later, daemon=True).start()
+        return False
+
+    run = run_engine(pair.params(speed_limit=1_000_000, retries=2, retry_delay=0.2), kill_when=cut)
+    assert killed, "the stream's ssh client was never found"
+    assert run.ok, run
+    assert run.result["datasets"][pair.dst]["attempts"] == 2, run.result["datasets"]
+    assert any("attempt 1 failed" in line and "connection lost" in line for line in run.lines), run
+    expect_kept(src_before, pair.src, "source")
+    expect_kept(dst_before, pair.dst, "target")
+    expect_replica(pair.src, pair.dst)
+
+
+@pytest.mark.fault_class("connection cut mid-stream")
 @pytest.mark.parametrize("drop_after", [60_000, 700_000, 2_000_000])
 def test_proxy_drops_connection_after_n_bytes(pair, tmp_path, drop_after):
     """A TCP proxy resets the (shared ssh master) connection after N client bytes: the run fails with a clear
