@@ -65,7 +65,7 @@ EXIT_CONFIG = 2
 
 # Short kind prefixes keep unit, state and log names readable: repl-NAME, snap-NAME.
 KIND_PREFIX = {"replication": "repl", "snapshot": "snap"}
-TASK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+TASK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\Z")  # \Z: $ would let "name\n" through
 _WINDOW_DEFAULTS = ("00:00", "23:59")
 
 Engine = Callable[[dict, bool, Callable[[str], None]], Any]

@@ -58,3 +58,14 @@ def test_loose_key_permissions_are_named_before_the_authentication_failure():
               'Load key "/k": bad permissions\nroot@127.0.0.1: Permission denied (publickey).\n')
     msg = explain_ssh_failure(SSHConnection("127.0.0.1", 22, private_key_file="/k"), stderr)
     assert "loose permissions" in msg and "chmod 600" in msg
+
+
+@pytest.mark.fault_class("hostile input (argv, names, hosts)")
+def test_runner_refuses_a_task_name_with_a_trailing_newline():
+    """The timer entry point names its state, lock and log files after the task: 'x\\n' passed its `$` pattern."""
+    from ansible_collections.zfs.replication.plugins.module_utils._runner import ConfigError, TaskConfig
+
+    with pytest.raises(ConfigError, match="name"):
+        TaskConfig.from_dict({"kind": "replication", "name": "x\n", "params": {}})
+    with pytest.raises(ConfigError, match="depends_on"):
+        TaskConfig.from_dict({"kind": "replication", "name": "x", "params": {}, "depends_on": ["snap\n"]})
