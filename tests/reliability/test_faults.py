@@ -459,4 +459,3 @@ def test_full_destination_pool(pair, sandbox):
             except Exception:  # noqa: BLE001  (busy right after a failed receive on zfs-fuse)
                 time.sleep(0.5)
         (Path(sandbox.workdir) / f"{tiny}.img").unlink(missing_ok=True)
-
