@@ -508,39 +508,47 @@ class Runner:
                 res.error = f"{send.target}: properties: {exc}"
                 errors.append(res.error)
                 return False
-        if dplan.sends and self.task.hold_base:
-            try:
-                self.move_holds(dplan)
-            except TransportError as exc:
-                res.error = f"{dplan.target}: hold: {exc}"
-                errors.append(res.error)
-                return False
-        if dplan.destroy_after:
-            names = [n for n, _unused in dplan.destroy_after]
-            try:
-                self.destroy(dplan.target, names, "retention: " + "; ".join(sorted({r for _unused, r in dplan.destroy_after})))
-                res.destroyed += names
-            except TransportError as exc:
-                res.error = f"{dplan.target}: retention: {exc}"
-                errors.append(res.error)
-                return False
         return True
+
+    def apply_retention(self, dplan: DatasetPlan, res: DatasetResult, errors: list[str]) -> None:
+        if not dplan.destroy_after:
+            return
+        names = [n for n, _unused in dplan.destroy_after]
+        try:
+            self.destroy(dplan.target, names, "retention: " + "; ".join(sorted({r for _unused, r in dplan.destroy_after})))
+            res.destroyed += names
+        except TransportError as exc:
+            res.error = f"{dplan.target}: retention: {exc}"
+            errors.append(res.error)
 
     @property
     def hold_tag(self) -> str:
         return f"zfs.replication:{self.task.name}"
 
-    def move_holds(self, dplan: DatasetPlan) -> None:
-        """Hold the new newest common snapshot on both sides and release the previous one."""
-        new = dplan.pending[-1]
-        for host, ds in ((self.src, dplan.source), (self.dst, dplan.target)):
-            proc = host.run(["zfs", "hold", self.hold_tag, f"{ds}@{new}"], check=False)
-            if proc.returncode != 0 and "tag already exists" not in proc.stderr:
-                raise TransportError(f"{host.label}: zfs hold {self.hold_tag} {ds}@{new}: {proc.stderr.strip()}")
-            if dplan.base and dplan.base != new:
-                # Not ours (an older run without holds, or released by hand): nothing to release.
-                host.run(["zfs", "release", self.hold_tag, f"{ds}@{dplan.base}"], check=False)
-        self.log(f"  hold {self.hold_tag} moved to @{new} on both sides")
+    def move_holds(self, moved: list[DatasetPlan]) -> None:
+        """Hold the new newest common snapshot of every dataset that received something, on both sides,
+        and release the previous one: one zfs hold and one zfs release per side for the whole run
+        (per snapshot only when the batch fails, e.g. a snapshot that already carries the tag)."""
+        if not moved:
+            return
+        for host, side in ((self.src, "source"), (self.dst, "target")):
+            news = [f"{d.source if side == 'source' else d.target}@{d.pending[-1]}" for d in moved]
+            olds = [f"{d.source if side == 'source' else d.target}@{d.base}" for d in moved if d.base and d.base != d.pending[-1]]
+            self._hold_batch(host, "hold", news, strict=True)
+            # An old base may carry no hold of ours (older runs, released by hand): nothing to release then.
+            self._hold_batch(host, "release", olds, strict=False)
+        self.log(f"  hold {self.hold_tag} moved to the new base of {len(moved)} dataset(s) on both sides")
+
+    def _hold_batch(self, host: Host, verb: str, snapshots: list[str], strict: bool) -> None:
+        if not snapshots:
+            return
+        proc = host.run(["zfs", verb, self.hold_tag, *snapshots], check=False)
+        if proc.returncode == 0:
+            return
+        for snap in snapshots:
+            one = host.run(["zfs", verb, self.hold_tag, snap], check=False)
+            if one.returncode != 0 and strict and "tag already exists" not in one.stderr:
+                raise TransportError(f"{host.label}: zfs {verb} {self.hold_tag} {snap}: {one.stderr.strip()}")
 
     def prepare_encryption(self, send: Send, dplan: DatasetPlan) -> None:
         """A new encrypted target root: put the key in a file on the target for zfs recv -o keylocation=file://."""
@@ -677,6 +685,7 @@ class Runner:
             self.dst.run(["zfs", "create", self.task.target_dataset])
         self.load_keys(the_plan)
         failed_sources: list[str] = []
+        done: list[DatasetPlan] = []
         for dplan in the_plan.datasets:
             res = results[dplan.target]
             if not (dplan.sends or dplan.destroy_before or dplan.destroy_after or dplan.action == "rollback"):
@@ -685,8 +694,19 @@ class Runner:
                 res.error = f"{dplan.source}: skipped because a parent failed"
                 errors.append(res.error)
                 continue
-            if not self.execute_dataset(dplan, res, errors) and res.action == "full":
+            if self.execute_dataset(dplan, res, errors):
+                done.append(dplan)
+            elif res.action == "full":
                 failed_sources.append(dplan.source)
+        moved = [d for d in done if d.sends and d.pending]
+        if self.task.hold_base:
+            try:
+                self.move_holds(moved)
+            except TransportError as exc:
+                errors.append(f"hold: {exc}")
+                done = []  # an old base may still be held: no retention this run
+        for dplan in done:
+            self.apply_retention(dplan, results[dplan.target], errors)
         for troot in the_plan.set_readonly:
             root_result = results.get(troot)
             if root_result is not None and root_result.error and dataset_type(self.dst, troot) is None:
