@@ -304,11 +304,16 @@ class Runner:
         if send.force:
             argv.append("-F")
         if caps is not None and caps.recv_props and not send.token:
-            if self.task.properties:  # without send -p there is nothing to exclude
+            if self.task.properties or send.replicate:  # without send -p there is nothing to exclude
                 for prop in self.task.properties_exclude:
                     argv += ["-x", prop]
+                if self.is_filesystem(send.source) and "mountpoint" not in self.task.properties_override \
+                        and "mountpoint" not in self.task.properties_exclude:
+                    argv += ["-x", "mountpoint"]  # never the source's paths: the replica inherits the target's
             for prop, value in sorted(self.task.properties_override.items()):
                 argv += ["-o", f"{prop}={value}"]
+            if self.is_filesystem(send.source) and "canmount" not in self.task.properties_override:
+                argv += ["-o", "canmount=noauto"]  # no mount at boot or zfs mount -a; mount: true mounts explicitly
         if send.key_file:
             argv += ["-o", "encryption=on", "-o", f"keyformat={self.task.encryption_key_format}", "-o", f"keylocation=file://{send.key_file}"]
         argv.append(send.target)
@@ -436,13 +441,21 @@ class Runner:
             return
         if self.emulate_exclude():
             out = self.src.run(["zfs", "get", "-H", "-p", "-s", "local", "-o", "property,value", "all", source]).stdout
-            skip = set(self.task.properties_exclude) | set(self.task.properties_override)
+            skip = set(self.task.properties_exclude) | set(self.task.properties_override) | {"mountpoint", "canmount"}
             for line in out.splitlines():
                 prop, _sep, value = line.partition("\t")
                 if prop and prop not in skip:
                     self.dst.run(["zfs", "set", f"{prop}={value}", target])
         for prop, value in sorted(self.task.properties_override.items()):
             self.dst.run(["zfs", "set", f"{prop}={value}", target])
+        if self.is_filesystem(source) and "canmount" not in self.task.properties_override:
+            # No recv -o here: keep a received canmount/mountpoint from mounting the replica over this host's
+            # paths at boot or on zfs mount -a.
+            self.dst.run(["zfs", "set", "canmount=noauto", target])
+
+    def is_filesystem(self, dataset: str) -> bool:
+        ds = self.source.get(dataset) if self.source is not None else None
+        return ds is None or ds.type == "filesystem"
 
     def send_with_retries(self, send: Send, res: DatasetResult) -> PipelineResult:
         delay = self.task.retry_delay
@@ -468,6 +481,8 @@ class Runner:
         try:
             if dplan.destroy_before:
                 why = "allow_from_scratch" if dplan.base is None else "allow_rollback (diverged after the common snapshot)"
+                # The task's own hold (on an earlier base) must not block what the user consented to.
+                self._hold_batch(self.dst, "release", [f"{dplan.target}@{n}" for n in dplan.destroy_before], strict=False)
                 self.destroy(dplan.target, dplan.destroy_before, why)
                 res.destroyed += dplan.destroy_before
             if dplan.action == "rollback":
@@ -487,6 +502,7 @@ class Runner:
                 self.prepare_encryption(send, dplan)
                 out = self.send_with_retries(send, res)
             except PipelineError as exc:
+                self.discard_partial_full(send)
                 res.error = f"{send.describe()}: {explain_receive_error(str(exc), dplan)}"
                 errors.append(res.error)
                 self.log(f"FAILED {res.error}")
@@ -531,13 +547,53 @@ class Runner:
         (per snapshot only when the batch fails, e.g. a snapshot that already carries the tag)."""
         if not moved:
             return
-        for host, side in ((self.src, "source"), (self.dst, "target")):
-            news = [f"{d.source if side == 'source' else d.target}@{d.pending[-1]}" for d in moved]
-            olds = [f"{d.source if side == 'source' else d.target}@{d.base}" for d in moved if d.base and d.base != d.pending[-1]]
+        for host, side, listing in ((self.src, "source", self.source), (self.dst, "target", self.target_listing)):
+            news = [f"{d.source if side == 'source' else d.target}@{_newest_common(d)}" for d in moved]
+            # Release the task's hold on every other snapshot that carries a hold, not only the planned base: a
+            # base whose copy was destroyed on the other side, or a run killed between receive and hold, left one.
+            olds = []
+            for d in moved:
+                ds = d.source if side == "source" else d.target
+                known = listing.get(ds) if listing is not None else None
+                stale = {s.name for s in known.snapshots if s.userrefs > 0} if known is not None else set()
+                if d.base:
+                    stale.add(d.base)
+                olds += [f"{ds}@{n}" for n in sorted(stale - {_newest_common(d)})]
             self._hold_batch(host, "hold", news, strict=True)
             # An old base may carry no hold of ours (older runs, released by hand): nothing to release then.
             self._hold_batch(host, "release", olds, strict=False)
         self.log(f"  hold {self.hold_tag} moved to the new base of {len(moved)} dataset(s) on both sides")
+
+    def holds_need_repair(self, dplan: DatasetPlan) -> bool:
+        """An in-sync dataset whose base carries no hold on a side (a run killed between receive and hold).
+
+        Other held snapshots alone do not trigger a repair: they may be anyone's holds, and checking them
+        on every run would cost zfs calls in runs that have nothing to do. Stale holds of ours are released
+        by the next run that moves the holds."""
+        if not self.task.hold_base or dplan.action != "in_sync" or not dplan.base:
+            return False
+        for ds, listing in ((dplan.source, self.source), (dplan.target, self.target_listing)):
+            known = listing.get(ds) if listing is not None else None
+            base = known.by_name().get(dplan.base) if known is not None else None
+            if base is not None and base.userrefs == 0:
+                return True
+        return False
+
+    def discard_partial_full(self, send: Send) -> None:
+        """A failed first full receive (the target did not exist before this run) may leave an empty dataset
+        behind (zfs-fuse, a receive hung up on): destroy it when it has no snapshots and no children, so the
+        next run sends again instead of refusing an 'unrelated' target."""
+        if send.mode != "full" or send.force or send.token or self.dst_caps is None:
+            return
+        if self.target_listing is not None and self.target_listing.get(send.target) is not None:
+            return
+        try:
+            left = list_tree(self.dst, self.dst_caps, send.target)
+        except (ZfsError, TransportError):
+            return
+        if len(left.datasets) == 1 and not left.snapshot_count():
+            self.log(f"  removing {send.target}: left empty by the failed first receive")
+            self.dst.run(["zfs", "destroy", send.target], check=False)
 
     def _hold_batch(self, host: Host, verb: str, snapshots: list[str], strict: bool) -> None:
         if not snapshots:
@@ -663,9 +719,13 @@ class Runner:
             res = results[d.target]
             if not res.snapshots_sent or res.error:
                 continue
-            proc = self.dst.run(["zfs", "get", "-H", "-o", "value", "type,mounted,canmount,mountpoint", d.target], check=False)
-            kind, mounted, canmount, mountpoint = (proc.stdout.split("\n") + ["", "", "", ""])[:4]
-            if kind != "filesystem" or mounted == "yes" or canmount != "on" or mountpoint in ("none", "legacy"):
+            proc = self.dst.run(["zfs", "get", "-H", "-o", "value,source", "type,mounted,canmount,mountpoint", d.target], check=False)
+            rows = [line.split("\t") + [""] for line in proc.stdout.split("\n")] + [["", ""]] * 4
+            kind, mounted, canmount, (mountpoint, where) = rows[0][0], rows[1][0], rows[2][0], rows[3][:2]
+            if kind != "filesystem" or mounted == "yes" or canmount == "off" or mountpoint in ("none", "legacy", ""):
+                continue
+            if where == "received":
+                self.log(f"not mounting {d.target}: its mountpoint {mountpoint} came from the source (set mountpoint on the target)")
                 continue
             out = self.dst.run(["zfs", "mount", d.target], check=False)
             self.log(f"mount {d.target} at {mountpoint}: " + ("ok" if out.returncode == 0 else out.stderr.strip()))
@@ -698,7 +758,7 @@ class Runner:
                 done.append(dplan)
             elif res.action == "full":
                 failed_sources.append(dplan.source)
-        moved = [d for d in done if d.sends and d.pending]
+        moved = [d for d in done if d.sends and d.pending] + [d for d in the_plan.datasets if self.holds_need_repair(d)]
         if self.task.hold_base:
             try:
                 self.move_holds(moved)
@@ -774,6 +834,11 @@ class Runner:
             changed = the_plan.has_work
         elif not the_plan.has_work and self.resumed:
             changed = True
+        elif not the_plan.has_work and any(self.holds_need_repair(d) for d in the_plan.datasets):
+            try:  # nothing to send, but a killed run left the holds behind: put them right
+                self.move_holds([d for d in the_plan.datasets if self.holds_need_repair(d)])
+            except TransportError as exc:
+                errors.append(f"hold: {exc}")
         elif the_plan.has_work:
             try:
                 self.execute(the_plan, results, errors)
@@ -807,6 +872,10 @@ class Runner:
             f"{'FAILED: ' + '; '.join(errors) if errors else 'ok'}"
         )
         return result
+
+
+def _newest_common(d: DatasetPlan) -> str | None:
+    return d.pending[-1] if d.pending else d.base
 
 
 def explain_receive_error(message: str, dplan: DatasetPlan) -> str:

@@ -21,9 +21,9 @@ from ._transport import SSHConnection
 from ._tz import zone
 from ._zfs import SNAPNAME_RE, is_within, validate_dataset
 
-TASK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-PROPERTY_RE = re.compile(r"^[a-z][a-z0-9_]*(:[A-Za-z0-9_.:-]+)?$|^[a-z0-9_.-]+:[A-Za-z0-9_.:-]+$")
-SIZE_RE = re.compile(r"^[1-9][0-9]*[KMG]?$")
+TASK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\Z")
+PROPERTY_RE = re.compile(r"^[a-z][a-z0-9_]*(:[A-Za-z0-9_.:-]+)?\Z|^[a-z0-9_.-]+:[A-Za-z0-9_.:-]+\Z")
+SIZE_RE = re.compile(r"^[1-9][0-9]*[KMG]?\Z")
 COMPRESSORS = {
     # tool: (compress argv, decompress argv)
     "lz4": (["lz4", "-q", "-c"], ["lz4", "-q", "-d", "-c"]),

@@ -265,8 +265,8 @@ options:
     default: false
   mount:
     description:
-      - Mount the received filesystems after each run (where C(canmount=on) and the mountpoint is a path).
-        Replicas are always received unmounted (C(zfs recv -u)), so nothing is mounted during the transfer.
+      - Mount the filesystems that received snapshots, after the run (not those with C(canmount=off), no mountpoint,
+        or a mountpoint that came from the source). Replicas are always received unmounted (C(zfs recv -u)).
     type: bool
     default: false
   hold_base:
@@ -329,7 +329,10 @@ options:
     type: float
     default: 2
 notes:
-  - Received datasets are not mounted (C(zfs recv -u)).
+  - Received datasets are not mounted (C(zfs recv -u)), and received filesystems get C(canmount=noauto) (set locally on
+    older command lines) so that neither a boot nor C(zfs mount -a) mounts them; on OpenZFS their C(mountpoint) is not
+    received either (C(recv -x mountpoint)), so a source's paths never cover the target host's. Override with
+    O(properties_override) (C(canmount), C(mountpoint)) or mount with O(mount=true).
   - Byte counts need C(pv) on the sending host; without it RV(bytes) is null.
   - C(zfs recv -F) is used only with O(allow_from_scratch) or O(allow_rollback).
 seealso:

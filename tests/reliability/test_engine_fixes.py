@@ -38,8 +38,6 @@ def test_a_trailing_newline_is_refused(check):
 
 
 @pytest.mark.fault_class("hostile input (argv, names, hosts)")
-@pytest.mark.xfail(strict=True, reason="engine bug (report B5): TASK_NAME_RE, PROPERTY_RE and SIZE_RE in _replication_task.py "
-                                       "end in $, which matches before a trailing newline")
 @pytest.mark.parametrize("extra", [{"name": "x\n"}, {"properties_override": {"zr:x\n": "1"}}, {"properties_exclude": ["zr:x\n"]},
                                    {"buffer_size": "64M\n"}], ids=["name", "properties_override", "properties_exclude", "buffer_size"])
 def test_task_fields_with_a_trailing_newline_are_refused(extra):

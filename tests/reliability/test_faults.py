@@ -74,10 +74,6 @@ def recovered(pair: Pair, src_before: dict[str, str], dst_before: dict[str, str]
     """The next run (no fault) completes; nothing was lost on either side; the replica equals the source."""
     settle(pair.dst)
     again = run_engine(pair.params(**more))
-    if not again.ok and "exists and has no snapshots" in again.message and not dst_before:
-        expect_kept(src_before, pair.src, "source")
-        pytest.xfail("engine bug (report B3): an interrupted first full receive left an empty target dataset "
-                     "behind; the next run refuses it (allow_from_scratch) instead of recovering")
     assert again.ok, f"the run after the fault did not recover: {again.message}\n{again}"
     expect_kept(src_before, pair.src, "source")
     expect_kept(dst_before, pair.dst, "target")
@@ -231,9 +227,7 @@ def test_remote_zfs_recv_killed_during_first_full_stream(pair):
 
 # ==================================================================================================== SIGKILL of the engine
 @pytest.mark.fault_class("engine SIGKILLed")
-@pytest.mark.parametrize("point", ["lines:1", "lines:3", "lines:5", "lines:7", "lines:9", "ms:400", "ms:1200", pytest.param(
-    "after:hold", marks=pytest.mark.xfail(strict=True, reason="engine bug (report B1): killed between the receive and "
-                                          "move_holds, the old base keeps the task's hold forever and the new base gets none"))])
+@pytest.mark.parametrize("point", ["lines:1", "lines:3", "lines:5", "lines:7", "lines:9", "ms:400", "ms:1200", "after:hold"])
 def test_engine_killed_then_next_run_recovers(pair, point):
     """SIGKILL the engine's process group at a point of an incremental run; the next run recovers."""
     snap(pair.src, T1, data="a", size=50_000)
@@ -303,8 +297,6 @@ def test_target_base_snapshot_destroyed_by_hand(pair):
 
 
 @pytest.mark.fault_class("target/source changed by hand")
-@pytest.mark.xfail(strict=True, reason="engine bug (report B1): move_holds releases only the planned base (T1), so the "
-                                       "task's hold on the source's T2, whose target copy is gone, is never released")
 def test_hold_of_a_base_destroyed_on_the_target_is_released(pair):
     _destroy_target_base(pair)
     assert run_engine(pair.params(allow_rollback=True)).ok
@@ -382,8 +374,6 @@ def test_source_rolled_back_is_refused(pair):
 
 
 @pytest.mark.fault_class("target/source changed by hand")
-@pytest.mark.xfail(strict=True, reason="engine bug (report B2): allow_rollback destroys the diverged target snapshot, "
-                                       "which still carries the task's own hold: 'dataset is busy'")
 def test_source_rolled_back_with_allow_rollback(pair):
     _roll_source_back(pair)
     src_before = guids(pair.src)

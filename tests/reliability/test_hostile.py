@@ -284,10 +284,16 @@ def test_received_mountpoint_over_a_system_path_is_not_mounted(sandbox, tmp_path
         assert str(fake_etc) not in _mounts(), _mounts()
         assert (fake_etc / "passwd").read_text().startswith("root:")
         assert guids(dst) == guids(src)
-        # What remains (see the report): the replica carries the hostile values as received properties, so a
-        # later `zfs mount -a` (boot, import) would cover the directory. Recorded here so a fix shows up.
-        received = {p: zfs("get", "-H", "-o", "value,source", p, dst).strip() for p in ("mountpoint", "canmount")}
-        assert received["mountpoint"].split("\t")[0] == str(fake_etc), received
+        # The replica still names the source's mountpoint (zfs-fuse has no recv -x; OpenZFS targets get -x
+        # mountpoint), but its canmount is noauto, set locally: boot or `zfs mount -a` leaves it alone...
+        props = {p: zfs("get", "-H", "-o", "value,source", p, dst).strip() for p in ("mountpoint", "canmount")}
+        assert props["canmount"] == "noauto\tlocal", props  # (zfs mount -a here would also try the source itself)
+        # ...and mount: true refuses a mountpoint that came from the source.
+        zfs("snapshot", f"{src}@auto-2026-11-28_23-00")
+        again = run_engine(dict(params, mount=True))
+        assert again.ok, again
+        assert any("not mounting" in line and str(fake_etc) in line for line in again.lines), again
+        assert str(fake_etc) not in _mounts(), _mounts()
     finally:
         with contextlib.suppress(Exception):
             zfs("unmount", dst)
