@@ -9,10 +9,10 @@ results are medians of --reps repetitions, and ratios between tools of the same 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
-import resource
 import shlex
 import socket
 import statistics
@@ -25,6 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / 'tests'))
+
 import sandbox  # noqa: E402
 
 CACHE = Path(os.environ.get('ZR_CACHE_DIR', '/var/cache/zfs-replication'))
@@ -108,10 +109,8 @@ class Proxy:
                 if wait > 0:
                     time.sleep(wait)
                 if not data:
-                    try:
+                    with contextlib.suppress(OSError):
                         b.shutdown(socket.SHUT_WR)
-                    except OSError:
-                        pass
                     return
                 try:
                     b.sendall(data)
@@ -211,10 +210,10 @@ class Bench:
         if tool == 'ours':
             cfg = self.dir / f'cfg-{abs(hash((root, target, via)))}.json'
             cfg.write_text(json.dumps({'kind': 'replication', 'name': 'bench', 'params': self.our_params(root, target, via, **extra)}))
-            code = ('import sys,resource,os; sys.path.insert(0, %r); '
+            code = (f'import sys,resource,os; sys.path.insert(0, {str(self.tree)!r}); '
                     'from ansible_collections.zfs.replication.plugins.module_utils._runner import main; rc = main(); '
                     'open(os.environ["ZB_RSS"], "w").write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)) '
-                    'if os.environ.get("ZB_RSS") else None; sys.exit(rc)') % str(self.tree)
+                    'if os.environ.get("ZB_RSS") else None; sys.exit(rc)')
             return ['/usr/bin/python3', '-c', code, 'run', '--config', str(cfg), '--state-dir', str(self.dir / 'state'),
                     '--log-dir', str(self.dir / 'logs')]
         if tool == 'module':
@@ -396,7 +395,7 @@ class Bench:
         recv = f'zfs recv -u {target}'
         if via == 'local':
             return f'{send} | {recv}'
-        c = f' | zstd -q -c -T0' if comp else ''
+        c = ' | zstd -q -c -T0' if comp else ''
         d = 'zstd -q -d -c | ' if comp else ''
         ssh = (f'ssh -F /dev/null -i {self.key} -p {self.ssh_port} -o UserKnownHostsFile={self.known_hosts} '
                f'-o StrictHostKeyChecking=yes -c {CIPHER} root@127.0.0.1')

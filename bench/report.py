@@ -22,10 +22,11 @@ def write(res, outdir):
          f"capped at {m['zfs_fuse_arc_max_mb']} MB (/etc/zfs/zfsrc max-arc-size); load average at start "
          f"{m['load_at_start']:.1f} (shared machine: compare ratios within this run, not absolute times across runs). "
          f"Commit {m['git']}; syncoid {m['syncoid']}, pyznap 1.6.0, zfs-autobackup 3.3. Medians of {a['reps']} "
-         f"repetitions for zfs.replication and the floor, {a.get('peer_reps', 1)} for each peer (each peer run takes 20-60 s). Total runtime {res.get('runtime_s', 0) / 60:.1f} min.", '']
+         f"repetitions for zfs.replication and the floor, {a.get('peer_reps', 1)} for each peer (each peer run takes 20-60 s). "
+         f"Total runtime {res.get('runtime_s', 0) / 60:.1f} min.", '']
     targets = []
     if 'noop' in res:
-        scaled = (f" (SCALED DOWN from the issue's 200: seeding 4 targets of 200 x 20 with zfs recv took > 6 min on zfs-fuse"
+        scaled = (" (SCALED DOWN from the issue's 200: seeding 4 targets of 200 x 20 with zfs recv took > 6 min on zfs-fuse"
                   ", which did not fit the time budget)") if a['datasets'] < 200 else ''
         L += [f"## 1. No-op run, {a['datasets']} datasets x {a['snapshots']} snapshots{scaled}", '',
               '| side | tool | wall time (s) | x floor | vs ours | zfs calls src / dst |', '|---|---|---|---|---|---|']
@@ -70,7 +71,8 @@ def write(res, outdir):
         L.append('')
     if 'data' in res:
         r = res['data']
-        L += [f"## 4. Data path: {a['data_mb']} MB per stream" + (' (SCALED DOWN from the issue\'s 500 MB to fit the time budget)' if a['data_mb'] < 500 else ''), '',
+        scaled_data = " (SCALED DOWN from the issue's 500 MB to fit the time budget)" if a['data_mb'] < 500 else ''
+        L += [f"## 4. Data path: {a['data_mb']} MB per stream" + scaled_data, '',
               f"zfs-fuse ARC capped at {m['zfs_fuse_arc_max_mb']} MB. ssh cipher aes128-gcm for both; compressible data over ssh with zstd for both.", '',
               '| data | via | compressor | phase | ours MB/s | raw MB/s | ours / raw |', '|---|---|---|---|---|---|---|']
         worst = 9.0
