@@ -41,7 +41,7 @@ T0 = datetime(2026, 1, 1, tzinfo=timezone.utc).timestamp()
 
 
 def sh(argv, check=True, **kw):
-    p = subprocess.run(argv, capture_output=True, text=True, **kw)
+    p = subprocess.run(argv, capture_output=True, text=True, check=False, **kw)
     if check and p.returncode != 0:
         raise RuntimeError(f'{shlex.join(argv) if isinstance(argv, list) else argv}: rc {p.returncode}: {p.stderr[-2000:]}')
     return p
@@ -79,7 +79,7 @@ class Proxy:
     def _accept(self):
         while True:
             try:
-                c, _ = self.sock.accept()
+                c, _addr = self.sock.accept()
             except OSError:
                 return
             u = socket.create_connection(('127.0.0.1', self.target))
@@ -173,7 +173,7 @@ class Bench:
         self.zfs('create', '-o', 'compression=off', root)
         for i in range(1, n):
             self.zfs('create', f'{root}/d{i:03d}')
-        for _ in range(snaps):
+        for _i in range(snaps):
             self.snap(root)
         return root
 
@@ -189,7 +189,7 @@ class Bench:
         """Put target in sync with root in one send -R stream (same guids as a replication would give)."""
         last = self.zfs('list', '-H', '-o', 'name', '-t', 'snapshot', '-s', 'createtxg', '-d', '1', root).stdout.split()[-1]
         self.zfs('create', '-p', target.rsplit('/', 1)[0], check=False)
-        p = subprocess.run(f'{ZFS} send -R {last} | {ZFS} recv -u {target}', shell=True, capture_output=True, text=True)
+        p = subprocess.run(f'{ZFS} send -R {last} | {ZFS} recv -u {target}', shell=True, capture_output=True, text=True, check=False)
         if p.returncode:
             raise RuntimeError(p.stderr)
 
@@ -259,7 +259,7 @@ class Bench:
         rss.unlink(missing_ok=True)
         env = dict(self.env, ZB_RSS=str(rss))
         t = time.monotonic()
-        p = subprocess.run(argv, capture_output=True, text=True, env=env, shell=isinstance(argv, str))
+        p = subprocess.run(argv, capture_output=True, text=True, env=env, shell=isinstance(argv, str), check=False)
         dt = time.monotonic() - t
         if p.returncode != 0:
             raise RuntimeError(f'{label}: rc {p.returncode}: {(p.stderr or p.stdout)[-1500:]}')
@@ -271,7 +271,7 @@ class Bench:
         return dt, calls, (int(rss.read_text()) // 1024 if rss.exists() else None), p
 
     def median_run(self, argv, reps, label):
-        runs = [self.timed(argv, label) for _ in range(reps)]
+        runs = [self.timed(argv, label) for _i in range(reps)]
         ts = [r[0] for r in runs]
         return {'time': statistics.median(ts), 'times': [round(x, 2) for x in ts], 'calls': runs[-1][1]}
 
@@ -284,7 +284,7 @@ class Bench:
             dst = ['ssh', '-F', '/dev/null', '-i', self.key, '-p', str(port), '-o', f'UserKnownHostsFile={self.known_hosts}',
                    '-o', 'StrictHostKeyChecking=yes', '-c', CIPHER, 'root@127.0.0.1', shlex.join(['zfs', *dst[1:]])]
         ts = []
-        for _ in range(reps):
+        for _i in range(reps):
             t = time.monotonic()
             sh(src)
             sh(dst, env=self.env)
@@ -321,7 +321,7 @@ class Bench:
 
     def case_catchup(self, tree, tools, via):
         root = f'{self.S}/{tree}'
-        for _ in range(5):
+        for _i in range(5):
             self.snap(root)
         out = {}
         for tool in tools:
@@ -402,7 +402,7 @@ class Bench:
         return f'{send}{c} | {ssh} {shlex.quote(d + recv)}'
 
     def destroy(self, ds):
-        for _ in range(20):
+        for _i in range(20):
             p = self.zfs('destroy', '-r', ds, check=False)
             if p.returncode == 0 or 'does not exist' in p.stderr:
                 return

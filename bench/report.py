@@ -129,10 +129,10 @@ def _plt():
 def _plot_growth(g, outdir):
     plt = _plt()
     pts = sorted(g['points'].items(), key=lambda kv: int(kv[0]))
-    xs = [int(n) for n, _ in pts]
+    xs = [int(n) for n, _p in pts]
     fig, ax = plt.subplots(figsize=(6, 4))
     for key, label in (('ours', 'zfs.replication'), (g['peer'], g['peer']), ('floor', 'floor (1 listing per side)')):
-        ax.plot(xs, [p[key] for _, p in pts], marker='o', label=label)
+        ax.plot(xs, [p[key] for _n, p in pts], marker='o', label=label)
     ax.set_xlabel('datasets (20 snapshots each)')
     ax.set_ylabel('no-op wall time (s), local')
     ax.legend()

@@ -15,7 +15,7 @@ description:
     replicated snapshot, that is the recovery point).
   - Reads the last run's result from the state file that C(zfs-replication-run) (the P(zfs.replication.scheduler#role)
     role's timers) writes, and gives a health verdict from thresholds on the lag.
-  - Run it on the host that runs the task (the source for O(tasks[].direction=push)), with the same task options as
+  - Run it on the host that runs the task (the source for C(direction=push)), with the same task options as
     M(zfs.replication.zfs_replication). One capability probe and one recursive listing per side and task, whatever
     the number of datasets. Changes nothing.
 author:
