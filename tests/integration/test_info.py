@@ -85,6 +85,7 @@ def test_info_numbers_match_listings(sandbox, ansible_playbook, tmp_path):
 
     # Check mode: same answer, nothing changed.
     checked = ansible_playbook(play, check=True)
+
     def strip(ds):
         return [{k: v for k, v in d.items() if k != "lag"} for d in ds]
 
