@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -70,3 +71,41 @@ def tree_checksums(mountpoint: str | os.PathLike[str]) -> dict[str, str]:
                         digest.update(chunk)
                 sums[rel] = digest.hexdigest()
     return sums
+
+
+def prop(dataset: str, name: str) -> str:
+    """The value of one property (`zfs get -H -o value`)."""
+    return zfs('get', '-H', '-o', 'value', name, dataset).strip()
+
+
+def mountpoint(dataset: str) -> str:
+    return prop(dataset, 'mountpoint')
+
+
+def datasets_under(root: str) -> list[str]:
+    """ROOT and its descendant filesystems."""
+    return zfs('list', '-H', '-o', 'name', '-r', '-t', 'filesystem', root).split()
+
+
+def own_checksums(dataset: str) -> dict[str, str]:
+    """Checksums of one dataset's files (child datasets mounted below it are left out)."""
+    children = {c[len(dataset) + 1:].split('/')[0] for c in datasets_under(dataset) if c != dataset}
+    sums = tree_checksums(mountpoint(dataset))
+    return {k: v for k, v in sums.items() if k.split('/')[0] not in children}
+
+
+def mounted_checksums(dataset: str) -> dict[str, str]:
+    """Checksums of a replica's own files: mounts it (replicas are received unmounted), reads, unmounts again."""
+    was_mounted = prop(dataset, 'mounted') == 'yes'
+    if not was_mounted:
+        zfs('mount', dataset)
+    path = mountpoint(dataset)
+    try:
+        return own_checksums(dataset)
+    finally:
+        if not was_mounted:
+            zfs('unmount', dataset)
+            # zfs leaves the empty directory behind; inside a parent's mountpoint it would stop the parent
+            # from mounting later ("directory is not empty").
+            with contextlib.suppress(OSError):
+                os.rmdir(path)

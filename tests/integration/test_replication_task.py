@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import CommandError, snapshots_with_guids, tree_checksums, zfs
+from helpers import CommandError, datasets_under, mounted_checksums, mountpoint, own_checksums, prop, snapshots_with_guids, zfs
 
 pytestmark = pytest.mark.integration
 
@@ -49,38 +49,6 @@ def write_files(mountpoint: str, seed: str, count: int = 2, size: int = 100_000)
     (root / f"{seed}.txt").write_text(f"hello {seed}\n")
 
 
-def mountpoint(dataset: str) -> str:
-    return zfs("get", "-H", "-o", "value", "mountpoint", dataset).strip()
-
-
-def own_checksums(dataset: str) -> dict[str, str]:
-    """Checksums of one dataset's files (child datasets mounted below it are left out)."""
-    children = {c[len(dataset) + 1:].split("/")[0] for c in datasets_under(dataset) if c != dataset}
-    sums = tree_checksums(mountpoint(dataset))
-    return {k: v for k, v in sums.items() if k.split("/")[0] not in children}
-
-
-def mounted_checksums(dataset: str) -> dict[str, str]:
-    """Checksums of a replica's own files: mounts it (replicas are received unmounted), reads, unmounts again."""
-    was_mounted = prop(dataset, "mounted") == "yes"
-    if not was_mounted:
-        zfs("mount", dataset)
-    path = mountpoint(dataset)
-    try:
-        return own_checksums(dataset)
-    finally:
-        if not was_mounted:
-            zfs("unmount", dataset)
-            # zfs leaves the empty directory behind; inside a parent's mountpoint it would stop the parent
-            # from mounting later ("directory is not empty").
-            with contextlib.suppress(OSError):
-                os.rmdir(path)
-
-
-def prop(dataset: str, name: str) -> str:
-    return zfs("get", "-H", "-o", "value", name, dataset).strip()
-
-
 def prop_source(dataset: str, name: str) -> tuple[str, str]:
     value, source = zfs("get", "-H", "-o", "value,source", name, dataset).rstrip("\n").split("\t")
     return value, source
@@ -92,10 +60,6 @@ def exists(dataset: str) -> bool:
     except CommandError:
         return False
     return True
-
-
-def datasets_under(root: str) -> list[str]:
-    return zfs("list", "-H", "-o", "name", "-r", "-t", "filesystem", root).split()
 
 
 def snaps(dataset: str) -> list[str]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from helpers import CommandError, snapshots_with_guids, tree_checksums, zfs
+from helpers import CommandError, mounted_checksums, mountpoint, own_checksums, snapshots_with_guids, zfs
 
 SCHEMA = "auto-%Y-%m-%d_%H-%M"
 DRIVER = Path(__file__).resolve().parent / "engine_driver.py"
@@ -37,14 +37,6 @@ def write_files(mountpoint: str, seed: str, count: int = 2, size: int = 100_000)
     for i in range(count):
         (root / "dir" / f"{seed}-{i}.bin").write_bytes(secrets.token_bytes(size))
     (root / f"{seed}.txt").write_text(f"hello {seed}\n")
-
-
-def prop(dataset: str, name: str) -> str:
-    return zfs("get", "-H", "-o", "value", name, dataset).strip()
-
-
-def mountpoint(dataset: str) -> str:
-    return prop(dataset, "mountpoint")
 
 
 def exists(dataset: str) -> bool:
@@ -71,25 +63,6 @@ def snap(dataset: str, name: str, data: str | None = None, size: int = 100_000, 
     if data:
         write_files(mountpoint(dataset), data, count=count, size=size)
     zfs("snapshot", f"{dataset}@{name}")
-
-
-def own_checksums(dataset: str) -> dict[str, str]:
-    return tree_checksums(mountpoint(dataset))
-
-
-def mounted_checksums(dataset: str) -> dict[str, str]:
-    """Checksums of a replica (received unmounted): mount, read, unmount."""
-    was = prop(dataset, "mounted") == "yes"
-    if not was:
-        zfs("mount", dataset)
-    path = mountpoint(dataset)
-    try:
-        return own_checksums(dataset)
-    finally:
-        if not was:
-            zfs("unmount", dataset)
-            with contextlib.suppress(OSError):
-                os.rmdir(path)
 
 
 def held(dataset: str) -> dict[str, int]:

@@ -26,7 +26,6 @@ from faultlib import (
     expect_replica,
     guids,
     held,
-    mountpoint,
     our_holds,
     run_engine,
     settle,
@@ -35,7 +34,7 @@ from faultlib import (
     start_engine,
 )
 
-from helpers import zfs
+from helpers import mountpoint, zfs
 from sandbox import create_pool, destroy_pool
 
 T1, T2, T3, T4 = (f"auto-2026-11-28_1{i}-00" for i in range(4))

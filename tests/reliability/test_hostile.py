@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from faultlib import destroy_r, expect_kept, expect_replica, guids, prop, run_engine, snap
+from faultlib import destroy_r, expect_kept, expect_replica, guids, run_engine, snap
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -27,7 +27,7 @@ from ansible_collections.zfs.replication.plugins.module_utils import _executor, 
 from ansible_collections.zfs.replication.plugins.module_utils._replication import TaskError, run_replication
 from ansible_collections.zfs.replication.plugins.module_utils._transport import SSHConnection, SSHHost, quote_remote
 from ansible_collections.zfs.replication.plugins.module_utils._zfs import validate_dataset, validate_snapname
-from helpers import zfs
+from helpers import prop, zfs
 from sandbox import Sshd
 
 T1, T2 = "auto-2026-11-28_10-00", "auto-2026-11-28_11-00"
