@@ -177,11 +177,15 @@ class PlanError(Exception):
     """The task cannot be planned at all (bad sources/target combination)."""
 
 
-def target_for(task: PlanTask, source_root: str) -> str:
+def target_root(sources: Sequence[str], target: str, source_root: str) -> str:
     """Where a source root lands: the target itself for one source, target/<last component> for several."""
-    if len(task.sources) == 1:
-        return task.target
-    return f"{task.target}/{source_root.rsplit('/', 1)[-1]}"
+    if len(sources) == 1:
+        return target
+    return f"{target}/{source_root.rsplit('/', 1)[-1]}"
+
+
+def target_for(task: PlanTask, source_root: str) -> str:
+    return target_root(task.sources, task.target, source_root)
 
 
 def source_datasets(task: PlanTask, source_root: str, listing: Listing) -> list[Dataset]:

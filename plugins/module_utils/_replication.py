@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import random
 import shlex
-import subprocess
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
 from ._executor import PipelineError, PipelineResult, Stage, remote_stage, run_chains, run_pipeline
-from ._planner import DatasetPlan, Plan, PlanError, Send, plan
+from ._planner import DatasetPlan, Plan, PlanError, Send, plan, target_root
 from ._replication_task import COMPRESSORS, ReplicationTask, TaskError, suggest_name
-from ._transport import ConnectionFailed, Host, LocalHost, SSHHost, TransportError, command_env
+from ._transport import ConnectionFailed, Host, LocalHost, SSHHost, TransportError
 from ._zfs import Capabilities, DatasetMissing, Listing, Snapshot, ZfsError, dataset_type, is_within, list_tree, probe
 
 TRANSIENT_HINTS = ("Connection reset", "Connection closed", "Connection timed out", "connection lost", "Broken pipe")
@@ -169,13 +168,15 @@ class Runner:
         if t.transport == "ssh+netcat":
             need_src.append("nc")
             need_dst += ["nc", "ss"]
-        for host, need, side in ((self.src, need_src, "source"), (self.dst, need_dst, "target")):
-            missing = host.missing(sorted(set(need)))
+        # One look-up per host: pv is asked on the source too, as an optional byte counter.
+        src_missing = self.src.missing(sorted(set(need_src) | {"pv"}))
+        for host, need, side, absent in ((self.src, need_src, "source", src_missing), (self.dst, need_dst, "target", None)):
+            missing = [m for m in (absent if absent is not None else host.missing(sorted(set(need)))) if m in need]
             if missing:
                 fields = {"pv": "speed_limit", "mbuffer": "buffer_size", "nc": "transport ssh+netcat", "ss": "transport ssh+netcat"}
                 what = ", ".join(f"{m} (for {fields.get(m, 'compression')})" for m in missing)
                 raise TaskError(f"the {side} host {host.label} lacks {what}: install it there or change the task's options")
-        self.counter_on_sender = not self.src.missing(["pv"])
+        self.counter_on_sender = "pv" not in src_missing
 
     def check_capabilities(self) -> None:
         """A feature the task requires that a host lacks is a clear error; optional ones are used when both sides can."""
@@ -634,10 +635,11 @@ class Runner:
         self.dst.run(["rm", "-f", send.key_file], check=False)
         send.key_file = None
 
-    def is_target_root(self, target: str) -> bool:
-        from ._planner import target_for
+    def target_root(self, source_root: str) -> str:
+        return target_root(self.task.source_datasets, self.task.target_dataset, source_root)
 
-        return any(target_for(self.task.plan_task(datetime.now(timezone.utc)), s) == target for s in self.task.source_datasets)
+    def is_target_root(self, target: str) -> bool:
+        return any(self.target_root(s) == target for s in self.task.source_datasets)
 
     def load_keys(self, the_plan: Plan) -> None:
         """Non-raw streams into an encrypted target need its key loaded."""
@@ -732,9 +734,7 @@ class Runner:
 
     def source_for(self, target: str) -> str | None:
         for root in self.task.source_datasets:
-            from ._planner import target_for
-
-            troot = target_for(self.task.plan_task(datetime.now(timezone.utc)), root)
+            troot = self.target_root(root)
             if is_within(target, troot):
                 return root + target[len(troot):]
         return None
@@ -946,9 +946,4 @@ def release_holds(params: dict[str, Any], check_mode: bool = False, log: Callabl
     return {"task": task.name, "changed": bool(released["source"] or released["target"]), "released": released, "log": runner.lines}
 
 
-def remote_command_line(host: Host, argv: list[str]) -> str:
-    """For logs: the command as a person would type it."""
-    return shlex.join(host.command(argv))
-
-
-__all__ = ["ReplicationTask", "RunResult", "TaskError", "run_replication", "suggest_name", "subprocess", "command_env"]
+__all__ = ["ReplicationTask", "RunResult", "TaskError", "run_replication", "suggest_name"]

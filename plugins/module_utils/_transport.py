@@ -277,14 +277,7 @@ class SSHHost(Host):
         return [p for p in programs if not self._which[p]]
 
     def which(self, program: str) -> bool:
-        if program not in self._which:
-            proc = run_process(
-                self.shell_command(f"command -v {shlex.quote(program)}"),
-                capture_output=True, text=True, env=command_env(), check=False,
-            )
-            self.check_connection(proc.returncode, proc.stderr, ["command", "-v", program])
-            self._which[program] = proc.returncode == 0
-        return self._which[program]
+        return not self.missing([program])
 
     def close(self) -> None:
         if os.path.exists(self.control_dir):

@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from ._transport import Host, TransportError
+from ._transport import Host
 
 # Characters we accept in dataset and snapshot name components. ZFS itself also allows a
 # space; we refuse it (and everything else a shell or our parsers could trip on). \Z, not $: $ also matches
@@ -307,10 +307,3 @@ def dataset_type(host: Host, name: str) -> str | None:
             return None
         raise ZfsError(f"{host.label}: cannot read {name}: {proc.stderr.strip()}")
     return proc.stdout.strip()
-
-
-def run_zfs(host: Host, argv: list[str]) -> str:
-    try:
-        return host.run(argv).stdout
-    except TransportError as exc:
-        raise ZfsError(str(exc)) from exc

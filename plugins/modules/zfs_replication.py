@@ -505,15 +505,8 @@ capabilities:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.zfs.replication.plugins.module_utils._args import SSH_SPEC
+from ansible_collections.zfs.replication.plugins.module_utils._args import SSH_SPEC, snapshot_diff
 from ansible_collections.zfs.replication.plugins.module_utils._replication import TaskError, release_holds, run_replication
-
-
-def _diff(before: dict, after: dict) -> dict:
-    def render(lists: dict) -> str:
-        return "".join(f"{ds}@{snap}\n" for ds in sorted(lists) for snap in lists[ds])
-
-    return {"before": render(before), "after": render(after), "before_header": "target snapshots", "after_header": "target snapshots"}
 
 
 def main() -> None:
@@ -594,7 +587,7 @@ def main() -> None:
         module.fail_json(msg=str(exc), changed=False)
     out = result.as_dict()
     if module._diff:
-        out["diff"] = _diff(result.before, result.after)
+        out["diff"] = snapshot_diff(result.before, result.after, "target snapshots")
     if result.failed:
         module.fail_json(msg="; ".join(result.errors), **out)
     module.exit_json(**out)

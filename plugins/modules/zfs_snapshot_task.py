@@ -277,16 +277,10 @@ capabilities:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.zfs.replication.plugins.module_utils._args import snapshot_diff
 from ansible_collections.zfs.replication.plugins.module_utils._snapshot_task import TaskError, run_snapshot_task
 
 UNITS = ["hour", "day", "week", "month", "year"]
-
-
-def _diff(before: dict, after: dict) -> dict:
-    def render(lists: dict) -> str:
-        return "".join(f"{ds}@{snap}\n" for ds in sorted(lists) for snap in lists[ds])
-
-    return {"before": render(before), "after": render(after), "before_header": "snapshots", "after_header": "snapshots"}
 
 
 def main() -> None:
@@ -321,7 +315,7 @@ def main() -> None:
         module.fail_json(msg=str(exc), changed=False)
     out = result.as_dict()
     if module._diff:
-        out["diff"] = _diff(result.before, result.after)
+        out["diff"] = snapshot_diff(result.before, result.after, "snapshots")
     if result.failed:
         module.fail_json(msg="; ".join(result.errors), **out)
     module.exit_json(**out)
