@@ -8,7 +8,6 @@ re-applies a smaller declaration. Minute timers fire while the earlier tests run
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import sys
@@ -23,7 +22,6 @@ from container import Container
 from ansible_collections.zfs.replication.plugins.module_utils._schedule import Schedule
 from helpers import snapshots_with_guids, zfs
 
-HAS_SNAPSHOT_ENGINE = importlib.util.find_spec('ansible_collections.zfs.replication.plugins.module_utils._snapshot_task') is not None
 PLAYBOOK = """
 - name: Apply the scheduler role
   hosts: zrsystemd
@@ -65,12 +63,11 @@ def declaration(src: str, dst: str) -> dict[str, Any]:
         {'name': 'disabled', 'source_datasets': [f'{src}/data'], 'target_dataset': f'{dst}/disabled',
          'transport': 'local', 'naming_schema': [SCHEMA], 'schedule': 'hourly', 'enabled': False},
     ]
-    if HAS_SNAPSHOT_ENGINE:
-        # TrueNAS's "run automatically": the replication has no schedule and runs after each snapshot run.
-        snapshot_tasks.append({'name': 'minutely', 'dataset': f'{src}/chain', 'naming_schema': 'chain-%Y-%m-%d_%H-%M',
-                               'schedule': every_minute, 'lifetime_value': 1, 'lifetime_unit': 'hour'})
-        replication_tasks.append({'name': 'chain', 'source_datasets': [f'{src}/chain'], 'target_dataset': f'{dst}/chain',
-                                  'transport': 'local', 'periodic_snapshot_tasks': ['minutely']})
+    # TrueNAS's "run automatically": the replication has no schedule and runs after each snapshot run.
+    snapshot_tasks.append({'name': 'minutely', 'dataset': f'{src}/chain', 'naming_schema': 'chain-%Y-%m-%d_%H-%M',
+                           'schedule': every_minute, 'lifetime_value': 1, 'lifetime_unit': 'hour'})
+    replication_tasks.append({'name': 'chain', 'source_datasets': [f'{src}/chain'], 'target_dataset': f'{dst}/chain',
+                              'transport': 'local', 'periodic_snapshot_tasks': ['minutely']})
     return {'scheduler_snapshot_tasks': snapshot_tasks, 'scheduler_replication_tasks': replication_tasks}
 
 
@@ -145,8 +142,7 @@ def test_role_installs_units_for_the_declared_tasks(applied: dict[str, Any], con
     for name in ('every-minute', 'broken', 'windowed', 'weekly-berlin', 'disabled'):
         expected |= {unit(f'repl-{name}'), unit(f'repl-{name}', 'timer')}
     expected.add(unit('repl-on-demand'))  # no schedule: a service, no timer
-    if HAS_SNAPSHOT_ENGINE:
-        expected |= {unit('snap-minutely'), unit('snap-minutely', 'timer'), unit('repl-chain')}
+    expected |= {unit('snap-minutely'), unit('snap-minutely', 'timer'), unit('repl-chain')}
     assert set(installed_units(container)) == expected
     # the engine runs without ansible-core on the host
     assert container.exec('python3', '-c', 'import ansible', check=False).returncode != 0
@@ -279,7 +275,6 @@ def test_run_outside_the_window_is_skipped(applied: dict[str, Any], sandbox, con
     assert f'{sandbox.dst_pool}/windowed' not in zfs('list', '-H', '-o', 'name', '-r', sandbox.dst_pool)
 
 
-@pytest.mark.skipif(not HAS_SNAPSHOT_ENGINE, reason='plugins/module_utils/_snapshot_task.py (the snapshot engine) is not there yet')
 def test_snapshot_task_fires_and_its_replication_follows(applied: dict[str, Any], sandbox, container: Container) -> None:
     snap = wait_for_state(container, 'snap-minutely', lambda s: s.get('result') == 'ok',
                           timeout=max(5.0, applied['applied_at'] + 75 - time.time()))

@@ -4,8 +4,6 @@
 """The pipeline runner with real processes (no ZFS needed)."""
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 from ansible_collections.zfs.replication.plugins.module_utils._executor import PipelineError, Stage, run_pipeline
@@ -25,7 +23,6 @@ def test_data_flows_and_all_stages_succeed(tmp_path):
     assert [s.rc for s in res.stages] == [0, 0]
 
 
-@pytest.mark.skipif(shutil.which("pv") is None, reason="pv is installed by scripts/bootstrap")
 def test_pv_counts_bytes(tmp_path):
     res = run_pipeline(
         [sh("head -c 123457 /dev/urandom", "send"), Stage(L, ["pv", "-n", "-b", "-f"], "pv"), sh("cat >/dev/null", "recv")],
