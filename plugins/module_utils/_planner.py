@@ -42,8 +42,18 @@ class Selection:
     name_regex: re.Pattern | None = None
     schedule: _Schedule | None = None
     names: frozenset[str] | None = None
+    # Answers by name: a recursive tree repeats the same few names in every dataset, and parsing a
+    # name against each schema is the planner's main cost on a large fleet.
+    _matches: dict[str, bool] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _times: dict[str, datetime | None] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def matches(self, name: str) -> bool:
+        known = self._matches.get(name)
+        if known is None:
+            known = self._matches[name] = self._match(name)
+        return known
+
+    def _match(self, name: str) -> bool:
         if self.names is not None and name not in self.names:
             return False
         if self.name_regex is not None and self.name_regex.fullmatch(name):
@@ -56,11 +66,11 @@ class Selection:
 
     def time_of(self, name: str) -> datetime | None:
         """The time in the name by the first schema that parses it (for lifetimes)."""
-        for schema in self.naming_schemas:
-            when = schema.parse(name)
-            if when is not None:
-                return when
-        return None
+        if name in self._times:
+            return self._times[name]
+        when = next((w for w in (schema.parse(name) for schema in self.naming_schemas) if w is not None), None)
+        self._times[name] = when
+        return when
 
 
 @dataclass

@@ -15,9 +15,9 @@ import shlex
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 # OpenSSH's "fast" choice: AES-GCM runs at line rate on CPUs with AES-NI.
 FAST_CIPHER = "aes128-gcm@openssh.com"
@@ -27,6 +27,7 @@ HOST_RE = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A
 IPV6_RE = re.compile(r"^[0-9A-Fa-f:.]+\Z")
 USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}\Z")
 C_LOCALE = {"LC_ALL": "C", "LANGUAGE": "C"}
+T = TypeVar("T")
 
 
 class TransportError(Exception):
@@ -136,6 +137,45 @@ class Host:
                 proc.stderr,
             )
         return proc
+
+    def stream(self, argv: Sequence[str], consume: Callable[[Iterable[str]], T]) -> tuple[int, T | None, str]:
+        """Run ``argv`` on this host and hand its stdout lines to ``consume`` as they arrive.
+
+        Large outputs (a listing of a whole fleet) are never held in memory as one text. Returns
+        (exit status, what ``consume`` returned or None when the command failed, stderr). An error
+        raised by ``consume`` stands only when the command itself succeeded.
+        """
+        with tempfile.TemporaryFile() as errf:
+            try:
+                proc = start_process(
+                    self.command(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errf,
+                    env=command_env(), text=True, close_fds=True,
+                )
+            except OSError as exc:
+                raise TransportError(f"{self.label}: cannot run {argv[0]}: {exc}", argv) from exc
+            stdout = proc.stdout
+            if stdout is None:  # pragma: no cover - stdout=PIPE always gives one
+                raise TransportError(f"{self.label}: no output pipe for {argv[0]}", argv)
+            result: T | None = None
+            failure: Exception | None = None
+            try:
+                result = consume(stdout)
+                for _unused in stdout:  # let the command finish writing whatever consume left
+                    pass
+            except Exception as exc:  # noqa: BLE001  (re-raised below unless the command failed)
+                failure = exc
+                proc.kill()
+            finally:
+                stdout.close()
+            rc = proc.wait()
+            errf.seek(0)
+            stderr = errf.read().decode("utf-8", "replace")
+        self.check_connection(rc, stderr, argv)
+        if rc != 0:
+            return rc, None, stderr
+        if failure is not None:
+            raise failure
+        return rc, result, stderr
 
     def check_connection(self, rc: int, stderr: str, argv: Sequence[str]) -> None:
         """Raise ConnectionFailed when ``rc``/``stderr`` say the transport itself failed."""

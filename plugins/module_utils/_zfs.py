@@ -5,8 +5,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
+from types import MappingProxyType
 
 from ._transport import Host
 
@@ -17,6 +19,7 @@ _COMPONENT = r"[A-Za-z0-9_][A-Za-z0-9_.:-]*"
 DATASET_RE = re.compile(rf"^[A-Za-z][A-Za-z0-9_.:-]*(?:/{_COMPONENT})*\Z")
 SNAPNAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:+-]*\Z")
 MAX_NAME = 255
+NO_PROPS: Mapping[str, str] = MappingProxyType({})
 
 
 class ZfsError(Exception):
@@ -122,18 +125,35 @@ def probe(host: Host) -> Capabilities:
     raise ZfsError(f"{host.label}: cannot probe zfs: {proc.stderr.strip() or 'exit ' + str(proc.returncode)}")
 
 
-@dataclass
 class Snapshot:
-    dataset: str
-    name: str  # the part after @
-    guid: str
-    createtxg: int
-    userrefs: int = 0
-    props: dict[str, str] = field(default_factory=dict)  # the listing's extra_props, when asked for
+    """One snapshot of a listing. Slotted: a listing of a large fleet holds a million of these."""
+
+    __slots__ = ("dataset", "name", "guid", "createtxg", "userrefs", "props")
+
+    def __init__(
+        self, dataset: str, name: str, guid: str, createtxg: int, userrefs: int = 0, props: Mapping[str, str] | None = None
+    ) -> None:
+        self.dataset = dataset
+        self.name = name  # the part after @
+        self.guid = guid
+        self.createtxg = createtxg
+        self.userrefs = userrefs
+        self.props: Mapping[str, str] = NO_PROPS if props is None else props  # the listing's extra_props, when asked for
 
     @property
     def full(self) -> str:
         return f"{self.dataset}@{self.name}"
+
+    def _key(self) -> tuple:
+        return (self.dataset, self.name, self.guid, self.createtxg, self.userrefs, dict(self.props))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Snapshot) and self._key() == other._key()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the other listing records
+
+    def __repr__(self) -> str:
+        return f"Snapshot({self.dataset!r}, {self.name!r}, {self.guid!r}, {self.createtxg!r}, {self.userrefs!r}, {dict(self.props)!r})"
 
 
 @dataclass
@@ -193,31 +213,54 @@ def listing_argv(caps: Capabilities, roots: Sequence[str], extra_props: Sequence
 
 # Snapshot.props keeps only the caller's extra_props (the base columns have fields or describe datasets).
 _SNAPSHOT_SKIP = frozenset(LIST_PROPS + MODERN_EXTRA + ENCRYPTION_PROPS)
+_DATASET_SKIP = frozenset(("type", "guid", "createtxg", "userrefs"))
 
 
-def _add(datasets: dict[str, Dataset], snaps: list[Snapshot], name: str, props: dict[str, str]) -> None:
-    kind = props.get("type", "")
-    if kind == "snapshot":
-        ds, _sep, short = name.partition("@")
-        snaps.append(
-            Snapshot(
-                dataset=ds,
-                name=short,
-                guid=props.get("guid", ""),
-                createtxg=_int(props.get("createtxg")),
-                userrefs=_int(props.get("userrefs")),
-                props={k: v for k, v in props.items() if k not in _SNAPSHOT_SKIP},
-            )
+class _Builder:
+    """Collects one listing's objects, streaming: a line is parsed and dropped, only the records stay.
+
+    A recursive tree repeats snapshot names and createtxgs in every dataset (``zfs snapshot -r``):
+    each distinct value is stored once, which halves a large listing's memory.
+    """
+
+    def __init__(self) -> None:
+        self.datasets: dict[str, Dataset] = {}
+        self.snapshots: dict[str, tuple[str, list[Snapshot]]] = {}  # dataset name -> (name, snapshots)
+        self.names: dict[str, str] = {}
+        self.txgs: dict[int, int] = {}
+
+    def dataset(self, name: str, kind: str, guid: str, createtxg: str | None, props: dict[str, str]) -> None:
+        self.datasets[name] = Dataset(name=name, type=kind, guid=guid, createtxg=_int(createtxg), props=props)
+
+    def snapshot(self, full: str, guid: str, createtxg: str | None, userrefs: str | None, props: dict[str, str] | None) -> None:
+        ds, _sep, short = full.partition("@")
+        entry = self.snapshots.get(ds)
+        if entry is None:
+            entry = self.snapshots[ds] = (ds, [])
+        txg = _int(createtxg)
+        entry[1].append(
+            Snapshot(entry[0], self.names.setdefault(short, short), guid, self.txgs.setdefault(txg, txg), _int(userrefs), props or None)
         )
-    elif kind in ("filesystem", "volume"):
-        datasets[name] = Dataset(
-            name=name,
-            type=kind,
-            guid=props.get("guid", ""),
-            createtxg=_int(props.get("createtxg")),
-            props={k: v for k, v in props.items() if k not in ("type", "guid", "createtxg", "userrefs")},
-        )
-    # bookmarks and other types are not part of this listing
+
+    def add(self, name: str, props: dict[str, str]) -> None:
+        """One object given as a property dict (the zfs get format)."""
+        kind = props.get("type", "")
+        if kind == "snapshot":
+            extra = {k: v for k, v in props.items() if k not in _SNAPSHOT_SKIP}
+            self.snapshot(name, props.get("guid", ""), props.get("createtxg"), props.get("userrefs"), extra)
+        elif kind in ("filesystem", "volume"):
+            self.dataset(name, kind, props.get("guid", ""), props.get("createtxg"), {k: v for k, v in props.items() if k not in _DATASET_SKIP})
+        # bookmarks and other types are not part of this listing
+
+    def listing(self, root: str) -> Listing:
+        by_txg = attrgetter("createtxg")
+        for ds_name, (_name, snaps) in self.snapshots.items():
+            ds = self.datasets.get(ds_name)
+            if ds is not None:
+                snaps.sort(key=by_txg)  # stable: listing order breaks ties
+                ds.snapshots = snaps
+        ordered = dict(sorted(self.datasets.items(), key=lambda kv: (kv[0].count("/"), kv[0])))
+        return Listing(root=root, datasets=ordered)
 
 
 def _int(value: str | None) -> int:
@@ -227,24 +270,13 @@ def _int(value: str | None) -> int:
         return 0
 
 
-def _assemble(root: str, datasets: dict[str, Dataset], snaps: list[Snapshot]) -> Listing:
-    for s in snaps:
-        ds = datasets.get(s.dataset)
-        if ds is not None:
-            ds.snapshots.append(s)
-    for ds in datasets.values():
-        ds.snapshots.sort(key=lambda s: s.createtxg)  # stable: listing order breaks ties
-    ordered = dict(sorted(datasets.items(), key=lambda kv: (kv[0].count("/"), kv[0])))
-    return Listing(root=root, datasets=ordered)
-
-
-def parse_get_output(root: str, text: str) -> Listing:
+def parse_get_lines(root: str, lines: Iterable[str]) -> Listing:
     """Parse ``zfs get -H -p -r -o name,property,value`` output (one line per property)."""
-    datasets: dict[str, Dataset] = {}
-    snaps: list[Snapshot] = []
+    b = _Builder()
     current: str | None = None
     props: dict[str, str] = {}
-    for line in text.splitlines():
+    for line in lines:
+        line = line.rstrip("\n")
         if not line:
             continue
         parts = line.split("\t")
@@ -253,28 +285,45 @@ def parse_get_output(root: str, text: str) -> Listing:
         name, prop, value = parts
         if name != current:
             if current is not None:
-                _add(datasets, snaps, current, props)
+                b.add(current, props)
             current, props = name, {}
         props[prop] = value
     if current is not None:
-        _add(datasets, snaps, current, props)
-    return _assemble(root, datasets, snaps)
+        b.add(current, props)
+    return b.listing(root)
 
 
-def parse_list_output(root: str, text: str, columns: Iterable[str]) -> Listing:
-    """Parse ``zfs list -H -p -o name,...`` output (one line per object)."""
+def parse_list_lines(root: str, lines: Iterable[str], columns: Iterable[str]) -> Listing:
+    """Parse ``zfs list -H -p -o name,...`` output (one line per object); ``columns`` start with name, type, guid,
+    createtxg, userrefs (LIST_PROPS)."""
     cols = list(columns)
-    datasets: dict[str, Dataset] = {}
-    snaps: list[Snapshot] = []
-    for line in text.splitlines():
+    if cols[:5] != ["name", "type", "guid", "createtxg", "userrefs"]:
+        raise ValueError(f"listing columns must start with name,{','.join(LIST_PROPS[:4])}: {cols}")
+    width = len(cols)
+    snap_extra = [(c, i) for i, c in enumerate(cols) if i and c not in _SNAPSHOT_SKIP]
+    ds_extra = [(c, i) for i, c in enumerate(cols) if i and c not in _DATASET_SKIP]
+    b = _Builder()
+    for line in lines:
+        line = line.rstrip("\n")
         if not line:
             continue
         parts = line.split("\t")
-        if len(parts) != len(cols):
+        if len(parts) != width:
             raise ZfsError(f"unexpected zfs list output line: {line!r}")
-        row = dict(zip(cols, parts))
-        _add(datasets, snaps, row.pop("name"), row)
-    return _assemble(root, datasets, snaps)
+        kind = parts[1]
+        if kind == "snapshot":
+            b.snapshot(parts[0], parts[2], parts[3], parts[4], {c: parts[i] for c, i in snap_extra} if snap_extra else None)
+        elif kind in ("filesystem", "volume"):
+            b.dataset(parts[0], kind, parts[2], parts[3], {c: parts[i] for c, i in ds_extra})
+    return b.listing(root)
+
+
+def parse_get_output(root: str, text: str) -> Listing:
+    return parse_get_lines(root, text.splitlines())
+
+
+def parse_list_output(root: str, text: str, columns: Iterable[str]) -> Listing:
+    return parse_list_lines(root, text.splitlines(), columns)
 
 
 def _missing(stderr: str) -> bool:
@@ -282,21 +331,23 @@ def _missing(stderr: str) -> bool:
 
 
 def list_tree(host: Host, caps: Capabilities, roots: str | Sequence[str], extra_props: Sequence[str] = ()) -> Listing:
-    """One recursive listing of every root (datasets and snapshots), in a single zfs call.
+    """One recursive listing of every root (datasets and snapshots), in a single zfs call, parsed as it streams.
 
     When a root is missing, DatasetMissing names it.
     """
     roots = [roots] if isinstance(roots, str) else list(roots)
     argv = listing_argv(caps, roots, extra_props)
-    proc = host.run(argv, check=False)
-    if proc.returncode != 0:
-        if _missing(proc.stderr):
+    if caps.list_parsable:
+        columns = ("name",) + list_columns(caps, extra_props)
+        rc, listing, stderr = host.stream(argv, lambda lines: parse_list_lines(roots[0], lines, columns))
+    else:
+        rc, listing, stderr = host.stream(argv, lambda lines: parse_get_lines(roots[0], lines))
+    if rc != 0 or listing is None:
+        if _missing(stderr):
             missing = [r for r in roots if dataset_type(host, r) is None] or roots
             raise DatasetMissing(f"{host.label}: dataset {', '.join(missing)} does not exist", missing)
-        raise ZfsError(f"{host.label}: listing {' '.join(roots)} failed: {proc.stderr.strip()}")
-    if caps.list_parsable:
-        return parse_list_output(roots[0], proc.stdout, ("name",) + list_columns(caps, extra_props))
-    return parse_get_output(roots[0], proc.stdout)
+        raise ZfsError(f"{host.label}: listing {' '.join(roots)} failed: {stderr.strip()}")
+    return listing
 
 
 def dataset_type(host: Host, name: str) -> str | None:

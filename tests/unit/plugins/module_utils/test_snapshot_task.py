@@ -405,6 +405,12 @@ class ScriptedHost(Host):
             return subprocess.CompletedProcess(argv, 1, "", "cannot destroy: dataset is busy\n")
         return subprocess.CompletedProcess(argv, 0, "", "")
 
+    def stream(self, argv, consume):  # type: ignore[no-untyped-def,override]
+        proc = self.run(argv, check=False)
+        if proc.returncode != 0:
+            return proc.returncode, None, proc.stderr
+        return 0, consume(proc.stdout.splitlines(keepends=True)), proc.stderr
+
 
 def fuse_get(tree: dict[str, list[str]]) -> str:
     lines = []

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ansible_collections.zfs.replication.plugins.module_utils._transport import SSHConnection, SSHHost, quote_remote
+from ansible_collections.zfs.replication.plugins.module_utils._transport import LocalHost, SSHConnection, SSHHost, TransportError, quote_remote
 
 
 def host(**kw) -> SSHHost:
@@ -61,3 +61,34 @@ def test_remote_quoting_round_trips_any_argv(argv):
     # The remote shell splits the quoted string back into exactly the argv we meant.
     argv = [a.replace("\x00", "") for a in argv]
     assert shlex.split(quote_remote(argv)) == argv
+
+
+def test_stream_hands_lines_over_as_they_come_and_drains_the_rest():
+    seen = []
+
+    def first_two(lines):
+        it = iter(lines)
+        seen.extend([next(it), next(it)])
+        return len(seen)
+
+    # 200k lines: the command would block on a full pipe if the rest were not drained
+    rc, result, stderr = LocalHost().stream(["sh", "-c", "seq 1 200000; echo done >&2"], first_two)
+    assert (rc, result, seen, stderr) == (0, 2, ["1\n", "2\n"], "done\n")
+
+
+def test_stream_reports_a_failed_command_instead_of_what_consume_made_of_its_output():
+    def strict(lines):
+        for line in lines:
+            raise ValueError(f"unexpected {line!r}")
+        return "empty"
+
+    rc, result, stderr = LocalHost().stream(["sh", "-c", "echo partial; echo 'cannot open: dataset does not exist' >&2; exit 1"], strict)
+    assert (rc, result) == (1, None) and "does not exist" in stderr
+    with pytest.raises(ValueError, match="unexpected 'ok"):
+        LocalHost().stream(["sh", "-c", "echo ok"], strict)
+    assert LocalHost().stream(["true"], strict) == (0, "empty", "")
+
+
+def test_stream_names_a_program_that_cannot_start():
+    with pytest.raises(TransportError, match="cannot run /nonexistent/zfs"):
+        LocalHost().stream(["/nonexistent/zfs", "list"], list)

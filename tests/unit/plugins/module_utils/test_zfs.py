@@ -89,6 +89,29 @@ def test_parse_fuse_get_sorts_snapshots_by_createtxg_and_parents_first():
 def test_parse_rejects_malformed_lines():
     with pytest.raises(z.ZfsError, match="unexpected zfs get output"):
         z.parse_get_output("p", "p\ttype\n")
+    cols = ("name",) + z.LIST_PROPS + z.MODERN_EXTRA
+    with pytest.raises(z.ZfsError, match="unexpected zfs list output"):
+        z.parse_list_output("tank/src", "tank/src\tfilesystem\t1\n", cols)
+    with pytest.raises(ValueError, match="must start with name,type,guid,createtxg,userrefs"):
+        z.parse_list_output("tank/src", OPENZFS_LIST, ("name", "guid", "type", "createtxg", "userrefs", "readonly", "receive_resume_token"))
+
+
+def test_streamed_lines_parse_like_the_whole_text_and_repeated_values_are_stored_once():
+    cols = ("name",) + z.LIST_PROPS + z.MODERN_EXTRA
+    streamed = z.parse_list_lines("tank/src", iter(OPENZFS_LIST.splitlines(keepends=True)), cols)
+    whole = z.parse_list_output("tank/src", OPENZFS_LIST, cols)
+    assert [(d.name, d.props, d.snapshots) for d in streamed.datasets.values()] == [(d.name, d.props, d.snapshots) for d in whole.datasets.values()]
+    # zfs snapshot -r gives every dataset the same names and createtxg: one object each across the listing
+    a, b = streamed.get("tank/src").snapshots[0], streamed.get("tank/src/vol").snapshots[0]
+    assert a.name == b.name == "auto-2026-11-28_10-00" and a.name is b.name and a.createtxg is b.createtxg
+    assert a.props == {} and a.dataset is streamed.get("tank/src").snapshots[1].dataset
+    with pytest.raises(TypeError):
+        a.props["creation"] = "1"  # type: ignore[index]  # the shared empty mapping is read-only
+    # extra properties asked for land in the snapshot's props; the base columns do not
+    with_creation = z.parse_list_output("t", "t@s\tsnapshot\t7\t3\t0\t-\t-\t1764324000\n", cols + ("creation",))
+    assert with_creation.snapshot_count() == 0  # no dataset line for t: its snapshots have nowhere to go
+    full = z.parse_list_output("t", "t\tfilesystem\t1\t1\t-\toff\t-\t5\nt@s\tsnapshot\t7\t3\t0\t-\t-\t1764324000\n", cols + ("creation",))
+    assert full.get("t").snapshots[0].props == {"creation": "1764324000"} and full.get("t").props["creation"] == "5"
 
 
 @pytest.mark.parametrize(
