@@ -410,40 +410,74 @@ class Bench:
         raise RuntimeError(f'cannot destroy {ds}: {p.stderr}')
 
 
-def case_planner(n_ds, n_snap):
-    """Synthetic listings through the real planner, in a fresh process (peak RSS is this case's own)."""
-    code = r'''
+PLANNER_CODE = r'''
 import sys, time, resource, json
 from datetime import datetime, timezone
 sys.path.insert(0, sys.argv[1])
 from ansible_collections.zfs.replication.plugins.module_utils import _zfs, _planner
+from ansible_collections.zfs.replication.plugins.module_utils._transport import LocalHost
 from ansible_collections.zfs.replication.plugins.module_utils._replication_task import ReplicationTask
-n, m = int(sys.argv[2]), int(sys.argv[3])
+fmt, src_file, dst_file = sys.argv[2], sys.argv[3], sys.argv[4]
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-def text(root):
-    lines = []
-    for d in range(n):
-        name = root if d == 0 else f"{root}/d{d:05d}"
-        lines += [f"{name}\ttype\tfilesystem", f"{name}\tguid\t{d}", f"{name}\tcreatetxg\t{d}", f"{name}\tuserrefs\t-", f"{name}\treadonly\toff"]
-        for s in range(m):
-            sn = f"{name}@zb-2026{1 + s // 2400 % 12:02d}{1 + s // 96 % 28:02d}{s // 4 % 24:02d}{s % 4 * 15:02d}00"
-            lines += [f"{sn}\ttype\tsnapshot", f"{sn}\tguid\t{d * 1000 + s}", f"{sn}\tcreatetxg\t{100 + s}", f"{sn}\tuserrefs\t0", f"{sn}\treadonly\t-"]
-    return "\n".join(lines) + "\n"
-src_text, dst_text = text("src/t"), text("dst/t")
-t = time.monotonic(); src = _zfs.parse_get_output("src/t", src_text); dst = _zfs.parse_get_output("dst/t", dst_text); t_parse = time.monotonic() - t
-del src_text, dst_text
+caps = _zfs.parse_version_output("zfs-2.3.2-1") if fmt == "list" else _zfs.LEGACY
+def listing(root, path):
+    # exactly what list_tree does with the zfs pipe, with cat in zfs's place
+    if fmt == "list":
+        cols = ("name",) + _zfs.list_columns(caps)
+        rc, lst, err = LocalHost().stream(["cat", path], lambda lines: _zfs.parse_list_lines(root, lines, cols))
+    else:
+        rc, lst, err = LocalHost().stream(["cat", path], lambda lines: _zfs.parse_get_lines(root, lines))
+    assert rc == 0, err
+    return lst
+t = time.monotonic(); src = listing("src/t", src_file); dst = listing("dst/t", dst_file); t_parse = time.monotonic() - t
 task = ReplicationTask.from_params({"name": "bench", "source_datasets": ["src/t"], "target_dataset": "dst/t", "recursive": True,
                                      "naming_schema": ["zb-%Y%m%d%H%M%S"], "transport": "local"})
 t = time.monotonic(); p = _planner.plan(task.plan_task(datetime.now(timezone.utc)), src, dst); t_plan = time.monotonic() - t
+assert all(d.action == "in_sync" for d in p.datasets), p.datasets[0]
 # a second plan with the newest snapshot missing on the target: one incremental per dataset
 for ds in dst.datasets.values():
     ds.snapshots.pop()
 t = time.monotonic(); p2 = _planner.plan(task.plan_task(datetime.now(timezone.utc)), src, dst); t_plan2 = time.monotonic() - t
-print(json.dumps({"parse": t_parse, "plan_noop": t_plan, "plan_incremental": t_plan2, "datasets": len(p.datasets),
-                  "sends": sum(len(d.sends) for d in p2.datasets),
+sends = sum(len(d.sends) for d in p2.datasets)
+assert sends == len(p2.datasets), sends
+print(json.dumps({"format": fmt, "parse": t_parse, "plan_noop": t_plan, "plan_incremental": t_plan2, "datasets": len(p.datasets),
+                  "snapshots": src.snapshot_count(), "sends": sends,
                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_base_mb": base / 1024}))
 '''
-    return code, n_ds, n_snap
+
+
+def write_listing(path, root, n, m, fmt):
+    """A synthetic recursive listing of n datasets x m snapshots, as OpenZFS `zfs list -Hp` or legacy `zfs get -Hp` prints it.
+
+    Every dataset has the same snapshot names (zfs snapshot -r) and its own guids; both sides share guids."""
+    with open(path, 'w') as f:
+        for d in range(n):
+            name = root if d == 0 else f'{root}/d{d:05d}'
+            # name type guid createtxg userrefs readonly receive_resume_token encryption keystatus encryptionroot
+            rows = [(name, 'filesystem', 10**12 + d, d + 1, '-', 'off', '-', 'off', '-', '-')]
+            for s in range(m):
+                sn = f'{name}@zb-2026{1 + s // 2400 % 12:02d}{1 + s // 96 % 28:02d}{s // 4 % 24:02d}{s % 4 * 15:02d}00'
+                rows.append((sn, 'snapshot', 10**15 + d * 1000 + s, 100 + s, '0', '-', '-', 'off', '-', '-'))
+            for r in rows:
+                if fmt == 'list':
+                    f.write('\t'.join(map(str, r)) + '\n')
+                else:
+                    for prop, value in zip(('type', 'guid', 'createtxg', 'userrefs', 'readonly'), r[1:6]):
+                        f.write(f'{r[0]}\t{prop}\t{value}\n')
+
+
+def case_planner(workdir, tree, n, m):
+    """Synthetic listings through the engine's streaming parser and the real planner, each format in a fresh
+    process (its peak RSS is the listings' and the plan's own)."""
+    out = {}
+    for fmt in ('list', 'get'):
+        src, dst = workdir / f'planner-src.{fmt}', workdir / f'planner-dst.{fmt}'
+        write_listing(src, 'src/t', n, m, fmt)
+        write_listing(dst, 'dst/t', n, m, fmt)
+        out[fmt] = json.loads(sh(['/usr/bin/python3', '-c', PLANNER_CODE, str(tree), fmt, str(src), str(dst)]).stdout)
+        src.unlink()
+        dst.unlink()
+    return out
 
 
 def machine_facts():
@@ -477,16 +511,14 @@ def main():
     res = {'machine': machine_facts(), 'args': vars(args)}
     say(f'bench: {json.dumps(res["machine"])}')
     if 'planner' in cases:
-        code, n, m = case_planner(*map(int, args.planner.split('x')))
-        b = Bench.__new__(Bench)
-        tree = Path(f'/var/tmp/zr-bench-{os.getpid()}/tree/ansible_collections/zfs')
-        tree.mkdir(parents=True, exist_ok=True)
-        if not (tree / 'replication').exists():
-            (tree / 'replication').symlink_to(ROOT)
-        out = sh(['/usr/bin/python3', '-c', code, str(tree.parent.parent), str(n), str(m)]).stdout
-        res['planner'] = json.loads(out)
+        n, m = map(int, args.planner.split('x'))
+        work = Path(f'/var/tmp/zr-bench-{os.getpid()}')
+        tree = work / 'tree'
+        (tree / 'ansible_collections' / 'zfs').mkdir(parents=True, exist_ok=True)
+        if not (tree / 'ansible_collections' / 'zfs' / 'replication').exists():
+            (tree / 'ansible_collections' / 'zfs' / 'replication').symlink_to(ROOT)
+        res['planner'] = case_planner(work, tree, n, m)
         say(f'planner {n}x{m}: {res["planner"]}')
-        del b
     bench = Bench(args)
     peers = ['syncoid', 'pyznap', 'zfs-autobackup']
     try:
