@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import random
 import shlex
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -126,6 +128,7 @@ class Runner:
         self.task = task
         self.lines: list[str] = []
         self._log_cb = log
+        self._log_lock = threading.Lock()
         self._sleep = sleep
         remote: Host | None = None if task.transport == "local" else SSHHost(task.ssh)  # type: ignore[arg-type]
         local = LocalHost()
@@ -143,9 +146,10 @@ class Runner:
         self.parent_encrypted = False
 
     def log(self, line: str) -> None:
-        self.lines.append(line)
-        if self._log_cb:
-            self._log_cb(line)
+        with self._log_lock:  # datasets transfer in parallel: whole lines, one at a time
+            self.lines.append(line)
+            if self._log_cb:
+                self._log_cb(line)
 
     def close(self) -> None:
         if self.remote is not None:
@@ -237,7 +241,7 @@ class Runner:
     def list_target(self, caps: Capabilities) -> Listing | None:
         target = self.task.target_dataset
         try:
-            listing = list_tree(self.dst, caps, target)
+            listing = list_tree(self.dst, caps, target, self.fixed_properties(caps))
         except DatasetMissing:
             listing = None
         if listing is not None:
@@ -435,11 +439,25 @@ class Runner:
         the source's local properties minus the excluded ones (they arrive as local, not received)."""
         return bool(self.task.properties and self.task.properties_exclude and self.dst_caps is not None and not self.dst_caps.recv_props)
 
-    def fix_properties(self, source: str, target: str) -> None:
-        """Older command lines have no recv -x/-o: exclude and override after receiving instead."""
+    def fixed_properties(self, caps: Capabilities) -> list[str]:
+        """Properties fix_properties sets on targets without recv -o: the target listing reads them too."""
+        if caps.recv_props:
+            return []
+        return sorted(set(self.task.properties_override) | {"canmount"})
+
+    def fix_properties(self, send: Send) -> None:
+        """Older command lines have no recv -x/-o: exclude and override after receiving instead.
+
+        Overrides and canmount=noauto are set when the target's value (from this run's listing) differs:
+        after a full stream, or when the task's overrides changed. A local value outranks the received ones
+        that incremental streams bring (received properties, pool version >= 22), so steady incremental
+        runs cost no zfs call per dataset here."""
         caps = self.dst_caps
         if caps is None or caps.recv_props:
             return
+        source, target = send.source, send.target
+        known = self.target_listing.get(target) if self.target_listing is not None and send.mode != "full" else None
+        current = known.props if known is not None else {}
         if self.emulate_exclude():
             out = self.src.run(["zfs", "get", "-H", "-p", "-s", "local", "-o", "property,value", "all", source]).stdout
             skip = set(self.task.properties_exclude) | set(self.task.properties_override) | {"mountpoint", "canmount"}
@@ -448,8 +466,9 @@ class Runner:
                 if prop and prop not in skip:
                     self.dst.run(["zfs", "set", f"{prop}={value}", target])
         for prop, value in sorted(self.task.properties_override.items()):
-            self.dst.run(["zfs", "set", f"{prop}={value}", target])
-        if self.is_filesystem(source) and "canmount" not in self.task.properties_override:
+            if current.get(prop) != str(value):
+                self.dst.run(["zfs", "set", f"{prop}={value}", target])
+        if self.is_filesystem(source) and "canmount" not in self.task.properties_override and current.get("canmount") != "noauto":
             # No recv -o here: keep a received canmount/mountpoint from mounting the replica over this host's
             # paths at boot or on zfs mount -a.
             self.dst.run(["zfs", "set", "canmount=noauto", target])
@@ -469,7 +488,7 @@ class Runner:
             except PipelineError as exc:
                 if attempt > self.task.retries or not is_transient(exc):
                     raise
-                self.log(f"  attempt {attempt} failed ({exc}); retrying in {delay:g}s")
+                self.log(f"  {send.target}: attempt {attempt} failed ({exc}); retrying in {delay:g}s")
                 self._sleep(delay)
                 delay = min(delay * 2, 300)
 
@@ -520,7 +539,7 @@ class Runner:
             res.bytes = None if uncounted else (res.bytes or 0) + (out.bytes or 0)
             self.log(f"done {send.target}@{send.snapshot}: {out.bytes if out.bytes is not None else '?'} bytes in {out.duration:.2f}s")
             try:
-                self.fix_properties(send.source, send.target)
+                self.fix_properties(send)
             except TransportError as exc:
                 res.error = f"{send.target}: properties: {exc}"
                 errors.append(res.error)
@@ -744,20 +763,8 @@ class Runner:
             self.log(f"create {self.task.target_dataset} on {self.dst.label}")
             self.dst.run(["zfs", "create", self.task.target_dataset])
         self.load_keys(the_plan)
-        failed_sources: list[str] = []
-        done: list[DatasetPlan] = []
-        for dplan in the_plan.datasets:
-            res = results[dplan.target]
-            if not (dplan.sends or dplan.destroy_before or dplan.destroy_after or dplan.action == "rollback"):
-                continue
-            if any(is_within(dplan.source, f) for f in failed_sources):
-                res.error = f"{dplan.source}: skipped because a parent failed"
-                errors.append(res.error)
-                continue
-            if self.execute_dataset(dplan, res, errors):
-                done.append(dplan)
-            elif res.action == "full":
-                failed_sources.append(dplan.source)
+        work = [d for d in the_plan.datasets if d.sends or d.destroy_before or d.destroy_after or d.action == "rollback"]
+        done = self.transfer(work, results, errors)
         moved = [d for d in done if d.sends and d.pending] + [d for d in the_plan.datasets if self.holds_need_repair(d)]
         if self.task.hold_base:
             try:
@@ -776,6 +783,43 @@ class Runner:
                 self.dst.run(["zfs", "set", "readonly=on", troot])
             except TransportError as exc:
                 errors.append(f"readonly: cannot set readonly=on on {troot}: {exc}")
+
+    @property
+    def workers(self) -> int:
+        """Datasets transferred at once. ssh+netcat picks a free port per stream: one at a time there."""
+        return 1 if self.task.transport == "ssh+netcat" else self.task.parallel_transfers
+
+    def transfer(self, work: list[DatasetPlan], results: dict[str, DatasetResult], errors: list[str]) -> list[DatasetPlan]:
+        """Run every dataset's plan, up to ``workers`` at once; returns those that succeeded, in plan order.
+
+        A dataset starts once its nearest ancestor in ``work`` has finished (the plan lists parents first, and
+        the pool starts jobs in that order, so a waiting child never holds up its own parent). When that
+        ancestor could not be created (a failed full send) or was itself skipped, the dataset is skipped.
+        """
+        status: dict[str, str] = {}  # source -> ok | failed | lost (a failed full send: nothing below it can land)
+        jobs: dict[str, Future] = {}
+
+        def job(dplan: DatasetPlan, parent: tuple[str, Future] | None) -> None:
+            res = results[dplan.target]
+            if parent is not None:
+                parent[1].result()
+                if status[parent[0]] == "lost":
+                    res.error = f"{dplan.source}: skipped because a parent failed"
+                    errors.append(res.error)
+                    status[dplan.source] = "lost"
+                    return
+            if self.execute_dataset(dplan, res, errors):
+                status[dplan.source] = "ok"
+            else:
+                status[dplan.source] = "lost" if res.action == "full" else "failed"
+
+        with ThreadPoolExecutor(max_workers=max(1, min(self.workers, len(work)))) as pool:
+            for dplan in work:
+                parent = _nearest_ancestor(dplan.source, jobs)
+                jobs[dplan.source] = pool.submit(job, dplan, (parent, jobs[parent]) if parent is not None else None)
+        for future in jobs.values():
+            future.result()  # an unexpected error in a job is the run's error, as it was before threads
+        return [d for d in work if status.get(d.source) == "ok"]
 
     def verify(self, the_plan: Plan, source: Listing, after: Listing | None, errors: list[str], results: dict[str, DatasetResult]) -> None:
         """Every snapshot reported sent is on the target with the source's guid."""
@@ -872,6 +916,15 @@ class Runner:
             f"{'FAILED: ' + '; '.join(errors) if errors else 'ok'}"
         )
         return result
+
+
+def _nearest_ancestor(name: str, known: dict[str, Any]) -> str | None:
+    """The closest ancestor of dataset ``name`` among ``known`` (walks up the path: O(depth))."""
+    while "/" in name:
+        name = name.rsplit("/", 1)[0]
+        if name in known:
+            return name
+    return None
 
 
 def _newest_common(d: DatasetPlan) -> str | None:

@@ -24,6 +24,8 @@ from ._zfs import SNAPNAME_RE, is_within, validate_dataset
 TASK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\Z")
 PROPERTY_RE = re.compile(r"^[a-z][a-z0-9_]*(:[A-Za-z0-9_.:-]+)?\Z|^[a-z0-9_.-]+:[A-Za-z0-9_.:-]+\Z")
 SIZE_RE = re.compile(r"^[1-9][0-9]*[KMG]?\Z")
+# Datasets transferred at once; each is an ssh session on the shared connection (OpenSSH MaxSessions defaults to 10).
+MAX_PARALLEL_TRANSFERS = 8
 COMPRESSORS = {
     # tool: (compress argv, decompress argv)
     "lz4": (["lz4", "-q", "-c"], ["lz4", "-q", "-d", "-c"]),
@@ -80,6 +82,7 @@ class ReplicationTask:
     buffer_size: str | None = None
     retries: int = 5
     retry_delay: float = 2.0
+    parallel_transfers: int = 4
     timezone: str | None = None
     hold_base: bool = True
     create_snapshot: bool = False
@@ -157,6 +160,7 @@ class ReplicationTask:
             buffer_size=p.get("buffer_size") or None,
             retries=int(p.get("retries", 5)),
             retry_delay=float(p.get("retry_delay", 2.0)),
+            parallel_transfers=int(p.get("parallel_transfers", 4)),
             timezone=p.get("timezone") or None,
             hold_base=bool(p.get("hold_base", True)),
             create_snapshot=bool(p.get("create_snapshot", False)),
@@ -194,6 +198,11 @@ class ReplicationTask:
             raise TaskError(f"retries {self.retries}: use 0 (no retry) or more")
         if self.retry_delay < 0:
             raise TaskError("retry_delay must be 0 or more seconds")
+        if not 1 <= self.parallel_transfers <= MAX_PARALLEL_TRANSFERS:
+            raise TaskError(
+                f"parallel_transfers {self.parallel_transfers}: use 1 (one dataset at a time) to {MAX_PARALLEL_TRANSFERS}; "
+                "OpenSSH servers allow 10 sessions per connection (MaxSessions)"
+            )
         if self.readonly not in ("set", "require", "ignore"):
             raise TaskError(f"readonly {self.readonly!r}: use set, require or ignore")
         self._validate_encryption()

@@ -159,15 +159,19 @@ class Host:
             result: T | None = None
             failure: Exception | None = None
             try:
-                result = consume(stdout)
-                for _unused in stdout:  # let the command finish writing whatever consume left
+                try:
+                    result = consume(stdout)
+                except Exception as exc:  # noqa: BLE001  (re-raised below unless the command failed on its own)
+                    failure = exc
+                for _unused in stdout:  # let the command finish writing whatever consume left, and exit by itself
                     pass
-            except Exception as exc:  # noqa: BLE001  (re-raised below unless the command failed)
-                failure = exc
+                rc = proc.wait()
+            except BaseException:
                 proc.kill()
+                proc.wait()
+                raise
             finally:
                 stdout.close()
-            rc = proc.wait()
             errf.seek(0)
             stderr = errf.read().decode("utf-8", "replace")
         self.check_connection(rc, stderr, argv)

@@ -328,6 +328,16 @@ options:
       - Seconds before the first retry; doubled for each further one.
     type: float
     default: 2
+  parallel_transfers:
+    description:
+      - How many datasets are transferred at the same time (1 to 8). A dataset starts only after its parent's
+        transfer has finished, and a failed first transfer of a parent skips its children.
+      - Several small incremental streams at once hide each receive's wait for its transaction group; set V(1) to
+        transfer one dataset at a time (TrueNAS's behaviour), for example on slow disks or links.
+      - Over SSH each transfer is a session on the one shared connection; OpenSSH servers allow 10 by default
+        (C(MaxSessions)). With O(transport=ssh+netcat) datasets are always transferred one at a time.
+    type: int
+    default: 4
 notes:
   - Received datasets are not mounted (C(zfs recv -u)), and received filesystems get C(canmount=noauto) (set locally on
     older command lines) so that neither a boot nor C(zfs mount -a) mounts them; on OpenZFS their C(mountpoint) is not
@@ -565,6 +575,7 @@ def main() -> None:
             encryption_key=dict(type="str", no_log=True),
             encryption_key_location=dict(type="path"),
             retries=dict(type="int", default=5),
+            parallel_transfers=dict(type="int", default=4),
             retry_delay=dict(type="float", default=2.0),
         ),
         required_if=[
