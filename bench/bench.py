@@ -207,9 +207,12 @@ class Bench:
     def cmd(self, tool, root, target, via, **extra):
         """argv (or shell string) that replicates root -> target with TOOL once."""
         port = self.proxy.port if via == 'wan' else self.ssh_port
+        if tool == 'ours-serial':  # the same engine, one dataset at a time (parallel_transfers: 1)
+            return self.cmd('ours', root, target, via, name='bench-serial', parallel_transfers=1, **extra)
         if tool == 'ours':
-            cfg = self.dir / f'cfg-{abs(hash((root, target, via)))}.json'
-            cfg.write_text(json.dumps({'kind': 'replication', 'name': 'bench', 'params': self.our_params(root, target, via, **extra)}))
+            cfg = self.dir / f'cfg-{abs(hash((root, target, via, json.dumps(extra, sort_keys=True))))}.json'
+            params = self.our_params(root, target, via, **extra)
+            cfg.write_text(json.dumps({'kind': 'replication', 'name': params['name'], 'params': params}))
             code = (f'import sys,resource,os; sys.path.insert(0, {str(self.tree)!r}); '
                     'from ansible_collections.zfs.replication.plugins.module_utils._runner import main; rc = main(); '
                     'open(os.environ["ZB_RSS"], "w").write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)) '
@@ -527,13 +530,13 @@ def main():
         say(f'building {tree}: {args.datasets} datasets x {args.snapshots} snapshots')
         bench.build_tree(tree, args.datasets, args.snapshots)
         tools = ['ours', 'module', *peers]
-        bench.prepare_noop(tree, tools)
+        bench.prepare_noop(tree, tools + (['ours-serial'] if 'catchup' in cases else []))
         if 'noop' in cases:
             res['noop'] = bench.case_noop(tree, tools, ['local', 'ssh'], args.reps)
         if 'wan' in cases:
             res['wan'] = bench.case_noop(tree, ['ours', *peers], ['wan'], args.reps)['wan']
         if 'catchup' in cases:
-            res['catchup'] = bench.case_catchup(tree, ['ours', *peers], 'local')
+            res['catchup'] = bench.case_catchup(tree, ['ours', 'ours-serial', *peers], 'local')
         if 'growth' in cases:
             fastest = min(peers, key=lambda p: res.get('noop', {}).get('local', {}).get(p, {}).get('time', 1e9))
             res['growth'] = {'peer': fastest, 'points': {}}

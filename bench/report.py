@@ -64,8 +64,10 @@ def write(res, outdir):
         r = res['catchup']
         L += [f"## 3. Incremental catch-up: 5 new snapshots on {a['datasets']} datasets (local, one run each)", '',
               '| tool | wall time (s) | peer / ours | zfs calls |', '|---|---|---|---|']
-        for tool in ('ours', *PEERS):
-            L.append(f"| {tool} | {r[tool]['time']:.2f} | {r[tool]['time'] / r['ours']['time']:.2f}x | {_calls(r[tool]['calls'])} |")
+        label = {'ours': 'zfs.replication (parallel_transfers: 4, the default)', 'ours-serial': 'zfs.replication (parallel_transfers: 1)'}
+        for tool in ('ours', 'ours-serial', *PEERS):
+            if tool in r:
+                L.append(f"| {label.get(tool, tool)} | {r[tool]['time']:.2f} | {r[tool]['time'] / r['ours']['time']:.2f}x | {_calls(r[tool]['calls'])} |")
         ahead = all(r[p]['time'] > r['ours']['time'] for p in PEERS)
         targets.append(('catch-up: ahead of every peer', _ok(ahead), ', '.join(f"{p} {r[p]['time'] / r['ours']['time']:.2f}x" for p in PEERS)))
         L.append('')
