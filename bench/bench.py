@@ -163,6 +163,8 @@ class Bench:
             self.sb.down()
         except Exception as exc:  # noqa: BLE001
             say(f'teardown: {exc}')
+        else:
+            sh(['rm', '-rf', str(self.dir)], check=False)
 
     def zfs(self, *a, check=True):
         return sh([ZFS, *a], check=check)
@@ -354,7 +356,8 @@ class Bench:
             for via in ('local', 'ssh'):
                 comp = 'zstd' if (kind == 'text' and via == 'ssh') else None
                 target = f'{self.D}/data-{kind}'
-                res = {'ours': {'full': [], 'incremental': [], 'rss': []}, 'raw': {'full': [], 'incremental': []}}
+                res = {'ours': {'full': [], 'incremental': [], 'rss': []}, 'raw': {'full': [], 'incremental': []},
+                       'stream': {'full': [], 'incremental': []}}
                 for _rep in range(reps):
                     for who in ('raw', 'ours'):
                         self.destroy(target)
@@ -364,10 +367,12 @@ class Bench:
                             a = self.cmd('ours', ds, target, via, name_regex='zb-20260101000000', naming_schema=[], hold_base=False, **extra)
                             dt, _c, rss, _p = self.timed(a, 'ours full')
                             res['ours']['full'].append(dt)
+                            res['stream']['full'].append(self.last_stream_seconds())
                             res['ours']['rss'].append(rss)
                             b = self.cmd('ours', ds, target, via, hold_base=False, **extra)
                             dt, _c, rss, _p = self.timed(b, 'ours incremental')
                             res['ours']['incremental'].append(dt)
+                            res['stream']['incremental'].append(self.last_stream_seconds())
                             res['ours']['rss'].append(rss)
                         else:
                             full = self.raw_pipeline(f'{ZFS} send {ds}@zb-20260101000000', target, via, comp)
@@ -377,9 +382,11 @@ class Bench:
                 row = {}
                 for phase in ('full', 'incremental'):
                     o, r = statistics.median(res['ours'][phase]), statistics.median(res['raw'][phase])
-                    row[phase] = {'ours': o, 'raw': r, 'ratio': r / o, 'ours_mbps': mb / o, 'raw_mbps': mb / r}
-                    say(f'  data {kind:6s} {via:5s} {phase:11s} ours {o:6.2f} s ({mb / o:5.1f} MB/s)  raw {r:6.2f} s'
-                        f' ({mb / r:5.1f} MB/s)  ratio {r / o:.2f}')
+                    st = statistics.median(res['stream'][phase])
+                    row[phase] = {'ours': o, 'raw': r, 'stream': st, 'ratio': r / st, 'ratio_run': r / o,
+                                  'ours_mbps': mb / st, 'raw_mbps': mb / r, 'run_mbps': mb / o}
+                    say(f'  data {kind:6s} {via:5s} {phase:11s} ours stream {st:6.2f} s ({mb / st:5.1f} MB/s), whole run {o:6.2f} s'
+                        f'  raw {r:6.2f} s ({mb / r:5.1f} MB/s)  ratio {r / st:.2f} (whole run {r / o:.2f})')
                 row['rss_mb'] = max(x for x in res['ours']['rss'] if x) if any(res['ours']['rss']) else None
                 row['compression'] = comp or 'none'
                 out[f'{kind}-{via}'] = row
@@ -393,6 +400,13 @@ class Bench:
         _dt, _c, rss, _p = self.timed(self.cmd('ours', ds, f'{self.D}/data-small', 'ssh', hold_base=False), 'ours small')
         out['rss_small_mb'] = rss
         return out
+
+    def last_stream_seconds(self):
+        """The duration of the stream our last run reported ("done TARGET@SNAP: N bytes in X.XXs" in its log):
+        the pipeline alone, without the probe, listings, plan and verification around it."""
+        logs = sorted((self.dir / 'logs').glob('*.log'), key=lambda f: f.stat().st_mtime)
+        done = [ln for ln in logs[-1].read_text().splitlines() if ': done ' in ln and ' bytes in ' in ln]
+        return float(done[-1].rsplit(' in ', 1)[1].rstrip('s'))
 
     def raw_pipeline(self, send, target, via, comp):
         recv = f'zfs recv -u {target}'
@@ -500,11 +514,11 @@ def main():
     ap.add_argument('--datasets', type=int, default=200)
     ap.add_argument('--snapshots', type=int, default=20)
     ap.add_argument('--reps', type=int, default=3)
-    ap.add_argument('--peer-reps', type=int, default=1, help='repetitions for the peers (slow: 20-50 s per no-op)')
-    ap.add_argument('--data-mb', type=int, default=100)
+    ap.add_argument('--peer-reps', type=int, default=3, help='repetitions for the peers (slow: 20-120 s per no-op)')
+    ap.add_argument('--data-mb', type=int, default=500)
     ap.add_argument('--growth', default='50,100,200,400')
     ap.add_argument('--latency-ms', type=float, default=25)
-    ap.add_argument('--pool-size', default='2G')
+    ap.add_argument('--pool-size', default='4G')
     ap.add_argument('--planner', default='10000x100')
     ap.add_argument('--cases', default='noop,wan,catchup,data,planner,growth')
     args = ap.parse_args()
@@ -524,36 +538,52 @@ def main():
         say(f'planner {n}x{m}: {res["planner"]}')
     bench = Bench(args)
     peers = ['syncoid', 'pyznap', 'zfs-autobackup']
+    res['failed'], res['case_seconds'] = {}, {}
+
+    def case(name, fn):
+        """Run one case; a failure is recorded with its reason and the other cases still run."""
+        if name not in cases:
+            return
+        t = time.monotonic()
+        try:
+            res[name] = fn()
+        except Exception as exc:  # noqa: BLE001
+            res['failed'][name] = f'{type(exc).__name__}: {exc}'[-2000:]
+            say(f'CASE {name} FAILED: {res["failed"][name]}')
+        res['case_seconds'][name] = round(time.monotonic() - t, 1)
+
+    def growth():
+        fastest = min(peers, key=lambda p: res.get('noop', {}).get('local', {}).get(p, {}).get('time', 1e9))
+        out = {'peer': fastest, 'points': {}}
+        for n in map(int, args.growth.split(',')):
+            t = f't{n}'
+            if n == args.datasets and 'noop' in res:
+                nl = res['noop']['local']
+                out['points'][n] = {k: nl[k]['time'] for k in ('ours', fastest, 'floor')}
+                continue
+            if bench.zfs('list', f'{bench.S}/{t}', check=False).returncode != 0:
+                bench.build_tree(t, n, args.snapshots)
+            bench.prepare_noop(t, ['ours', fastest])
+            r = bench.case_noop(t, ['ours', fastest], ['local'], max(1, args.reps - 1))['local']
+            out['points'][n] = {k: r[k]['time'] for k in ('ours', fastest, 'floor')}
+            # the tree stays: its newest snapshots carry our task's hold, and each no-op lists only its own tree
+        return out
+
     try:
         bench.up()
         tree = f't{args.datasets}'
         say(f'building {tree}: {args.datasets} datasets x {args.snapshots} snapshots')
+        t = time.monotonic()
         bench.build_tree(tree, args.datasets, args.snapshots)
         tools = ['ours', 'module', *peers]
-        bench.prepare_noop(tree, tools + (['ours-serial'] if 'catchup' in cases else []))
-        if 'noop' in cases:
-            res['noop'] = bench.case_noop(tree, tools, ['local', 'ssh'], args.reps)
-        if 'wan' in cases:
-            res['wan'] = bench.case_noop(tree, ['ours', *peers], ['wan'], args.reps)['wan']
-        if 'catchup' in cases:
-            res['catchup'] = bench.case_catchup(tree, ['ours', 'ours-serial', *peers], 'local')
-        if 'growth' in cases:
-            fastest = min(peers, key=lambda p: res.get('noop', {}).get('local', {}).get(p, {}).get('time', 1e9))
-            res['growth'] = {'peer': fastest, 'points': {}}
-            for n in map(int, args.growth.split(',')):
-                t = f't{n}'
-                if n == args.datasets and 'noop' in cases:
-                    nl = res['noop']['local']
-                    res['growth']['points'][n] = {k: nl[k]['time'] for k in ('ours', fastest, 'floor')}
-                    continue
-                if bench.zfs('list', f'{bench.S}/{t}', check=False).returncode != 0:
-                    bench.build_tree(t, n, args.snapshots)
-                bench.prepare_noop(t, ['ours', fastest])
-                r = bench.case_noop(t, ['ours', fastest], ['local'], max(1, args.reps - 1))['local']
-                res['growth']['points'][n] = {k: r[k]['time'] for k in ('ours', fastest, 'floor')}
-                bench.destroy(f'{bench.S}/{t}')
-        if 'data' in cases:
-            res['data'] = bench.case_data(args.data_mb, args.reps)
+        if cases & {'noop', 'wan', 'catchup'}:
+            bench.prepare_noop(tree, tools + (['ours-serial'] if 'catchup' in cases else []))
+        res['case_seconds']['setup'] = round(time.monotonic() - t, 1)
+        case('noop', lambda: bench.case_noop(tree, tools, ['local', 'ssh'], args.reps))
+        case('wan', lambda: bench.case_noop(tree, ['ours', *peers], ['wan'], args.reps)['wan'])
+        case('catchup', lambda: bench.case_catchup(tree, ['ours', 'ours-serial', *peers], 'local'))
+        case('growth', growth)
+        case('data', lambda: bench.case_data(args.data_mb, args.reps))
     finally:
         res['runtime_s'] = time.monotonic() - t_start
         (RESULTS / 'results.json').write_text(json.dumps(res, indent=1, default=str))
@@ -561,8 +591,9 @@ def main():
     import report
     report.write(res, RESULTS)
     say((RESULTS / 'results.md').read_text())
+    return 1 if res['failed'] else 0
 
 
 if __name__ == '__main__':
     sys.path.insert(0, str(Path(__file__).parent))
-    main()
+    sys.exit(main())

@@ -76,8 +76,12 @@ def write(res, outdir):
         scaled_data = " (SCALED DOWN from the issue's 500 MB to fit the time budget)" if a['data_mb'] < 500 else ''
         L += [f"## 4. Data path: {a['data_mb']} MB per stream" + scaled_data, '',
               f"zfs-fuse ARC capped at {m['zfs_fuse_arc_max_mb']} MB. ssh cipher aes128-gcm for both; compressible data over ssh with zstd for both.", '',
-              '| data | via | compressor | phase | ours MB/s | raw MB/s | ours / raw |', '|---|---|---|---|---|---|---|']
-        worst = 9.0
+              "Ours: the stream's own time from the run's log (the pipeline, started on the task's shared ssh connection), and "
+              "the whole run (Python start, probe, both listings, plan, stream, verification listing). Raw: the shell "
+              "pipeline's wall time (including its own ssh handshake).", '',
+              '| data | via | compressor | phase | ours stream MB/s | raw MB/s | stream / raw | whole run MB/s | whole run / raw |',
+              '|---|---|---|---|---|---|---|---|---|']
+        worst = worst_run = 9.0
         for key, row in r.items():
             if not isinstance(row, dict):
                 continue
@@ -85,11 +89,14 @@ def write(res, outdir):
             for phase in ('full', 'incremental'):
                 x = row[phase]
                 worst = min(worst, x['ratio'])
-                L.append(f"| {kind} | {via} | {row['compression']} | {phase} | {x['ours_mbps']:.1f} | {x['raw_mbps']:.1f} | {x['ratio']:.2f} |")
+                L.append(f"| {kind} | {via} | {row['compression']} | {phase} | {x['ours_mbps']:.1f} | {x['raw_mbps']:.1f} | {x['ratio']:.2f} "
+                         f"| {x['run_mbps']:.1f} | {x['ratio_run']:.2f} |")
+                worst_run = min(worst_run, x['ratio_run'])
         rss = [row['rss_mb'] for row in r.values() if isinstance(row, dict) and row.get('rss_mb')]
         L += ['', f"Our process's peak RSS: {r.get('rss_small_mb') or 0:.0f} MB for a 1 MB stream, {max(rss) if rss else 0:.0f} MB for "
               f"{a['data_mb']} MB streams.", '']
-        targets.append(('data path: >= 0.95 of the raw pipeline', _ok(worst >= 0.95), f'worst ratio {worst:.2f}'))
+        targets.append(('data path: >= 0.95 of the raw pipeline', _ok(worst >= 0.95),
+                        f'worst stream ratio {worst:.2f} (whole run incl. listings: worst {worst_run:.2f})'))
         if rss and r.get('rss_small_mb'):
             targets.append(('peak memory flat in data size', _ok(max(rss) <= r['rss_small_mb'] * 1.2 + 5),
                             f"{r['rss_small_mb']:.0f} MB (1 MB) vs {max(rss):.0f} MB ({a['data_mb']} MB)"))
@@ -121,7 +128,10 @@ def write(res, outdir):
         _plot_noop(res, outdir)
         L += ['![no-op](noop.png)', '']
     L[len(L):] = ['## Targets', '', '| target | result | measured |', '|---|---|---|'] + [f'| {t} | {ok} | {why} |' for t, ok, why in targets] + ['']
-    notes = res.get('notes') or []
+    notes = list(res.get('notes') or [])
+    notes += [f'case {name} FAILED and is missing above: {why}' for name, why in (res.get('failed') or {}).items()]
+    if res.get('case_seconds'):
+        notes.append('time per case (s): ' + ', '.join(f'{k} {v:.0f}' for k, v in res['case_seconds'].items()))
     if notes:
         L += ['## Notes', ''] + [f'- {n}' for n in notes] + ['']
     (outdir / 'results.md').write_text('\n'.join(L))
