@@ -15,7 +15,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from ._executor import PipelineError, PipelineResult, Stage, remote_stage, run_chains, run_pipeline
 from ._planner import DatasetPlan, Plan, PlanError, Send, plan, target_root
@@ -23,6 +23,8 @@ from ._replication_task import COMPRESSORS, ReplicationTask, TaskError, suggest_
 from ._transport import ConnectionFailed, Host, LocalHost, SSHHost, TransportError
 from ._zfs import Capabilities, DatasetMissing, Listing, Snapshot, ZfsError, dataset_type, is_within, list_tree, probe
 
+A = TypeVar("A")
+B = TypeVar("B")
 TRANSIENT_HINTS = ("Connection reset", "Connection closed", "Connection timed out", "connection lost", "Broken pipe")
 
 
@@ -841,18 +843,21 @@ class Runner:
         start = time.monotonic()
         now = now or datetime.now(timezone.utc)
         errors: list[str] = []
-        self.src_caps = probe(self.src)
-        self.dst_caps = self.src_caps if self.dst is self.src else probe(self.dst)
+        if self.dst is self.src:
+            self.src_caps = self.dst_caps = probe(self.src)
+        else:  # both sides at once: over a long link the round trips overlap
+            self.src_caps, self.dst_caps = _both(lambda: probe(self.src), lambda: probe(self.dst))
         self.log(
             f"task {self.task.name}: {self.task.direction} from {self.src.label} ({self.src_caps.family}) "
             f"to {self.dst.label} ({self.dst_caps.family}) over {self.task.transport}"
         )
         self.check_tools()
         self.check_capabilities()
-        source = self.source = self.list_source(self.src_caps)
+        src_caps, dst_caps = self.src_caps, self.dst_caps
+        source, before = _both(lambda: self.list_source(src_caps), lambda: self.list_target(dst_caps))
+        self.source = source
         if self.task.create_snapshot and self.take_missing_snapshots(source, now, check_mode):
             source = self.source = self.list_source(self.src_caps)
-        before = self.list_target(self.dst_caps)
         if before is not None and self.dst_caps.resumable and self.resume_interrupted(before, check_mode):
             before = self.list_target(self.dst_caps)
         self.target_listing = before
@@ -916,6 +921,13 @@ class Runner:
             f"{'FAILED: ' + '; '.join(errors) if errors else 'ok'}"
         )
         return result
+
+
+def _both(first: Callable[[], A], second: Callable[[], B]) -> tuple[A, B]:
+    """Run two independent steps at once (one per side); an error of ``first`` wins, as it would in sequence."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        a, b = pool.submit(first), pool.submit(second)
+        return a.result(), b.result()
 
 
 def _nearest_ancestor(name: str, known: dict[str, Any]) -> str | None:
