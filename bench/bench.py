@@ -308,6 +308,11 @@ class Bench:
             target = self.target_for(tool, tree)
             if self.zfs('list', target, check=False).returncode != 0:
                 self.seed(root, target)
+                if tool in ('ours', 'ours-serial'):
+                    # what our own first (full) run leaves on each received filesystem: canmount=noauto
+                    # (recv -o on OpenZFS, zfs set here); without it the first incremental run would set it
+                    for ds in self.zfs('list', '-H', '-o', 'name', '-r', '-t', 'filesystem', target).stdout.split():
+                        self.zfs('set', 'canmount=noauto', ds)
             if tool == 'zfs-autobackup':
                 self.zfs('set', f'autobackup:{tree}=true', root)
             self.timed(self.cmd(tool, root, target, 'local'), f'warm-up {tool} {tree}')
