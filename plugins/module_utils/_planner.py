@@ -7,6 +7,14 @@ The incremental base of a dataset is the newest source snapshot whose guid is al
 target; names alone never decide. A target that has snapshots the source does not have
 after that base (diverged), or that shares no snapshot with the source (unrelated), is
 refused with an error that says how to proceed; nothing is destroyed without consent.
+
+Every destruction a run may cause is in the plan: snapshots destroyed before sending
+(``destroy_before``, consented with allow_rollback / allow_from_scratch), a rollback to the base
+(``rollback``), what a ``zfs recv -F`` replaces (``force_destroys``; -F only on a full stream into
+an existing target, which allow_from_scratch consents to), and target retention
+(``destroy_after``). Retention is decided on guids, on the target as it is once the sends are
+done (:func:`target_retention`); the plan shows it for the projected target, and the run decides
+it again on the target it listed after sending.
 """
 from __future__ import annotations
 
@@ -113,7 +121,7 @@ class Send:
     snapshot: str  # short name of the newest snapshot in this stream
     base: str | None = None  # short name of the incremental base
     snapshots: list[str] = field(default_factory=list)  # every snapshot this stream creates on the target
-    force: bool = False  # zfs recv -F (only with allow_from_scratch / allow_rollback)
+    force: bool = False  # zfs recv -F: only a full stream into an existing target (allow_from_scratch)
     replicate: bool = False  # zfs send -R
     token: str | None = None  # resume an interrupted receive (zfs send -t)
     key_file: str | None = None  # encryption: where the new target's key is, on the target
@@ -141,6 +149,12 @@ class DatasetPlan:
     message: str = ""
     destroy_before: list[str] = field(default_factory=list)  # target snapshots destroyed before sending (consented)
     destroy_after: list[tuple[str, str]] = field(default_factory=list)  # retention: (snapshot, reason)
+    # allow_rollback: the target is rolled back to the base before the incremental (zfs rollback, never recv -F).
+    rollback: bool = False
+    # What the one zfs recv -F of a from-scratch full stream replaces besides destroy_before (target descendants).
+    force_destroys: list[str] = field(default_factory=list)
+    # guids of the target snapshots in destroy_before, as listed: the run checks them again right before destroying.
+    destroy_guids: dict[str, str] = field(default_factory=dict)
 
     @property
     def pending(self) -> list[str]:
@@ -167,7 +181,7 @@ class Plan:
             bool(self.sends)
             or self.create_target_root
             or bool(self.set_readonly)
-            or any(d.destroy_before or d.destroy_after for d in self.datasets)
+            or any(d.destroy_before or d.destroy_after or d.rollback for d in self.datasets)
         )
 
     def as_list(self) -> list[dict]:
@@ -178,6 +192,7 @@ class Plan:
                 dict({k: v for k, v in asdict(s).items() if k not in ("key_file", "key_is_temp", "token")}, description=s.describe())
                 for s in d.sends
             ]
+            item.pop("destroy_guids", None)
             item["pending"] = d.pending
             out.append(item)
         return out
@@ -269,11 +284,12 @@ def plan_dataset(src: Dataset, target_name: str, tgt: Dataset | None, task: Plan
         if task.allow_from_scratch:
             sends = _chain(src.name, target_name, src.snapshots, selected, None, task.replicate)
             if sends:
-                sends[0].force = True
+                sends[0].force = True  # a full stream into an existing dataset needs -F: what it replaces is listed
             return DatasetPlan(
                 src.name, target_name, "full", None, sends,
                 message=f"allow_from_scratch: target {target_name} shares no snapshot with the source and is replaced",
                 destroy_before=[t.name for t in tgt.snapshots],
+                destroy_guids={t.name: t.guid for t in tgt.snapshots},
             )
         if not tgt.snapshots:
             why = f"target {target_name} exists and has no snapshots, so it shares no history with {src.name}"
@@ -304,36 +320,48 @@ def plan_dataset(src: Dataset, target_name: str, tgt: Dataset | None, task: Plan
                 ),
             )
         destroy_before = [t.name for t in newer]
+    guids = {t.name: t.guid for t in newer}
     sends = _chain(src.name, target_name, src.snapshots, selected, base, task.replicate)
-    if task.allow_rollback and sends:
-        sends[0].force = True  # roll back changes made on the target since the base
     if not sends and destroy_before:
         # Nothing to send but the target must be rolled back to the base: roll back only.
-        return DatasetPlan(src.name, target_name, "rollback", base.name, [], destroy_before=destroy_before,
-                           message=f"allow_rollback: target {target_name} is rolled back to {base.name}")
+        return DatasetPlan(src.name, target_name, "rollback", base.name, [], destroy_before=destroy_before, rollback=True,
+                           destroy_guids=guids, message=f"allow_rollback: target {target_name} is rolled back to {base.name}")
     if not sends:
         return DatasetPlan(src.name, target_name, "in_sync", base.name)
-    return DatasetPlan(src.name, target_name, "incremental", base.name, sends, destroy_before=destroy_before)
+    # allow_rollback: changes made on the target after the base would make the receive fail ("has been modified").
+    # Roll back to the base first, as a step of its own, when the target diverged or was written to since the base
+    # (`written`; unknown on older command lines, so the rollback is planned there whenever allow_rollback is set).
+    # Never recv -F on an incremental: at the end of a receive it destroys, unlisted, every target snapshot newer
+    # than the base (even ones taken during a long transfer) and, with -R, datasets the source no longer has.
+    written = tgt.props.get("written")
+    modified = written is None or written in ("", "-") or (written.isdigit() and int(written) > 0)
+    rollback = task.allow_rollback and (bool(destroy_before) or modified)
+    message = f"allow_rollback: target {target_name} is rolled back to {base.name} first" if rollback else ""
+    return DatasetPlan(src.name, target_name, "incremental", base.name, sends, message=message, destroy_before=destroy_before,
+                       rollback=rollback, destroy_guids=guids)
 
 
-def plan_target_retention(dplan: DatasetPlan, src: Dataset, tgt: Dataset | None, task: PlanTask) -> list[tuple[str, str]]:
-    """Target snapshots this run destroys after sending (retention_policy), with reasons.
+def target_retention(task: PlanTask, src: Dataset, snapshots: Sequence[Snapshot], released: str | None = None) -> list[tuple[str, str]]:
+    """Target snapshots to destroy under retention_policy, with reasons, decided on guids.
 
-    Only snapshots the task selects are candidates. Never destroyed: the newest snapshot the
-    two sides will have in common after this run, held snapshots, and (for ``source``) any
-    snapshot whose guid is still on the source.
+    ``snapshots`` is the target dataset as it is (after the sends, in a run) or as the plan leaves it (check mode).
+    Only snapshots the task's schemas (or name_regex) name are candidates. Never destroyed: the newest snapshot
+    whose guid is on both sides (the next run's base, whatever its name on either side), held snapshots (but for
+    one hold on ``released``, the guid whose hold of ours this run moves away), and, for ``source``, a snapshot
+    whose guid is on the source. A target that shares no guid with the source is never pruned.
     """
     ret = task.retention
-    if ret.policy == "none" or tgt is None or dplan.action not in ("incremental", "in_sync", "full"):
+    if ret.policy == "none":
         return []
-    newest_common = dplan.pending[-1] if dplan.pending else dplan.base
     src_guids = {s.guid for s in src.snapshots}
+    common = [t for t in snapshots if t.guid in src_guids]
+    if not common:
+        return []
+    newest_common = max(common, key=lambda t: t.createtxg).guid
     out: list[tuple[str, str]] = []
-    for t in tgt.snapshots:
-        refs = t.userrefs
-        if task.hold_base and dplan.pending and t.name == dplan.base and refs > 0:
-            refs -= 1  # our own hold on the previous base, released by this run once the new base is held
-        if t.name == newest_common or refs > 0 or not _schema_match(task, t.name):
+    for t in snapshots:
+        refs = t.userrefs - (1 if released is not None and t.guid == released and t.userrefs > 0 else 0)
+        if t.guid == newest_common or refs > 0 or not _schema_match(task, t.name):
             continue
         if ret.policy == "source":
             if t.guid not in src_guids:
@@ -343,6 +371,31 @@ def plan_target_retention(dplan: DatasetPlan, src: Dataset, tgt: Dataset | None,
             if expires is not None and expires < ret.now:
                 out.append((t.name, f"expired {expires.isoformat(timespec='minutes')} (retention_policy=custom)"))
     return out
+
+
+def projected_target(dplan: DatasetPlan, src: Dataset, tgt: Dataset | None) -> list[Snapshot]:
+    """The target's snapshots once ``dplan`` has run: what it destroys first is gone (all of them for a
+    from-scratch full stream), and what it sends is there with the source's guids, newest last."""
+    if tgt is None or (dplan.action == "full" and dplan.base is None):
+        kept: list[Snapshot] = []
+    else:
+        gone = set(dplan.destroy_before)
+        kept = [t for t in tgt.snapshots if t.name not in gone]
+    top = max((t.createtxg for t in kept), default=0)
+    by_name = src.by_name()
+    sent = [by_name[n] for n in dplan.pending if n in by_name]
+    return kept + [Snapshot(dplan.target, s.name, s.guid, top + i + 1) for i, s in enumerate(sent)]
+
+
+def plan_target_retention(dplan: DatasetPlan, src: Dataset, tgt: Dataset | None, task: PlanTask) -> list[tuple[str, str]]:
+    """What target retention will destroy once ``dplan`` has run (the plan's preview; the run decides again)."""
+    if task.retention.policy == "none" or tgt is None or dplan.action not in ("incremental", "in_sync", "full"):
+        return []
+    released = None
+    if task.hold_base and dplan.pending and dplan.base:
+        base = src.by_name().get(dplan.base)
+        released = base.guid if base is not None else None
+    return target_retention(task, src, projected_target(dplan, src, tgt), released)
 
 
 def _schema_match(task: PlanTask, name: str) -> bool:
@@ -374,6 +427,9 @@ def plan(task: PlanTask, source: Listing, target: Listing | None) -> Plan:
                 continue
             tgt = target.get(tname) if target is not None else None
             dplan = plan_dataset(src, tname, tgt, task)
+            if task.replicate and target is not None and any(s.force for s in dplan.sends):
+                # zfs recv -R -F replaces the whole tree: every target descendant and its snapshots may go.
+                dplan.force_destroys = [n for n in target.datasets if n != tname and is_within(n, tname)]
             if dplan.action in ("refused", "no_snapshots") and tgt is None:
                 refused.append(src.name)
             dplan.destroy_after = plan_target_retention(dplan, src, tgt, task)
