@@ -55,3 +55,31 @@ def exists(aware: datetime) -> bool:
     """False for a wall time skipped by a spring-forward transition (e.g. 02:30 in Europe/Berlin)."""
     back = aware.astimezone(timezone.utc).astimezone(aware.tzinfo)
     return back.replace(tzinfo=None, fold=0) == aware.replace(tzinfo=None, fold=0)
+
+
+def zone_name_from_probe(localtime_target: str, utc_offset: str) -> str | None:
+    """An IANA zone name for another host from ``readlink -f /etc/localtime`` and ``date +%z`` run there.
+
+    The link names the zone with its DST rules (``/usr/share/zoneinfo/Europe/Berlin``); when it is not a link into
+    a zoneinfo tree, a whole-hour offset maps to a fixed ``Etc/GMT-N`` zone (POSIX signs: east of UTC is minus).
+    None when neither says which zone it is.
+    """
+    marker = "/zoneinfo/"
+    path = localtime_target.strip()
+    if marker in path:
+        name = path.split(marker, 1)[1]
+        for prefix in ("posix/", "right/"):
+            name = name[len(prefix):] if name.startswith(prefix) else name
+        try:
+            zone(name)
+            return "UTC" if name in ("Etc/UTC", "UTC", "Etc/Universal", "Zulu") else name
+        except TimezoneError:
+            pass
+    offset = utc_offset.strip()
+    if len(offset) == 5 and offset[0] in "+-" and offset[1:].isdigit() and offset[3:] == "00":
+        hours = int(offset[1:3])
+        if hours == 0:
+            return "UTC"
+        return f"Etc/GMT{'-' if offset[0] == '+' else '+'}{hours}"
+    return None
+
