@@ -35,6 +35,7 @@ if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
 
 import sandbox as sandbox_mod  # noqa: E402  (needs TESTS_DIR on sys.path)
+from guest_fixtures import guest, guest_cleanup, guest_inventory, openzfs_vm  # noqa: E402,F401  (the OpenZFS guest, once per session)
 
 COLLECTION_PARTS = ('ansible_collections', 'zfs', 'replication')
 

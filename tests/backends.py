@@ -1,0 +1,262 @@
+# Copyright (c) zfs.replication contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""One scenario, two ZFS backends: OpenZFS 2.x (the qemu guest: what users run) and zfs-fuse (the legacy command line).
+
+A scenario takes the `backend` fixture (tests/scenarios/conftest.py) and talks only to it:
+
+    src, dst = backend.pair('name')            fresh source dataset and target path (cleaned up after the test)
+    backend.zfs(...), backend.sh(script)       commands on the backend's host
+    backend.write(ds, seed), backend.checksums(ds), backend.snapshots_with_guids(ds), backend.datasets_under(ds)
+    backend.engine(params, check_mode=, now=, env=)   one run of the engine ON the backend's host -> EngineRun
+    backend.ssh()                              `ssh` options reaching that host's own sshd on loopback (host key checked)
+    backend.require('resumable', why)          skip, with the reason, where the backend lacks a capability
+
+On OpenZFS the engine runs inside the guest as the role installs it (a package of plugins/module_utils), driven by
+tests/scenario_driver.py over the guest's shared ssh connection: no Ansible round trip per run, which is what lets
+the scenario suite run on the emulated guest within CI's time. The Ansible glue is tested in tests/integration,
+tests/openzfs and tests/systemd.
+"""
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import secrets
+import shlex
+import subprocess
+import sys
+import tarfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import helpers
+
+TESTS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = TESTS_DIR.parent
+DRIVER = TESTS_DIR / 'scenario_driver.py'
+GUEST_ENGINE_DIR = '/opt/zr-engine'
+GUEST_LOOP_KEY = '/root/.ssh/zr_loop'
+GUEST_LOOP_KNOWN_HOSTS = '/root/.ssh/zr_loop_known_hosts'
+
+# What each backend can do, named as the engine's probe names it (plugins/module_utils/_zfs.py Capabilities).
+OPENZFS_CAPS = frozenset({'openzfs', 'resumable', 'encryption', 'raw_send', 'recv_props', 'written', 'holds_list', 'bookmarks'})
+LEGACY_CAPS = frozenset()
+
+
+@dataclass
+class EngineRun:
+    rc: int
+    log: list[str]
+    result: dict[str, Any] | None
+    error: str | None
+    stderr: str = ''
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0 and self.result is not None and not self.result.get('errors')
+
+    @property
+    def failed(self) -> bool:
+        return not self.ok
+
+    def dataset(self, target: str) -> dict[str, Any]:
+        assert self.result is not None, self
+        return self.result['datasets'][target]
+
+    def __str__(self) -> str:
+        return (f'engine exit {self.rc}; error: {self.error}; errors: {self.result and self.result.get("errors")}\n'
+                + '\n'.join(self.log[-40:]) + (f'\nstderr: {self.stderr[-2000:]}' if self.stderr.strip() else ''))
+
+
+def parse_driver_output(rc: int, stdout: str, stderr: str) -> EngineRun:
+    log: list[str] = []
+    result = error = None
+    for line in stdout.splitlines():
+        if line.startswith('ZR-RESULT '):
+            result = json.loads(line[len('ZR-RESULT '):])
+        elif line.startswith('ZR-ERROR '):
+            error = json.loads(line[len('ZR-ERROR '):])
+        else:
+            log.append(line)
+    return EngineRun(rc, log, result, error, stderr)
+
+
+@dataclass
+class Backend:
+    """What a scenario needs of a ZFS backend. Subclasses run the commands where that ZFS is."""
+
+    name: str
+    src_pool: str
+    dst_pool: str
+    caps: frozenset[str]
+    _cleanup: list[str] = field(default_factory=list)
+    _tags: set[str] = field(default_factory=set)
+
+    def require(self, cap: str, why: str) -> None:
+        if cap not in self.caps:
+            pytest.skip(f'{self.name}: {why}')
+
+    # -- commands on the backend's host ------------------------------------------------------------------------
+    def sh(self, script: str, timeout: float = 300) -> str:
+        raise NotImplementedError
+
+    def zfs(self, *args: str) -> str:
+        return self.sh(shlex.join(['zfs', *args]))
+
+    def snapshots_with_guids(self, dataset: str) -> dict[str, str]:
+        """{'@snap' or '/child@snap': guid} below DATASET (`zfs get -H -p`: exact on both command lines)."""
+        out = self.zfs('get', '-H', '-p', '-r', '-o', 'name,value', 'guid', dataset)
+        return {name[len(dataset):]: guid for name, guid in (line.split('\t') for line in out.splitlines()) if '@' in name}
+
+    def datasets_under(self, root: str) -> list[str]:
+        return self.zfs('list', '-H', '-o', 'name', '-r', '-t', 'filesystem,volume', root).split()
+
+    def prop(self, dataset: str, name: str) -> str:
+        return self.zfs('get', '-H', '-o', 'value', name, dataset).strip()
+
+    def write(self, dataset: str, seed: str, size: int = 100_000) -> None:
+        """A file of SIZE random bytes named SEED in DATASET's mountpoint (mounted for it, as it was after)."""
+        with self.mounted(dataset) as mp:
+            self.sh(f'head -c {int(size)} /dev/urandom > {shlex.quote(mp)}/{shlex.quote(seed)}.bin && sync')
+
+    def checksums(self, dataset: str) -> dict[str, str]:
+        """sha256 of DATASET's own files (children's left out), read in its mountpoint."""
+        children = {c[len(dataset) + 1:].split('/')[0] for c in self.datasets_under(dataset) if c != dataset}
+        with self.mounted(dataset) as mp:
+            out = self.sh(f'cd {shlex.quote(mp)} && find . -path ./.zfs -prune -o -type f -print0 | sort -z | xargs -0 -r sha256sum')
+        sums = {}
+        for line in out.splitlines():
+            digest, _sep, path = line.partition('  ')
+            rel = path[2:] if path.startswith('./') else path
+            if rel.split('/')[0] not in children:
+                sums[rel] = digest
+        return sums
+
+    @contextlib.contextmanager
+    def mounted(self, dataset: str):
+        was = self.prop(dataset, 'mounted') == 'yes'
+        if not was:
+            self.zfs('mount', dataset)
+        try:
+            yield self.prop(dataset, 'mountpoint')
+        finally:
+            if not was:
+                with contextlib.suppress(AssertionError):
+                    self.zfs('unmount', dataset)
+
+    def destroy(self, name: str, *flags: str) -> None:
+        """zfs destroy, retried: zfs-fuse says "dataset is busy" for a moment after receives and unmounts."""
+        for attempt in range(6):
+            try:
+                self.zfs('destroy', *flags, name)
+                return
+            except AssertionError:
+                if attempt == 5:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
+
+    # -- datasets for one test ---------------------------------------------------------------------------------
+    def pair(self, prefix: str) -> tuple[str, str]:
+        """A new source dataset and a target path whose parent exists; both removed after the test."""
+        tag = secrets.token_hex(3)
+        src, parent = f'{self.src_pool}/{prefix}{tag}', f'{self.dst_pool}/{prefix}{tag}'
+        self.zfs('create', src)
+        self.zfs('create', parent)
+        self._cleanup += [src, parent]
+        return src, f'{parent}/data'
+
+    def cleanup(self) -> None:
+        for root in reversed(self._cleanup):
+            with contextlib.suppress(AssertionError):
+                listing = self.zfs('get', '-H', '-p', '-r', '-o', 'name,value', 'userrefs', root)
+                for line in listing.splitlines():
+                    snap, refs = line.split('\t')
+                    if '@' in snap and refs not in ('0', '-'):
+                        for tag in self._tags:
+                            with contextlib.suppress(AssertionError):
+                                self.zfs('release', tag, snap)
+                self.destroy(root, '-r')
+        self._cleanup.clear()
+
+    # -- the engine --------------------------------------------------------------------------------------------
+    def engine(self, params: dict[str, Any], check_mode: bool = False, now: datetime | None = None,
+               env: dict[str, str] | None = None, timeout: float = 600) -> EngineRun:
+        self._tags.add(f'zfs.replication:{params.get("name") or "scenario"}')
+        request = json.dumps({'params': params, 'check_mode': check_mode, 'now': now.isoformat() if now else None})
+        return self._drive(request, env or {}, timeout)
+
+    def _drive(self, request: str, env: dict[str, str], timeout: float) -> EngineRun:
+        raise NotImplementedError
+
+    def ssh(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class FuseBackend(Backend):
+    """zfs-fuse on this host (tests/sandbox.py): pools zrs*src / zrs*dst, the sandbox's sshd on 127.0.0.1."""
+
+    def __init__(self, sandbox: Any) -> None:
+        super().__init__('zfs-fuse', sandbox.src_pool, sandbox.dst_pool, LEGACY_CAPS)
+        self.sandbox = sandbox
+
+    def sh(self, script: str, timeout: float = 300) -> str:
+        proc = subprocess.run(['sh', '-ec', script], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
+        if proc.returncode != 0:
+            raise helpers.CommandError(f'zfs-fuse host: {script} exited {proc.returncode}: {proc.stderr.strip()}')
+        return proc.stdout
+
+    def _drive(self, request: str, env: dict[str, str], timeout: float) -> EngineRun:
+        import os
+
+        proc = subprocess.run([sys.executable, str(DRIVER)], input=request, capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, 'PYTHONPATH': os.pathsep.join(sys.path), **env}, check=False)
+        return parse_driver_output(proc.returncode, proc.stdout, proc.stderr)
+
+    def ssh(self) -> dict[str, Any]:
+        return {'host': '127.0.0.1', 'port': self.sandbox.sshd.port, 'user': 'root',
+                'private_key_file': str(self.sandbox.sshd.private_key), 'known_hosts_file': str(self.sandbox.sshd.known_hosts)}
+
+
+class GuestBackend(Backend):
+    """OpenZFS 2.x in the qemu guest (tests/guest_fixtures.py): pools zra / zrb, the guest's own sshd on 127.0.0.1:22."""
+
+    def __init__(self, guest: Any) -> None:
+        super().__init__('openzfs', 'zra', 'zrb', OPENZFS_CAPS)
+        self.guest = guest
+
+    def sh(self, script: str, timeout: float = 300) -> str:
+        return self.guest.sh(script, timeout=timeout)
+
+    def install(self) -> None:
+        """The engine as the role installs it (a package of plugins/module_utils) plus the driver, and a key that lets
+        the guest reach its own sshd on loopback with the host key checked. Once per session."""
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode='w:gz') as tar:
+            for path in sorted((REPO_ROOT / 'plugins' / 'module_utils').glob('*.py')):
+                tar.add(path, arcname=f'zfs_replication_engine/{path.name}')
+            tar.add(DRIVER, arcname='scenario_driver.py')
+        payload = base64.b64encode(buf.getvalue()).decode()
+        self.guest.run('sh', '-ec', f'rm -rf {GUEST_ENGINE_DIR} && mkdir -p {GUEST_ENGINE_DIR} && base64 -d | tar -xz -C {GUEST_ENGINE_DIR} '
+                       f'&& touch {GUEST_ENGINE_DIR}/zfs_replication_engine/__init__.py', input=payload)
+        self.sh(f'''
+            mkdir -p -m 700 /root/.ssh
+            [ -f {GUEST_LOOP_KEY} ] || ssh-keygen -q -t ed25519 -N '' -f {GUEST_LOOP_KEY}
+            grep -qF "$(cut -d' ' -f2 {GUEST_LOOP_KEY}.pub)" /root/.ssh/authorized_keys 2>/dev/null || cat {GUEST_LOOP_KEY}.pub >> /root/.ssh/authorized_keys
+            echo "127.0.0.1 $(cut -d' ' -f1,2 /etc/ssh/ssh_host_ed25519_key.pub)" > {GUEST_LOOP_KNOWN_HOSTS}
+        ''')
+
+    def _drive(self, request: str, env: dict[str, str], timeout: float) -> EngineRun:
+        envs = ' '.join(f'{k}={shlex.quote(v)}' for k, v in env.items())
+        proc = self.guest.vm.run(f'cd {GUEST_ENGINE_DIR} && env {envs} python3 scenario_driver.py', check=False, input=request, timeout=timeout)
+        return parse_driver_output(proc.returncode, proc.stdout, proc.stderr)
+
+    def ssh(self) -> dict[str, Any]:
+        return {'host': '127.0.0.1', 'port': 22, 'user': 'root', 'private_key_file': GUEST_LOOP_KEY,
+                'known_hosts_file': GUEST_LOOP_KNOWN_HOSTS}

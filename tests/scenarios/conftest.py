@@ -1,0 +1,60 @@
+# Copyright (c) zfs.replication contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Scenarios written once, run on each backend (tests/backends.py): `openzfs` (the OpenZFS 2.x guest, what users
+run) and `zfs-fuse` (the legacy command line). ZR_BACKENDS=zfs-fuse (or openzfs) narrows a local loop; scripts/test
+runs both. A scenario that is meaningless on a backend says why through backend.require(capability, why)."""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from backends import Backend, FuseBackend, GuestBackend
+
+ALL = ('openzfs', 'zfs-fuse')
+
+
+def selected() -> list[str]:
+    wanted = [b.strip() for b in os.environ.get('ZR_BACKENDS', ','.join(ALL)).split(',') if b.strip()]
+    unknown = sorted(set(wanted) - set(ALL))
+    if unknown:
+        raise pytest.UsageError(f'ZR_BACKENDS: unknown backend(s) {", ".join(unknown)}: use {", ".join(ALL)}')
+    return wanted
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line('markers', 'scenario: one scenario run on each ZFS backend (tests/backends.py)')
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if 'backend' in metafunc.fixturenames:
+        metafunc.parametrize('backend_name', selected(), scope='session')
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if 'backend_name' in getattr(item, 'fixturenames', ()):
+            item.add_marker(pytest.mark.scenario)
+
+
+@pytest.fixture(scope='session')
+def _guest_backend(request: pytest.FixtureRequest) -> GuestBackend:
+    backend = GuestBackend(request.getfixturevalue('guest'))
+    backend.install()
+    return backend
+
+
+@pytest.fixture(scope='session')
+def _fuse_backend(request: pytest.FixtureRequest) -> FuseBackend:
+    return FuseBackend(request.getfixturevalue('sandbox'))
+
+
+@pytest.fixture
+def backend(backend_name: str, request: pytest.FixtureRequest) -> Iterator[Backend]:
+    b = request.getfixturevalue('_guest_backend' if backend_name == 'openzfs' else '_fuse_backend')
+    try:
+        yield b
+    finally:
+        b.cleanup()
