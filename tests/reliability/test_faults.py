@@ -6,32 +6,34 @@ a full destination pool. Each case checks guids and checksums on both sides and 
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 from faultlib import (
     DroppingProxy,
-    descendants,
+    EngineRun,
+    StreamCut,
     destroy_r,
     engine_env,
     exists,
+    expect_files_kept,
     expect_kept,
     expect_replica,
-    guids,
+    fault_injected,
+    files,
     held,
     our_holds,
     run_engine,
     settle,
     snap,
     snaps,
-    start_engine,
+    stream_size,
+    tree,
 )
 
 from helpers import mountpoint, zfs
@@ -69,7 +71,7 @@ def pair(sandbox):
         destroy_r(ds, p.tags)
 
 
-def recovered(pair: Pair, src_before: dict[str, str], dst_before: dict[str, str], **more) -> None:
+def recovered(pair: Pair, src_before: dict[str, str], dst_before: dict[str, str], **more) -> EngineRun:
     """The next run (no fault) completes; nothing was lost on either side; the replica equals the source."""
     settle(pair.dst)
     again = run_engine(pair.params(**more))
@@ -81,89 +83,61 @@ def recovered(pair: Pair, src_before: dict[str, str], dst_before: dict[str, str]
     newest = snaps(pair.src)[-1]
     assert our_holds(pair.src, pair.tags[0]) == {f"{pair.src}@{newest}": 1}, held(pair.src)
     assert our_holds(pair.dst, pair.tags[0]) == {f"{pair.dst}@{newest}": 1}, held(pair.dst)
+    return again
 
 
 # ==================================================================================================== connection cut
+RATE = 1_000_000  # speed_limit of the cut streams: a 1.5 MB stream lasts about 1.5 s, long enough to cut where meant
+
+
+def _stream(pair: Pair, stream: str) -> tuple[int, str | None]:
+    """Prepare a ~1.5 MB full or incremental stream of T1 (full) or T2 (on T1); return its real size and its base."""
+    snap(pair.src, T1, data="a", size=750_000 if stream == "full" else 25_000)
+    if stream == "full":
+        return stream_size(pair.src, T1), None
+    assert run_engine(pair.params()).ok
+    snap(pair.src, T2, data="b", size=750_000)
+    return stream_size(pair.src, T2, base=T1), T1
+
+
+def _sent_bytes(run, pair: Pair) -> int:
+    return run.result["datasets"][pair.dst]["bytes"]
+
+
 @pytest.mark.fault_class("connection cut mid-stream")
 @pytest.mark.parametrize("offset", [0.15, 0.5, 0.85, 1.0])
 @pytest.mark.parametrize("stream", ["full", "incremental"])
 def test_ssh_client_killed_mid_stream(pair, offset, stream):
-    """SIGKILL the ssh client that carries `zfs recv` at OFFSET of a rate-limited stream: clean failure with a
-    clear error (retries: 0), the next run completes."""
-    size = 1_500_000
-    snap(pair.src, T1, data="a", size=size if stream == "full" else 50_000)
-    if stream == "incremental":
-        assert run_engine(pair.params()).ok
-        snap(pair.src, T2, data="b", size=size)
-    src_before, dst_before = guids(pair.src), guids(pair.dst)
-    rate = 1_000_000
-    expected = size / rate  # pv -L paces the stream: ~1.5 s
-
-    state: dict[str, float] = {}
-    params = pair.params(speed_limit=rate)
-    proc_holder: dict[str, int] = {}
-
-    def killer() -> None:
-        while "start" not in state:
-            time.sleep(0.02)
-        time.sleep(expected * offset)
-        for pid, cmd in descendants(proc_holder["pid"]):
-            if cmd.startswith("ssh ") and "zfs recv" in cmd:
-                os.kill(pid, signal.SIGKILL)
-                state["killed"] = 1
-
-    th = threading.Thread(target=killer, daemon=True)
-    proc = start_engine(params)
-    proc_holder["pid"] = proc.pid
-    th.start()
-    lines, result, error = [], None, None
-    assert proc.stdout is not None
-    for raw in proc.stdout:
-        line = raw.rstrip("\n")
-        if line.strip().startswith("$ zfs send"):
-            state["start"] = time.monotonic()
-        if line.startswith("ZR-RESULT "):
-            result = json.loads(line[10:])
-        elif line.startswith("ZR-ERROR "):
-            error = json.loads(line[9:])
-        else:
-            lines.append(line)
-    proc.wait(timeout=60)
-    th.join(timeout=30)
-    assert state.get("killed"), f"the ssh client of the stream was never found to kill\n{lines}"
-    msg = error or "; ".join((result or {}).get("errors", []))
-    assert proc.returncode != 0 and msg, f"a cut stream must fail the run\n{lines}"
+    """SIGKILL the ssh client that carries `zfs recv` when OFFSET of the real stream has passed; at 1.0 (all of it
+    sent, the receive committing) the ssh master connection that carries the bytes, since the client then only waits
+    for the exit status. Clean failure with a clear error (retries: 0), the next run completes."""
+    total, _base = _stream(pair, stream)
+    src_before, dst_before = tree(pair.src), tree(pair.dst)
+    cut = StreamCut(total, offset, "ssh" if offset < 1 else "master", pair.dst)
+    run = run_engine(pair.params(speed_limit=RATE), cut=cut)
+    cut.check()
+    # A run that finished ok was cut too late to be this case (its receive had already reported back).
+    fault_injected("the cut landed before the receive reported back", not run.ok and bool(run.message), repr(run))
     # A clear error: names the stream and the ssh connection that went away.
-    assert ("ssh" in msg or "connection" in msg.lower()) and pair.dst in msg, msg
+    assert ("ssh" in run.message or "connection" in run.message.lower()) and pair.dst in run.message, run.message
     expect_kept(src_before, pair.src, "source")
     expect_kept(dst_before, pair.dst, "target")
-    recovered(pair, src_before, dst_before)
+    again = recovered(pair, src_before, dst_before)
+    if again.result["datasets"][pair.dst]["snapshots_sent"]:
+        assert abs(_sent_bytes(again, pair) - total) < 0.01 * total, "the stream measured for the cut is not the one the engine sends"
 
 
 @pytest.mark.fault_class("connection cut mid-stream")
 def test_killed_ssh_client_is_retried(pair):
     """The same cut with retries: 2: the run retries the stream from the base by itself and succeeds."""
-    snap(pair.src, T1, data="a", size=50_000)
-    assert run_engine(pair.params()).ok
-    snap(pair.src, T2, data="b", size=1_500_000)
-    src_before, dst_before = guids(pair.src), guids(pair.dst)
-    killed: list[int] = []
-
-    def cut(line: str) -> bool:
-        if line.strip().startswith("$ zfs send") and not killed:
-            def later() -> None:
-                time.sleep(0.6)
-                for pid, cmd in descendants(os.getpid()):
-                    if cmd.startswith("ssh ") and "zfs recv" in cmd and not killed:
-                        os.kill(pid, signal.SIGKILL)
-                        killed.append(pid)
-            threading.Thread(target=later, daemon=True).start()
-        return False
-
-    run = run_engine(pair.params(speed_limit=1_000_000, retries=2, retry_delay=0.2), kill_when=cut)
-    assert killed, "the stream's ssh client was never found"
+    total, _base = _stream(pair, "incremental")
+    src_before, dst_before = tree(pair.src), tree(pair.dst)
+    cut = StreamCut(total, 0.4, "ssh", pair.dst)
+    run = run_engine(pair.params(speed_limit=RATE, retries=2, retry_delay=0.2), cut=cut)
+    cut.check()
     assert run.ok, run
     assert run.result["datasets"][pair.dst]["attempts"] == 2, run.result["datasets"]
+    assert abs(_sent_bytes(run, pair) - total) < 0.01 * total
     assert any("attempt 1 failed" in line and "connection lost" in line for line in run.lines), run
     expect_kept(src_before, pair.src, "source")
     expect_kept(dst_before, pair.dst, "target")
@@ -171,25 +145,32 @@ def test_killed_ssh_client_is_retried(pair):
 
 
 @pytest.mark.fault_class("connection cut mid-stream")
-@pytest.mark.parametrize("drop_after", [60_000, 700_000, 2_000_000])
-def test_proxy_drops_connection_after_n_bytes(pair, tmp_path, drop_after):
-    """A TCP proxy resets the (shared ssh master) connection after N client bytes: the run fails with a clear
-    error (retries: 0); the next run, through the same proxy disarmed, completes."""
-    snap(pair.src, T1, data="a", size=50_000)
-    assert run_engine(pair.params()).ok
-    snap(pair.src, T2, data="b", size=1_500_000)
-    src_before, dst_before = guids(pair.src), guids(pair.dst)
-    proxy = DroppingProxy(pair.sandbox.sshd.port, drop_after=drop_after, victim=0)
+@pytest.mark.parametrize("offset", [0.05, 0.5, 0.9])
+def test_proxy_drops_connection_mid_stream(pair, tmp_path, offset):
+    """A TCP proxy resets the (shared ssh master) connection once OFFSET of the real stream has passed it after the
+    stream started: the run fails with a clear error (retries: 0); the next run, through the same proxy
+    disarmed, completes."""
+    total, _base = _stream(pair, "incremental")
+    src_before, dst_before = tree(pair.src), tree(pair.dst)
+    proxy = DroppingProxy(pair.sandbox.sshd.port)
     try:
         kh = proxy.known_hosts(pair.sandbox, tmp_path / "kh")
         ssh = {**pair.params()["ssh"], "port": proxy.port, "known_hosts_file": str(kh)}
-        run = run_engine(pair.params(ssh=ssh))
-        assert proxy.dropped >= 1, "the proxy never dropped: the stream was shorter than the offset"
-        assert not run.ok, run
+        want = int(offset * total)
+
+        def arm_at_stream_start(line: str) -> bool:
+            if line.strip().startswith("$ zfs send"):
+                proxy.arm(want)
+            return False
+
+        run = run_engine(pair.params(ssh=ssh, speed_limit=RATE), kill_when=arm_at_stream_start)
+        # The cut fell where meant: OFFSET of the stream past its start (ssh adds a little framing), before its end.
+        fault_injected(f"connection reset {offset:.0%} into a {total} byte stream (cuts after {proxy.cuts} bytes)",
+                       len(proxy.cuts) >= 1 and want < proxy.cuts[0] <= want + 0.15 * total and not run.ok, repr(run))
         assert "ssh" in run.message.lower() or "connection" in run.message.lower(), run.message
         expect_kept(src_before, pair.src, "source")
         expect_kept(dst_before, pair.dst, "target")
-        proxy.armed = False
+        proxy.disarm()
         recovered(pair, src_before, dst_before, ssh=ssh)
     finally:
         proxy.close()
@@ -199,23 +180,12 @@ def test_proxy_drops_connection_after_n_bytes(pair, tmp_path, drop_after):
 def test_remote_zfs_recv_killed_during_first_full_stream(pair):
     """The receiving `zfs recv` (under sshd) SIGKILLed halfway through the first full stream: as when sshd
     hangs up on it after a dropped connection. The run fails; the next run must complete."""
-    snap(pair.src, T1, data="a", size=1_500_000)
-    src_before = guids(pair.src)
-    killed = []
-
-    def kill_recv(line: str) -> bool:
-        if line.strip().startswith("$ zfs send") and not killed:
-            def later() -> None:
-                time.sleep(1.5)
-                for pid, cmd in descendants(1):
-                    if cmd.startswith("zfs recv") and pair.dst in cmd:
-                        os.kill(pid, signal.SIGKILL)
-                        killed.append(pid)
-            threading.Thread(target=later, daemon=True).start()
-        return False
-
-    run = run_engine(pair.params(speed_limit=1_000_000), kill_when=kill_recv)
-    assert killed and not run.ok, run
+    total, _base = _stream(pair, "full")
+    src_before = tree(pair.src)
+    cut = StreamCut(total, 0.5, "recv", pair.dst)
+    run = run_engine(pair.params(speed_limit=RATE), cut=cut)
+    cut.check()
+    assert not run.ok, run
     assert pair.dst in run.message, run.message
     expect_kept(src_before, pair.src, "source")
     settle(pair.dst)
@@ -225,24 +195,45 @@ def test_remote_zfs_recv_killed_during_first_full_stream(pair):
 
 
 # ==================================================================================================== SIGKILL of the engine
+def _starts(prefix: str):
+    return lambda line: line.strip().startswith(prefix)
+
+
+ENGINE_POINTS = {
+    # point: (what the kill interrupts, the log line after which it is sent, the log line it must come before)
+    # or (what, a stream offset, None)
+    "probe": ("probing and listing both sides", lambda line: line.startswith("task ") and " push " in line, _starts("plan ")),
+    "stream:start": ("the stream's first bytes (planning to the stream has no window of its own)", 0.02, None),
+    "stream:0.3": ("the stream at 30%", 0.3, None),
+    "stream:0.7": ("the stream at 70%", 0.7, None),
+    "stream:end": ("the receive's commit, the whole stream sent", 1.0, None),
+    "received": ("moving the holds, right after the receive", _starts("done "), _starts("hold ")),
+    "holds-moved": ("the end of the run, after the holds moved", _starts("hold "), lambda line: line.startswith("task ") and " sent" in line),
+}
+
+
 @pytest.mark.fault_class("engine SIGKILLed")
-@pytest.mark.parametrize("point", ["lines:1", "lines:3", "lines:5", "lines:7", "lines:9", "ms:400", "ms:1200", "after:hold"])
+@pytest.mark.parametrize("point", list(ENGINE_POINTS))
 def test_engine_killed_then_next_run_recovers(pair, point):
     """SIGKILL the engine's process group at a point of an incremental run; the next run recovers."""
-    snap(pair.src, T1, data="a", size=50_000)
+    snap(pair.src, T1, data="a", size=25_000)
     assert run_engine(pair.params()).ok
-    snap(pair.src, T2, data="b", size=600_000)
-    snap(pair.src, T3, data="c", size=600_000)
-    src_before, dst_before = guids(pair.src), guids(pair.dst)
-    kind, _sep, arg = point.partition(":")
-    params = pair.params(speed_limit=1_000_000)
-    if kind == "lines":
-        run = run_engine(params, kill_after_lines=int(arg))
-    elif kind == "ms":
-        run = run_engine(params, kill_after_ms=int(arg))
-    else:  # right after the receive finished, before or while the holds move
-        run = run_engine(params, kill_when=lambda line: line.startswith("done "))
-    assert run.killed or run.ok, run
+    snap(pair.src, T2, data="b", size=375_000)
+    snap(pair.src, T3, data="c", size=375_000)
+    total = stream_size(pair.src, T3, base=T1)
+    src_before, dst_before = tree(pair.src), tree(pair.dst)
+    what, where, before = ENGINE_POINTS[point]
+    params = pair.params(speed_limit=RATE)
+    if callable(where):
+        run = run_engine(params, kill_when=where)
+        # Killed (not exited), after its line and before the next step's line was printed.
+        fault_injected(f"engine SIGKILLed during {what}", run.killed and run.rc == -signal.SIGKILL and any(where(x) for x in run.lines)
+                       and not any(before(x) for x in run.lines), repr(run))
+    else:
+        cut = StreamCut(total, where, "engine", pair.dst)
+        run = run_engine(params, cut=cut)
+        cut.check()
+        assert run.rc == -signal.SIGKILL, run
     expect_kept(src_before, pair.src, "source")
     expect_kept(dst_before, pair.dst, "target")
     recovered(pair, src_before, dst_before)
@@ -256,8 +247,9 @@ def test_target_modified_between_runs_is_refused(pair):
     zfs("mount", pair.dst)
     Path(mountpoint(pair.dst), "local-change.txt").write_text("mine\n")
     zfs("unmount", pair.dst)
+    fault_injected("a file written on the target", "local-change.txt" in files(pair.dst))
     snap(pair.src, T2, data="b")
-    src_before, dst_before = guids(pair.src), guids(pair.dst)
+    src_before, dst_before = tree(pair.src), tree(pair.dst)
     run = run_engine(pair.params(readonly="ignore"))
     assert not run.ok and "allow_rollback" in run.message and "modified" in run.message, run.message
     expect_kept(src_before, pair.src, "source")
@@ -276,6 +268,7 @@ def _destroy_target_base(pair) -> None:
     assert run_engine(pair.params()).ok
     zfs("release", pair.tags[0], f"{pair.dst}@{T2}")
     zfs("destroy", f"{pair.dst}@{T2}")
+    fault_injected("the target's base snapshot destroyed by hand", T2 not in snaps(pair.dst) and snaps(pair.dst) == [T1])
     snap(pair.src, T3, data="c")
 
 
@@ -284,7 +277,7 @@ def test_target_base_snapshot_destroyed_by_hand(pair):
     """The newest common snapshot destroyed on the target: its data still holds T2's state, so an incremental
     from the previous common snapshot T1 needs a rollback: refused without consent, done with allow_rollback."""
     _destroy_target_base(pair)
-    src_before, dst_before = guids(pair.src), guids(pair.dst)
+    src_before, dst_before = tree(pair.src), tree(pair.dst)
     run = run_engine(pair.params())
     assert not run.ok and "allow_rollback" in run.message, run
     expect_kept(src_before, pair.src, "source")
@@ -300,6 +293,7 @@ def test_hold_of_a_base_destroyed_on_the_target_is_released(pair):
     _destroy_target_base(pair)
     assert run_engine(pair.params(allow_rollback=True)).ok
     assert our_holds(pair.src, pair.tags[0]) == {f"{pair.src}@{T3}": 1}, held(pair.src)
+    expect_replica(pair.src, pair.dst, names=[T1, T3])
 
 
 @pytest.mark.fault_class("target/source changed by hand")
@@ -308,12 +302,14 @@ def test_every_target_snapshot_destroyed_is_refused(pair):
     assert run_engine(pair.params()).ok
     zfs("release", pair.tags[0], f"{pair.dst}@{T1}")
     zfs("destroy", f"{pair.dst}@{T1}")
+    fault_injected("every target snapshot destroyed by hand", exists(pair.dst) and snaps(pair.dst) == [])
+    files_before = files(pair.dst)
     snap(pair.src, T2, data="b")
-    src_before = guids(pair.src)
+    src_before = tree(pair.src)
     run = run_engine(pair.params())
     assert not run.ok and "allow_from_scratch" in run.message, run.message
     expect_kept(src_before, pair.src, "source")
-    assert exists(pair.dst)  # the target's data is not replaced without consent
+    expect_files_kept(files_before, pair.dst)  # the target's data is not replaced without consent
 
 
 @pytest.mark.fault_class("target/source changed by hand")
@@ -325,8 +321,9 @@ def test_source_base_snapshot_destroyed_by_hand(pair):
     assert run_engine(pair.params()).ok
     zfs("release", pair.tags[0], f"{pair.src}@{T2}")
     zfs("destroy", f"{pair.src}@{T2}")
+    fault_injected("the source's base snapshot destroyed by hand", snaps(pair.src) == [T1])
     snap(pair.src, T3, data="c")
-    src_before, dst_before = guids(pair.src), guids(pair.dst)
+    src_before, dst_before = tree(pair.src), tree(pair.dst)
     run = run_engine(pair.params())
     assert not run.ok and "allow_rollback" in run.message and T2 in run.message, run.message
     expect_kept(src_before, pair.src, "source")
@@ -341,9 +338,10 @@ def test_target_dataset_renamed(pair):
     assert run_engine(pair.params()).ok
     moved = f"{pair.parent}/moved"
     zfs("rename", pair.dst, moved)
-    moved_before = guids(moved)
+    fault_injected("the target renamed away", not exists(pair.dst) and snaps(moved) == [T1])
+    moved_before = tree(moved)
     snap(pair.src, T2, data="b")
-    src_before = guids(pair.src)
+    src_before = tree(pair.src)
     run = run_engine(pair.params())
     assert run.ok, run
     expect_kept(src_before, pair.src, "source")
@@ -357,6 +355,7 @@ def _roll_source_back(pair) -> None:
     assert run_engine(pair.params()).ok
     zfs("release", pair.tags[0], f"{pair.src}@{T2}")
     zfs("rollback", "-r", f"{pair.src}@{T1}")
+    fault_injected("the source rolled back past the replicated snapshot", snaps(pair.src) == [T1] and T2 in snaps(pair.dst))
     snap(pair.src, T3, data="c")
 
 
@@ -365,7 +364,7 @@ def test_source_rolled_back_is_refused(pair):
     """The source rolled back past the replicated snapshot and snapshotted anew: the target has history the
     source lost; the run refuses and keeps it."""
     _roll_source_back(pair)
-    src_before, dst_before = guids(pair.src), guids(pair.dst)
+    src_before, dst_before = tree(pair.src), tree(pair.dst)
     run = run_engine(pair.params())
     assert not run.ok and "diverged" in run.message and "allow_rollback" in run.message, run
     expect_kept(src_before, pair.src, "source")
@@ -375,10 +374,11 @@ def test_source_rolled_back_is_refused(pair):
 @pytest.mark.fault_class("target/source changed by hand")
 def test_source_rolled_back_with_allow_rollback(pair):
     _roll_source_back(pair)
-    src_before = guids(pair.src)
+    src_before, dst_before = tree(pair.src), tree(pair.dst)
     ok = run_engine(pair.params(allow_rollback=True))  # with consent: target rolled back to T1, then T3 arrives
     assert ok.ok, ok
     expect_kept(src_before, pair.src, "source")
+    expect_kept({k: g for k, g in dst_before.items() if k != f"@{T2}"}, pair.dst, "target")  # only the diverged T2 goes
     expect_replica(pair.src, pair.dst)
 
 
@@ -394,7 +394,8 @@ def test_overlapping_runs_of_one_task(pair, tmp_path, lock_wait):
     second skips, with a wait it runs after the first; either way one consistent replica, no snapshot lost."""
     snap(pair.src, T1, data="a", size=50_000)
     snap(pair.src, T2, data="b", size=800_000)
-    snap(pair.src, T3, data="c", size=800_000)
+    snap(pair.src, T3, data="c", size=400_000)
+    src_before = tree(pair.src)
     config = tmp_path / "repl.json"
     config.write_text(json.dumps({"kind": "replication", "name": pair.name, "params": pair.params(speed_limit=1_000_000)}))
     state_dir, log_dir = tmp_path / "state", tmp_path / "log"
@@ -405,11 +406,14 @@ def test_overlapping_runs_of_one_task(pair, tmp_path, lock_wait):
     rcs = [p.returncode for p in procs]
     assert rcs == [0, 0], outs
     skipped = [o for o in outs if "skipped: another run of this task holds" in o]
+    # The overlap happened: one run met the other's lock (and skipped, or waited and then found nothing left to do).
     if lock_wait == 0:
-        assert len(skipped) == 1, outs
+        fault_injected("two runs of one task at once, the second skipped at the lock", len(skipped) == 1, "\n".join(outs))
     else:
-        assert not skipped and sum("snapshot(s) sent" in o for o in outs) == 2, outs
-        assert any(" 0 snapshot(s) sent" in o for o in outs), outs  # the second found nothing left to do
+        fault_injected("two runs of one task at once, the second waited for the lock",
+                       not skipped and sum("snapshot(s) sent" in o for o in outs) == 2 and sum(" 0 snapshot(s) sent" in o for o in outs) == 1,
+                       "\n".join(outs))
+    expect_kept(src_before, pair.src, "source")
     state = json.loads((state_dir / f"repl-{pair.name}.json").read_text())
     assert state["result"] == "ok" and "running" not in state, state
     expect_replica(pair.src, pair.dst)
@@ -431,13 +435,12 @@ def test_full_destination_pool(pair, sandbox):
         snap(pair.src, T2, data="b", size=200_000)
         assert run_engine(params).ok
         snap(pair.src, T3, data="big", size=20_000_000, count=4)  # 80 MB of random data into a 64 MB pool
-        src_before, dst_before = guids(pair.src), guids(dst)
+        src_before, dst_before = tree(pair.src), tree(dst)
         run = run_engine(params, timeout=300)
-        assert not run.ok, run
-        assert "space" in run.message.lower(), run.message
+        fault_injected("the destination pool ran out of space", not run.ok and "space" in run.message.lower(), repr(run))
         expect_kept(src_before, pair.src, "source")
         expect_kept(dst_before, dst, "target")
-        assert sorted(guids(dst)) == [T1, T2]
+        assert sorted(tree(dst)) == [f"@{T1}", f"@{T2}"]  # nothing of T3 was left half received
         expect_replica(pair.src, dst, names=[T1, T2])
     finally:
         settle(dst)

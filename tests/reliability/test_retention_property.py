@@ -57,27 +57,68 @@ def _listing(root: str, snaps, holds=frozenset()) -> Listing:
     return Listing(root, {root: ds})
 
 
+def _projected(d, source, target) -> list[tuple[str, str]]:
+    """(name, guid) of the target as the plan leaves it, oldest first: what it destroys first is gone, what it sends is there."""
+    src_guid = {n: g for n, g, _t in source}
+    kept = [] if d.action == "full" and d.base is None else [(n, g) for n, g, _t in sorted(target, key=lambda t: t[2])
+                                                             if n not in d.destroy_before]
+    return kept + [(n, src_guid[n]) for n in d.pending]
+
+
+def _should_go(d, source, target, holds, now, params, task) -> set[str]:
+    """What retention must destroy, derived from the history alone: every target snapshot (as the plan leaves the
+    target) that the task's schema names, that is not the newest common one, not held by someone else, and that is
+    gone from the source (policy source) or expired (policy custom). A target that does not exist yet has no
+    preview in the plan (the run decides on the target it lists after sending)."""
+    if params["retention_policy"] == "none" or d.action not in ("full", "incremental", "in_sync") or not target:
+        return set()
+    src_guid = {n: g for n, g, _t in source}
+    projected = _projected(d, source, target)
+    common = [g for _n, g in projected if g in set(src_guid.values())]
+    if not common:
+        return set()
+    newest_common = common[-1]
+    released = src_guid.get(d.base) if params["hold_base"] and d.pending and d.base else None
+    expires = task.retention(now).expires
+    out = set()
+    for name, guid in projected:
+        if guid == newest_common or name.startswith("manual-") or (name in holds and guid != released):
+            continue
+        if params["retention_policy"] == "source" and guid not in set(src_guid.values()):
+            out.add(name)
+        elif params["retention_policy"] == "custom":
+            when = expires(name, now)
+            if when is not None and when < now:
+                out.add(name)
+    return out
+
+
 @pytest.mark.fault_class("retention (property test)")
 @settings(max_examples=400)
 @given(histories())
 def test_target_retention_never_destroys_what_must_stay(h):
+    """Both directions: nothing that must stay is destroyed, and everything retention owes is destroyed (a planner
+    that never destroys fails this as surely as one that destroys too much)."""
     source, target, holds, now, params = h
     task = ReplicationTask.from_params(params)
     src, tgt = _listing("p/src", source), (_listing("q/dst", target, holds) if target else None)
     the_plan = plan(task.plan_task(now), src, tgt)
     (d,) = the_plan.datasets
     destroyed = [n for n, _why in d.destroy_after]
-    event(f"{params['retention_policy']}: {'destroys' if destroyed else 'keeps all'}")
+    owed = _should_go(d, source, target, holds, now, params, task)
+    event(f"{params['retention_policy']}: {'destroys' if destroyed else 'keeps all'}; {'owes' if owed else 'owes nothing'}")
+    # The other direction first: what has expired (custom) or left the source (source) does go.
+    assert owed <= set(destroyed), f"retention kept {sorted(owed - set(destroyed))}, which it owes ({params['retention_policy']}, now {now})"
     if not destroyed:
         return
     assert d.action in ("full", "incremental", "in_sync"), d
-    tsnaps = {n: g for n, g, _t in target}
+    # Retention is decided on the target as the run leaves it (destroy_after runs after the sends, so a snapshot
+    # sent by this run may go too if it has already expired): only snapshots that will be there are named.
+    tsnaps = dict(_projected(d, source, target))
     src_guids = {g for _n, g, _t in source}
     newest_common = d.pending[-1] if d.pending else d.base
     assert newest_common is not None and newest_common not in destroyed, (newest_common, destroyed)
-    # The base of this run's streams is needed until they are received; destroy_after runs after them.
     assert set(destroyed) <= set(tsnaps), destroyed
-    assert not set(destroyed) & set(d.pending)
     assert not set(destroyed) & set(d.destroy_before)
     expires = task.retention(now).expires
     for name in destroyed:

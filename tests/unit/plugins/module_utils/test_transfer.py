@@ -4,8 +4,8 @@
 """Runner.transfer: datasets in parallel, bounded, each after its parent (the scheduling logic alone)."""
 from __future__ import annotations
 
+import contextlib
 import threading
-import time
 
 import pytest
 
@@ -15,34 +15,51 @@ from ansible_collections.zfs.replication.plugins.module_utils._replication_task 
 
 
 class TimedRunner(Runner):
-    """execute_dataset takes `pause` seconds, fails for the names in `fail`, and records when it ran."""
+    """execute_dataset fails for the names in `fail` and records, in one sequence, when each dataset started and
+    ended (counted events, not clock readings). The first `meet` datasets to start wait for each other at a
+    barrier: they can only all get through if the runner really runs that many at once."""
 
-    def __init__(self, parallel: int, fail: set[str] = frozenset(), pause: float = 0.05, **extra):
+    def __init__(self, parallel: int, fail: set[str] = frozenset(), meet: int = 0, **extra):
         task = ReplicationTask.from_params(
             dict({"name": "t", "source_datasets": ["p/a"], "target_dataset": "q/a", "transport": "local",
                   "naming_schema": ["auto-%Y-%m-%d_%H-%M"], "parallel_transfers": parallel}, **extra)
         )
         super().__init__(task)
-        self.fail, self.pause = fail, pause
-        self.spans: dict[str, tuple[float, float]] = {}
+        self.fail = fail
+        self.events: list[tuple[str, str]] = []
         self.running = 0
         self.most = 0
         self.lock = threading.Lock()
+        self.meet = meet
+        self.barrier = threading.Barrier(meet) if meet else None
+        self.met = 0
 
     def execute_dataset(self, dplan, res, errors):  # type: ignore[no-untyped-def,override]
         with self.lock:
             self.running += 1
             self.most = max(self.most, self.running)
-        start = time.monotonic()
-        time.sleep(self.pause)
+            self.events.append(("start", dplan.source))
+            at_barrier = self.barrier is not None and dplan.source != "p/a" and self.met < self.meet
+            self.met += at_barrier
+        if at_barrier:
+            # A runner that runs fewer than `meet` at once leaves the barrier short: it breaks after the
+            # timeout (a bound on a hang, not a measurement) and `most` tells by how many.
+            with contextlib.suppress(threading.BrokenBarrierError):
+                self.barrier.wait(timeout=30)
         with self.lock:
             self.running -= 1
-        self.spans[dplan.source] = (start, time.monotonic())
+            self.events.append(("end", dplan.source))
         if dplan.source in self.fail:
             res.error = f"{dplan.source}: failed"
             errors.append(res.error)
             return False
         return True
+
+    def started(self) -> list[str]:
+        return [ds for kind, ds in self.events if kind == "start"]
+
+    def when(self, kind: str, ds: str) -> int:
+        return self.events.index((kind, ds))
 
 
 def work(tree: dict[str, str]) -> tuple[list[DatasetPlan], dict[str, DatasetResult]]:
@@ -59,35 +76,35 @@ TREE = {"p/a": "incremental", **{f"p/a/c{i}": "incremental" for i in range(8)}, 
 
 
 def test_children_start_after_their_parent_and_siblings_overlap_up_to_the_bound():
-    r = TimedRunner(parallel=4)
+    r = TimedRunner(parallel=4, meet=4)
     plans, results = work(TREE)
     errors: list[str] = []
     done = r.transfer(plans, results, errors)
     assert [d.source for d in done] == list(TREE) and errors == []
     for child in TREE:
         parent = child.rsplit("/", 1)[0]
-        if parent in r.spans:
-            assert r.spans[child][0] >= r.spans[parent][1], f"{child} started before {parent} finished"
-    assert r.most == 4  # eight siblings, four at a time
+        if parent in TREE:
+            assert r.when("start", child) > r.when("end", parent), f"{child} started before {parent} finished"
+    assert r.most == 4 and not r.barrier.broken  # eight siblings, four at a time, never more
 
 
 def test_one_at_a_time_runs_in_plan_order():
-    r = TimedRunner(parallel=1, pause=0.01)
+    r = TimedRunner(parallel=1)
     plans, results = work(TREE)
     r.transfer(plans, results, [])
-    starts = sorted(r.spans, key=lambda s: r.spans[s][0])
-    assert starts == list(TREE) and r.most == 1
+    assert r.started() == list(TREE) and r.most == 1
+    assert r.events == [(kind, ds) for ds in TREE for kind in ("start", "end")]  # each ends before the next starts
 
 
 def test_a_failed_first_transfer_skips_everything_below_it_and_a_failed_incremental_skips_nothing():
     tree = {"p/a": "incremental", "p/a/new": "full", "p/a/new/x": "full", "p/a/new/x/y": "full", "p/a/old": "incremental",
             "p/a/old/z": "incremental", "p/a/ok": "incremental"}
-    r = TimedRunner(parallel=3, fail={"p/a/new", "p/a/old"}, pause=0.01)
+    r = TimedRunner(parallel=3, fail={"p/a/new", "p/a/old"})
     plans, results = work(tree)
     errors: list[str] = []
     done = r.transfer(plans, results, errors)
     assert [d.source for d in done] == ["p/a", "p/a/old/z", "p/a/ok"]
-    assert set(r.spans) == {"p/a", "p/a/new", "p/a/old", "p/a/old/z", "p/a/ok"}  # the lost subtree never ran
+    assert set(r.started()) == {"p/a", "p/a/new", "p/a/old", "p/a/old/z", "p/a/ok"}  # the lost subtree never ran
     assert results["q/a/new/x"].error == "p/a/new/x: skipped because a parent failed"
     assert results["q/a/new/x/y"].error == "p/a/new/x/y: skipped because a parent failed"
     assert sorted(errors) == sorted(["p/a/new: failed", "p/a/old: failed", "p/a/new/x: skipped because a parent failed",
@@ -103,11 +120,11 @@ def test_an_unexpected_error_in_a_transfer_is_the_runs_error():
 
     plans, results = work(TREE)
     with pytest.raises(RuntimeError, match="unexpected"):
-        Boom(parallel=4, pause=0.01).transfer(plans, results, [])
+        Boom(parallel=4).transfer(plans, results, [])
 
 
 def test_netcat_goes_one_at_a_time_and_the_bound_is_validated():
-    r = TimedRunner(parallel=4, pause=0.0)
+    r = TimedRunner(parallel=4)
     assert r.workers == 4
     r.task.transport = "ssh+netcat"
     assert r.workers == 1
