@@ -1,0 +1,135 @@
+# Copyright (c) zfs.replication contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Received properties: the send and receive argv that keep a source's mountpoint, canmount, setuid and devices
+from applying on the target, per target capability (pure argv building; the real outcomes are tested on zfs-fuse
+in tests/reliability and on OpenZFS in tests/openzfs)."""
+from __future__ import annotations
+
+import subprocess
+from typing import Any
+
+import pytest
+
+from ansible_collections.zfs.replication.plugins.module_utils import _zfs as z
+from ansible_collections.zfs.replication.plugins.module_utils._planner import Send
+from ansible_collections.zfs.replication.plugins.module_utils._replication import Runner, TaskError
+from ansible_collections.zfs.replication.plugins.module_utils._replication_task import ReplicationTask
+from ansible_collections.zfs.replication.plugins.module_utils._transport import LocalHost
+
+OPENZFS = z.parse_version_output("zfs-2.3.2-1\nzfs-kmod-2.3.2-1\n")
+LEGACY = z.LEGACY
+SOURCE = z.Listing("p/a", {
+    "p/a": z.Dataset("p/a", "filesystem"),
+    "p/a/c": z.Dataset("p/a/c", "filesystem"),
+    "p/a/vol": z.Dataset("p/a/vol", "volume"),
+})
+
+
+def runner(target_caps: z.Capabilities = OPENZFS, **params: Any) -> Runner:
+    task = ReplicationTask.from_params(dict({
+        "name": "t", "source_datasets": ["p/a"], "target_dataset": "q/a", "transport": "local",
+        "naming_schema": ["auto-%Y-%m-%d_%H-%M"], "recursive": True,
+    }, **params))
+    r = Runner(task)
+    r.src_caps, r.dst_caps, r.source = OPENZFS, target_caps, SOURCE
+    return r
+
+
+def full(source: str = "p/a", replicate: bool = False) -> Send:
+    return Send(source, "q" + source[1:], "full", "s1", None, ["s1"], replicate=replicate)
+
+
+def pairs(argv: list[str], flag: str) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == flag]
+
+
+@pytest.mark.parametrize("replicate", [False, True])
+def test_openzfs_receive_never_takes_mountpoint_canmount_setuid_devices(replicate):
+    r = runner(replicate=replicate)
+    argv = r.recv_argv(full(replicate=replicate))
+    assert argv[:3] == ["zfs", "recv", "-u"] and argv[-1] == "q/a"
+    assert pairs(argv, "-x") == ["mountpoint"]
+    assert sorted(pairs(argv, "-o")) == ["canmount=noauto", "devices=off", "setuid=off"]
+    assert r.send_flags(full(replicate=replicate))[:1] == (["-R"] if replicate else ["-p"])
+
+
+def test_openzfs_without_properties_still_sets_the_safe_values():
+    argv = runner(properties=False).recv_argv(full())
+    assert pairs(argv, "-x") == []  # nothing is sent that could be excluded
+    assert sorted(pairs(argv, "-o")) == ["canmount=noauto", "devices=off", "setuid=off"]
+
+
+def test_properties_override_is_how_a_user_asks_for_them():
+    argv = runner(properties_override={"setuid": "on", "devices": "on", "canmount": "on", "mountpoint": "/srv/replica"}).recv_argv(full())
+    assert pairs(argv, "-x") == []
+    assert sorted(pairs(argv, "-o")) == ["canmount=on", "devices=on", "mountpoint=/srv/replica", "setuid=on"]
+
+
+def test_excluding_a_safe_property_does_not_give_zfs_both_x_and_o():
+    """zfs recv refuses one property in both -x and -o: the safe value already ignores the source's."""
+    argv = runner(properties_exclude=["setuid", "devices", "canmount", "mountpoint", "compression"]).recv_argv(full())
+    assert sorted(pairs(argv, "-x")) == ["compression", "mountpoint"]
+    assert sorted(pairs(argv, "-o")) == ["canmount=noauto", "devices=off", "setuid=off"]
+
+
+def test_a_zvol_gets_no_filesystem_properties():
+    argv = runner().recv_argv(full("p/a/vol"))
+    assert pairs(argv, "-o") == [] and pairs(argv, "-x") == []
+
+
+def test_a_resumed_receive_repeats_nothing():
+    send = full()
+    send.token = "1-abc"
+    assert runner().recv_argv(send) == ["zfs", "recv", "-u", "-s", "q/a"]
+
+
+@pytest.mark.parametrize("params", [{}, {"properties_exclude": ["compression"]}, {"properties": False}])
+def test_legacy_targets_never_get_the_sources_properties_in_the_stream(params):
+    """No recv -x/-o there: a stream with -p would create the dataset with the source's mountpoint and canmount,
+    live until a later zfs set (a kill in between leaves them). Non-replicate streams go without -p."""
+    r = runner(LEGACY, **params)
+    assert "-p" not in r.send_flags(full())
+    argv = r.recv_argv(full())
+    assert argv == ["zfs", "recv", "-u", "q/a"]
+
+
+def test_legacy_targets_list_the_values_they_fix():
+    assert runner(LEGACY, properties_override={"compression": "lz4"}).fixed_properties(LEGACY) == ["canmount", "compression", "devices", "setuid"]
+    assert runner().fixed_properties(OPENZFS) == []
+
+
+class Recorder(LocalHost):
+    """A source host that answers zfs get with canned output and records the argv (no zfs here)."""
+
+    def __init__(self, out: str, rc: int = 0) -> None:
+        super().__init__()
+        self.out, self.rc, self.calls = out, rc, []
+
+    def run(self, argv, check=True, input_text=None):  # type: ignore[no-untyped-def,override]
+        self.calls.append(list(argv))
+        return subprocess.CompletedProcess(list(argv), self.rc, self.out, "" if self.rc == 0 else "cannot open 'p/a': dataset does not exist\n")
+
+
+def test_replicate_to_a_legacy_target_refuses_a_source_mountpoint():
+    r = runner(LEGACY, replicate=True)
+    r.src = Recorder("p/a/c\tmountpoint\t/etc\tlocal\n")
+    with pytest.raises(TaskError) as err:
+        r.check_capabilities()
+    text = str(err.value)
+    assert "replicate" in text and "p/a/c" in text and "/etc" in text and "zfs inherit mountpoint" in text
+    assert r.src.calls == [["zfs", "get", "-H", "-r", "-s", "local,received", "-o", "name,property,value,source", "mountpoint", "p/a"]]
+
+
+@pytest.mark.parametrize("out", ["", "p/a/c\tmountpoint\tnone\tlocal\n", "p/a\tmountpoint\tlegacy\treceived\n"])
+def test_replicate_to_a_legacy_target_accepts_inherited_none_or_legacy_mountpoints(out):
+    r = runner(LEGACY, replicate=True)
+    r.src = Recorder(out)
+    r.check_capabilities()
+
+
+def test_replicate_to_openzfs_asks_the_source_nothing():
+    r = runner(replicate=True)
+    r.src = Recorder("p/a/c\tmountpoint\t/etc\tlocal\n")
+    r.check_capabilities()
+    assert r.src.calls == []
