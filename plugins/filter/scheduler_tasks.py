@@ -61,6 +61,14 @@ options:
     type: list
     elements: str
     default: []
+  secrets:
+    description:
+      - Whether each C(config) holds the task's secrets (C(encryption_key)).
+      - V(false) leaves them out, so that the plan can be shown (C(set_fact) prints it at C(-v), loops print each item);
+        C(secret) still tells which tasks have one. Their whole configs come from P(zfs.replication.scheduler_secret_configs#filter),
+        in a task with C(no_log).
+    type: bool
+    default: true
 """
 
 EXAMPLES = r"""
@@ -102,7 +110,9 @@ _value:
       description: Path of the task's JSON config on the host.
       type: str
     config:
-      description: The JSON config the runner reads (kind, name, params, schedule, timezone, depends_on).
+      description:
+        - The JSON config the runner reads (kind, name, params, schedule, timezone, depends_on).
+        - Without the task's secrets when O(secrets=false).
       type: dict
     exec_start:
       description: The service's C(ExecStart=) line, escaped for systemd.
@@ -122,7 +132,9 @@ _value:
       description: Whether to start the service once now.
       type: bool
     secret:
-      description: Whether the config holds a secret (an encryption key); the role writes it without diff or log.
+      description:
+        - Whether the task has a secret (an encryption key), which its config file must hold; the role writes that
+          file from P(zfs.replication.scheduler_secret_configs#filter) without diff or log.
       type: bool
 """
 
@@ -137,6 +149,8 @@ from ansible_collections.zfs.replication.plugins.module_utils._replication impor
 from ansible_collections.zfs.replication.plugins.module_utils._schedule import Schedule, ScheduleError
 
 UNIT_PREFIX = "zfs-replication-"
+# Task options that are secrets: left out of the plan that is shown (secrets=false), kept only in the config file.
+SECRET_PARAMS = ("encryption_key",)
 DEFAULT_SNAPSHOT_SCHEMA = "auto-%Y-%m-%d_%H-%M"  # TrueNAS's default
 TASK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 # Keys the role handles itself; everything else is a module option and goes to the engine.
@@ -189,16 +203,28 @@ def _entry(kind: str, name: str, params: dict[str, Any], task: dict[str, Any], s
         "wants": [],
         "after": [],
         # A config that holds a key is written without diff and log output.
-        "secret": bool(params.get("encryption_key")),
+        "secret": any(params.get(k) for k in SECRET_PARAMS),
         "enabled": bool(task.get("enabled", True)),
         "run_now": bool(task.get("run_now", False)),
     }
 
 
+def _without_secrets(entry: dict[str, Any]) -> dict[str, Any]:
+    params = {k: v for k, v in entry["config"]["params"].items() if k not in SECRET_PARAMS}
+    return {**entry, "config": {**entry["config"], "params": params}}
+
+
 def scheduler_tasks(snapshot_tasks: Any, replication_tasks: Any = None, snapshot_defaults: Any = None,
                     replication_defaults: Any = None, run_now: Any = None, launcher: str = "/usr/local/sbin/zfs-replication-run",
                     config_dir: str = "/etc/zfs-replication/tasks", state_dir: str = "/var/lib/zfs-replication",
-                    log_dir: str = "/var/log/zfs-replication", zfs_units: Any = None) -> list[dict[str, Any]]:
+                    log_dir: str = "/var/log/zfs-replication", zfs_units: Any = None, secrets: bool = True) -> list[dict[str, Any]]:
+    entries = _plan(snapshot_tasks, replication_tasks, snapshot_defaults, replication_defaults, run_now, launcher, config_dir,
+                    state_dir, log_dir, zfs_units)
+    return entries if secrets else [_without_secrets(e) for e in entries]
+
+
+def _plan(snapshot_tasks: Any, replication_tasks: Any, snapshot_defaults: Any, replication_defaults: Any, run_now: Any,
+          launcher: str, config_dir: str, state_dir: str, log_dir: str, zfs_units: Any) -> list[dict[str, Any]]:
     paths = {"launcher": launcher, "config_dir": config_dir, "state_dir": state_dir, "log_dir": log_dir}
     for key, value in paths.items():
         if not isinstance(value, str) or not value.startswith("/"):

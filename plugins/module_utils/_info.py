@@ -19,6 +19,12 @@ from ._transport import ConnectionFailed, TransportError
 from ._tz import zone
 from ._zfs import Dataset, DatasetMissing, Listing, Snapshot, ZfsError, list_tree, probe
 
+# Options the status never needs: the target's encryption is a matter of the sends. Dropped before the task is read,
+# so a status check neither needs the key nor handles it.
+SEND_ONLY_OPTIONS = ("encryption", "encryption_key_format", "encryption_key", "encryption_key_location")
+# Options whose values are secrets (the module masks them in every output).
+SECRET_OPTIONS = ("encryption_key",)
+
 DEFAULT_LAG_WARNING = 25 * 3600
 DEFAULT_LAG_CRITICAL = 49 * 3600
 HEALTH_ORDER = ("ok", "warning", "critical")
@@ -100,7 +106,7 @@ def task_info(params: dict[str, Any], state_dir: str = DEFAULT_STATE_DIR, lag_wa
               lag_critical: int = DEFAULT_LAG_CRITICAL, now: datetime | None = None) -> dict[str, Any]:
     """Status of one replication task (``params`` as for zfs_replication). Raises TaskError."""
     now = now or datetime.now(timezone.utc)
-    task = ReplicationTask.from_params(params)
+    task = ReplicationTask.from_params({k: v for k, v in params.items() if k not in SEND_ONLY_OPTIONS})
     runner = Runner(task)
     try:
         src_caps = probe(runner.src)
@@ -147,6 +153,18 @@ def task_info(params: dict[str, Any], state_dir: str = DEFAULT_STATE_DIR, lag_wa
         "health": health,
         "reasons": reasons,
     }
+
+
+def secret_values(*values: Any) -> set[str]:
+    """The values of SECRET_OPTIONS anywhere in VALUES (dicts and lists of task options), to be masked."""
+    found: set[str] = set()
+    for value in values:
+        if isinstance(value, dict):
+            found.update(str(v) for k, v in value.items() if k in SECRET_OPTIONS and v not in (None, ""))
+            found.update(secret_values(*value.values()))
+        elif isinstance(value, (list, tuple)):
+            found.update(secret_values(*value))
+    return found
 
 
 def tasks_info(tasks: list[dict[str, Any]], defaults: dict[str, Any] | None = None, **kwargs: Any) -> list[dict[str, Any]]:

@@ -36,6 +36,9 @@ options:
     description:
       - Replication tasks, each a dict of M(zfs.replication.zfs_replication) options (C(source_datasets),
         C(target_dataset), C(ssh), C(naming_schema), ...). Options that do not affect the status are ignored.
+      - The encryption options (C(encryption), C(encryption_key_format), C(encryption_key), C(encryption_key_location))
+        are ignored, since the status needs no key. A C(encryption_key) given here or in O(task_defaults) is masked in every
+        output of the module, like an option with C(no_log), whatever the verbosity.
     type: list
     elements: dict
     required: true
@@ -202,12 +205,25 @@ tasks:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.zfs.replication.plugins.module_utils._info import tasks_info
+from ansible_collections.zfs.replication.plugins.module_utils._info import secret_values, tasks_info
 from ansible_collections.zfs.replication.plugins.module_utils._replication_task import TaskError
 
 
+class InfoModule(AnsibleModule):
+    """An AnsibleModule that masks the tasks' secrets like no_log options.
+
+    tasks and task_defaults are free-form dicts, so no option spec can mark their encryption_key no_log. Its values
+    join no_log_values as soon as the arguments are read: before a failed validation returns the invocation, before
+    the invocation is logged, and for every result and failure message.
+    """
+
+    def _load_params(self) -> None:
+        super()._load_params()
+        self.no_log_values.update(secret_values(self.params.get("tasks"), self.params.get("task_defaults")))
+
+
 def main() -> None:
-    module = AnsibleModule(
+    module = InfoModule(
         argument_spec=dict(
             tasks=dict(type="list", elements="dict", required=True),
             task_defaults=dict(type="dict", default={}),

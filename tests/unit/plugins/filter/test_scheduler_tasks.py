@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.zfs.replication.plugins.filter.scheduler_secret_configs import scheduler_secret_configs
 from ansible_collections.zfs.replication.plugins.filter.scheduler_tasks import scheduler_tasks
 
 SNAP = {'name': 'hourly', 'dataset': 'tank/data', 'recursive': True, 'schedule': 'hourly', 'naming_schema': 'auto-%Y-%m-%d_%H-%M'}
@@ -37,6 +38,29 @@ def test_units_configs_and_oncalendar() -> None:
                                   '--state-dir /var/lib/zfs-replication --log-dir /var/log/zfs-replication')
     assert snap['wants'] == ['zfs.target'] and snap['after'] == ['zfs.target']
     assert (snap['enabled'], snap['run_now']) == (True, False)
+
+
+def test_secrets_stay_out_of_the_plan_and_in_the_config() -> None:
+    key = '0123456789abcdef' * 4
+    vault = dict(REPL, name='vault', encryption=True, encryption_key=key)
+    whole = by_id(scheduler_tasks([SNAP], replication_tasks=[vault, REPL]))
+    assert whole['repl-vault']['config']['params']['encryption_key'] == key  # default: configs whole, as before
+
+    shown = by_id(scheduler_tasks([SNAP], replication_tasks=[vault, REPL], secrets=False))
+    assert key not in repr(shown)
+    assert [i for i, e in shown.items() if e['secret']] == ['repl-vault']
+    assert shown['repl-vault']['config']['params']['encryption'] is True
+    assert shown['repl-offsite'] == whole['repl-offsite'] and shown['snap-hourly'] == whole['snap-hourly']
+
+    configs = scheduler_secret_configs([SNAP], replication_tasks=[vault, REPL], secrets=False)
+    assert configs == {'repl-vault': whole['repl-vault']['config']}
+
+    # a key from the saved configuration (defaults) counts as well
+    from_defaults = scheduler_tasks([], replication_tasks=[dict(vault, encryption_key=None)], replication_defaults={'encryption_key': key},
+                                    secrets=False)
+    assert from_defaults[0]['secret'] is True and key not in repr(from_defaults)
+    assert scheduler_secret_configs([], replication_tasks=[dict(vault, encryption_key=None)],
+                                    replication_defaults={'encryption_key': key})['repl-vault']['params']['encryption_key'] == key
 
 
 def test_no_schedule_means_no_timer() -> None:
