@@ -19,12 +19,13 @@ import time
 from pathlib import Path
 
 import pytest
-from faultlib import destroy_r, expect_kept, expect_replica, guids, run_engine, snap
+from faultlib import destroy_r, exists, expect_kept, expect_replica, fault_injected, run_engine, snap, tree
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ansible_collections.zfs.replication.plugins.module_utils import _executor, _transport
 from ansible_collections.zfs.replication.plugins.module_utils._replication import TaskError, run_replication
+from ansible_collections.zfs.replication.plugins.module_utils._replication_task import ReplicationTask
 from ansible_collections.zfs.replication.plugins.module_utils._transport import SSHConnection, SSHHost, quote_remote
 from ansible_collections.zfs.replication.plugins.module_utils._zfs import validate_dataset, validate_snapname
 from helpers import prop, zfs
@@ -106,28 +107,57 @@ def test_ssh_argv_of_hostile_connections(host, user, key, kh, cipher, port):
         assert re.fullmatch(r"[A-Za-z0-9@._,-]+", cipher), cipher  # a leading - is still -c's value (getopt)
 
 
+_NAME_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-")
+
+
+def safe_dataset(name: str) -> bool:
+    """The dataset names the engine promises to take (the README's rule, written out here on its own): ASCII letters,
+    digits and _ . : - in /-separated components, the pool's starting with a letter, the others not with . : -;
+    at most 255 characters."""
+    parts = name.split("/")
+    return (0 < len(name) <= 255 and name.isascii() and all(p and set(p) <= _NAME_CHARS for p in parts)
+            and parts[0][0].isalpha() and all(p[0] not in ".:-" for p in parts[1:]))
+
+
+def safe_snapname(name: str) -> bool:
+    return (0 < len(name) <= 255 and name.isascii() and set(name) <= _NAME_CHARS | {"+"}
+            and name[0] not in ".:+-")
+
+
+VALID_DATASETS = st.from_regex(r"[A-Za-z][A-Za-z0-9_.:-]{0,12}(/[A-Za-z0-9_][A-Za-z0-9_.:-]{0,12}){0,4}", fullmatch=True)
+VALID_SNAPNAMES = st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_.:+-]{0,30}", fullmatch=True)
+
+
 @pytest.mark.fault_class("hostile input (argv, names, hosts)")
 @settings(max_examples=500)
-@given(st.text(max_size=40) | st.builds(lambda a, b: a + b, st.sampled_from(["pool/", "-", "/", "p@", "p/..", "p/."]), SHELL_TEXT))
-def test_validate_dataset_accepts_only_safe_names(name):
+@given(st.text(max_size=40) | st.builds(lambda a, b: a + b, st.sampled_from(["pool/", "-", "/", "p@", "p/..", "p/."]), SHELL_TEXT)
+       | VALID_DATASETS)
+@example("a" * 255)
+@example("a" * 256)
+def test_validate_dataset_accepts_exactly_the_safe_names(name):
+    """Both directions: every name it accepts is safe, and every safe name is accepted (a validator that refuses
+    everything fails)."""
     try:
         validate_dataset(name, "target_dataset")
     except ValueError as exc:
         assert "target_dataset" in str(exc)
+        assert not safe_dataset(name), f"a safe dataset name was refused: {name!r}: {exc}"
         return
-    assert re.fullmatch(r"[A-Za-z0-9_.:/-]+", name) and name[0].isalpha() and name.isascii()
+    assert safe_dataset(name), f"an unsafe dataset name was accepted: {name!r}"
     assert "@" not in name and not name.endswith("/") and "//" not in name
     assert all(part not in (".", "..") and not part.startswith("-") for part in name.split("/"))
 
 
 @pytest.mark.fault_class("hostile input (argv, names, hosts)")
 @settings(max_examples=300)
-@given(SHELL_TEXT)
-def test_validate_snapname_accepts_only_safe_names(name):
+@given(SHELL_TEXT | VALID_SNAPNAMES)
+def test_validate_snapname_accepts_exactly_the_safe_names(name):
     try:
         validate_snapname(name, "snapshots[0]")
     except ValueError:
+        assert not safe_snapname(name), f"a safe snapshot name was refused: {name!r}"
         return
+    assert safe_snapname(name), f"an unsafe snapshot name was accepted: {name!r}"
     assert re.fullmatch(r"[A-Za-z0-9_.:+-]+", name) and not name.startswith("-")
 
 
@@ -201,7 +231,8 @@ def test_remote_zfs_receives_exactly_the_intended_argv(sandbox, shimmed_sshd, mo
         assert not unintended, f"remote zfs ran with argv the engine never built: {unintended}"
         assert ["zfs", "set", f"zr:note={value}", dst] in calls
         assert any(c[:3] == ["zfs", "recv", "-u"] and c[-1] == dst for c in calls)
-        assert prop(dst, "zr:note") == value and prop(dst, "zr:evil") == value
+        assert prop(dst, "zr:note") == value
+        fault_injected("a property value full of shell syntax travelled in the stream", prop(dst, "zr:evil") == value)
         assert not PWNED.exists()
         expect_replica(src, dst)
     finally:
@@ -242,9 +273,55 @@ def test_hostile_values_are_refused_before_anything_runs(sandbox, field, tmp_pat
             problems.append(f"{field}={text!r}: {type(exc).__name__}: {exc}")
             continue
         problems.append(f"{field}={text!r}: accepted")
+    # The other direction: the same fields with odd but valid values pass validation (a validator that refuses
+    # everything would pass the loop above).
+    valid = {"source_datasets": f"{sandbox.src_pool}/x.y:z_-1", "target_dataset": f"{sandbox.dst_pool}/_9.a:b-c", "ssh.host": "a-1.b.example",
+             "ssh.user": "backup_user-1", "snapshots": "_x.y:z+1-2", "properties_override": "zr:x.y_z-1", "name": "task_1.x-y"}[field]
+    params = {"source_datasets": [f"{sandbox.src_pool}/x"], "target_dataset": f"{sandbox.dst_pool}/x", "naming_schema": ["auto-%Y-%m-%d_%H-%M"],
+              "ssh": {"host": "127.0.0.1", "port": sandbox.sshd.port}}
+    if field.startswith("ssh."):
+        params["ssh"][field[4:]] = valid
+    elif field == "snapshots":
+        params["snapshots"] = [valid]
+    elif field == "properties_override":
+        params["properties_override"] = {valid: "x"}
+    else:
+        params[field] = [valid] if field == "source_datasets" else valid
+    ReplicationTask.from_params(params)  # raises TaskError if the valid value is refused
     assert not problems, "\n".join(problems)
     assert not PWNED.exists()
     assert before == {p: zfs("get", "-H", "-p", "-r", "-o", "name,value", "guid", p) for p in (sandbox.src_pool, sandbox.dst_pool)}
+
+
+@pytest.mark.fault_class("hostile input (argv, names, hosts)")
+def test_odd_but_valid_names_replicate(sandbox):
+    """Names at the edges of what validation accepts (every allowed character, components starting with a digit or
+    _, a long one) are not only accepted: they replicate over ssh, children and odd snapshot names included."""
+    tag = secrets.token_hex(3)
+    src = f"{sandbox.src_pool}/V{tag}.a:b_c-d"
+    child = f"{src}/0_.:-{'x' * 60}"
+    parent = f"{sandbox.dst_pool}/_{tag}"
+    dst = f"{parent}/9.t:a_r-g"
+    names = ["_a.b:c-d", "0", "Z9:" + "y" * 80]  # (validation also lets '+' through, which no ZFS takes in a name)
+    assert all(safe_dataset(d) for d in (src, child, dst)) and all(safe_snapname(n) for n in names)
+    zfs("create", src)
+    zfs("create", child)
+    zfs("create", parent)
+    name = f"valid-{tag}"
+    try:
+        for i, snapname in enumerate(names):
+            snap(src, snapname, data=f"v{i}", size=10_000, count=1)
+            snap(child, snapname, data=f"c{i}", size=10_000, count=1)
+        params = {"name": name, "source_datasets": [src], "target_dataset": dst, "recursive": True, "name_regex": ".*",
+                  "ssh": {"host": "127.0.0.1", "port": sandbox.sshd.port, "user": "root", "private_key_file": str(sandbox.sshd.private_key),
+                          "known_hosts_file": str(sandbox.sshd.known_hosts)}}
+        run = run_engine(params)
+        assert run.ok, "\n".join(run.lines)
+        expect_replica(src, dst)
+        assert sorted(tree(dst)) == sorted(tree(src)) and len(tree(dst)) == 2 * len(names)
+    finally:
+        for ds in (src, parent):
+            destroy_r(ds, [f"zfs.replication:{name}"])
 
 
 # ==================================================================================================== hostile received properties
@@ -283,16 +360,19 @@ def test_received_mountpoint_over_a_system_path_is_not_mounted(sandbox, tmp_path
         assert prop(dst, "mounted") == "no"
         assert str(fake_etc) not in _mounts(), _mounts()
         assert (fake_etc / "passwd").read_text().startswith("root:")
-        assert guids(dst) == guids(src)
-        # The replica still names the source's mountpoint (zfs-fuse has no recv -x; OpenZFS targets get -x
-        # mountpoint), but its canmount is noauto, set locally: boot or `zfs mount -a` leaves it alone...
+        fault_injected(f"the source sent mountpoint={fake_etc} canmount=on",
+                       (prop(src, "mountpoint"), prop(src, "canmount")) == (str(fake_etc), "on") and run.result["datasets"][dst]["snapshots_sent"])
+        expect_replica(src, dst)
+        # The replica does not take the source's mountpoint (recv -x mountpoint on OpenZFS, the same emulated on
+        # zfs-fuse): it inherits the target's; its canmount is noauto, set locally: boot or `zfs mount -a` leaves it alone...
         props = {p: zfs("get", "-H", "-o", "value,source", p, dst).strip() for p in ("mountpoint", "canmount")}
-        assert props["canmount"] == "noauto\tlocal", props  # (zfs mount -a here would also try the source itself)
-        # ...and mount: true refuses a mountpoint that came from the source.
+        assert props["canmount"] == "noauto\tlocal", props
+        assert props["mountpoint"].split("\t")[1].startswith("inherited from ") and str(fake_etc) not in props["mountpoint"], props
+        # ...and mount: true mounts it there, never over the source's path.
         zfs("snapshot", f"{src}@auto-2026-11-28_23-00")
         again = run_engine(dict(params, mount=True))
         assert again.ok, again
-        assert any("not mounting" in line and str(fake_etc) in line for line in again.lines), again
+        assert prop(dst, "mounted") == "yes" and f" {props['mountpoint'].split(chr(9))[0]} " in _mounts(), _mounts()
         assert str(fake_etc) not in _mounts(), _mounts()
     finally:
         with contextlib.suppress(Exception):
@@ -322,7 +402,7 @@ def _ssh(sandbox, **kw):
 def test_ssh_security_defaults(sandbox, tmp_path, case):
     tag, src, parent, dst = _sec_pair(sandbox)
     try:
-        src_before = guids(src)
+        src_before = tree(src)
         if case == "unknown host key":
             kh = tmp_path / "empty_known_hosts"
             kh.write_text("")
@@ -342,9 +422,8 @@ def test_ssh_security_defaults(sandbox, tmp_path, case):
         params = {"name": f"sec-{tag}", "source_datasets": [src], "target_dataset": dst, "naming_schema": ["auto-%Y-%m-%d_%H-%M"],
                   "ssh": ssh}
         run = run_engine(params)
-        assert not run.ok, run
-        assert all(w in run.message for w in words), run.message
-        assert not guids(dst) and not (Path(ssh["known_hosts_file"]).read_text().count("\n") > 1)
+        fault_injected(case, not run.ok and all(w in run.message for w in words), repr(run))
+        assert not exists(dst) and not (Path(ssh["known_hosts_file"]).read_text().count("\n") > 1)
         expect_kept(src_before, src, "source")
     finally:
         for ds in (src, parent):
@@ -353,10 +432,10 @@ def test_ssh_security_defaults(sandbox, tmp_path, case):
 
 @pytest.mark.fault_class("security defaults (secrets)")
 def test_encryption_key_never_in_argv_logs_or_ansible_output(sandbox, ansible_playbook):
-    """encryption_key of a run, sampled from every /proc/*/cmdline while ansible-playbook -vvv runs it: never
+    """encryption_key of a run, sampled from every /proc/*/cmdline and /proc/*/environ while ansible-playbook -vvv runs it: never
     there, nor in the Ansible output or the task's log. Limitation: zfs-fuse has no native encryption, so the
-    run stops at the capability check (after the probe, before any key is written to the target); the path that
-    hands the key to the target (stdin of `cat > file`) is exercised by the OpenZFS tier."""
+    run stops at the capability check (after the probe, before any key is written to the target); the same sampling
+    during a real encrypted receive that uses the key is tests/openzfs/test_key_sampling.py."""
     tag, src, parent, dst = _sec_pair(sandbox)
     key = secrets.token_hex(32)
     needles = [key, key[:24]]
@@ -365,11 +444,11 @@ def test_encryption_key_never_in_argv_logs_or_ansible_output(sandbox, ansible_pl
 
     def sample() -> None:
         while not stop.is_set():
-            for cmd in Path("/proc").glob("[0-9]*/cmdline"):
+            for f in [*Path("/proc").glob("[0-9]*/cmdline"), *Path("/proc").glob("[0-9]*/environ")]:
                 with contextlib.suppress(OSError):
-                    text = cmd.read_bytes().decode(errors="replace")
+                    text = f.read_bytes().decode(errors="replace")
                     if any(n in text for n in needles):
-                        seen.append(text)
+                        seen.append(f"{f}: {text[:200]}")
             time.sleep(0.01)
 
     params = {"name": f"enc-{tag}", "source_datasets": [src], "target_dataset": dst, "naming_schema": ["auto-%Y-%m-%d_%H-%M"],
@@ -389,7 +468,7 @@ def test_encryption_key_never_in_argv_logs_or_ansible_output(sandbox, ansible_pl
     result = res.task("replicate")
     assert result.get("failed") and "encryption" in result.get("msg", ""), result
     assert not direct.ok and "encryption" in direct.message
-    assert not seen, f"the key appeared on a command line: {seen[:3]}"
+    assert not seen, f"the key appeared on a command line or in an environment: {seen[:3]}"
     for where, text in (("ansible stdout", res.stdout), ("ansible stderr", res.stderr), ("engine log", "\n".join(direct.lines)),
                         ("engine message", direct.message)):
         assert not any(n in text for n in needles), f"the key appeared in the {where}"
