@@ -9,6 +9,7 @@ so scheduler_systemd=false: the role writes engine, configs and units, and run-n
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import sys
@@ -100,8 +101,17 @@ def test_site_twice_run_now_status_log(sandbox, ansible_playbook, tmp_path):
     assert (tmp_path / "bin" / "zfs-replication-run").exists()
 
     second = ansible_playbook(playbook("site.yml"), inventory_text=inventory)
-    assert changed_tasks(second) == [], changed_tasks(second)
-    assert second.stats["fileserver"]["changed"] == 0 and second.stats["backup"]["changed"] == 0
+    new = sorted(k for k in snapshots_with_guids(d["src"]) if k not in src_snaps)
+    if not new:
+        assert changed_tasks(second) == [], changed_tasks(second)
+        assert second.stats["fileserver"]["changed"] == 0 and second.stats["backup"]["changed"] == 0
+    else:
+        # The daily slot rolled over between the two runs (the test crossed midnight): the second run took that
+        # day's snapshot of both datasets and replicated it, and changed nothing else.
+        day = {k.split("@")[1] for k in new}
+        assert len(new) == 2 and len(day) == 1 and min(day) > max(k.split("@")[1] for k in src_snaps), new
+        assert snapshots_with_guids(d["dst"]) == snapshots_with_guids(d["src"])
+        assert len(changed_tasks(second)) <= 2 and second.stats["backup"]["changed"] == 0, changed_tasks(second)
 
     # Run now: a new (manual, schema-named) snapshot goes over with the task's timer config.
     newest = "auto-2099-01-01_00-00"
@@ -137,14 +147,48 @@ def test_site_twice_run_now_status_log(sandbox, ansible_playbook, tmp_path):
     assert log.task("Print the last run's log", "fileserver")["msg"] == log_lines
 
 
-def test_site_check_mode_changes_nothing(sandbox, ansible_playbook, tmp_path):
+def _files(root: Path) -> dict[str, str]:
+    """{path: sha256 and mode} of every file under ROOT (the role's files, keys, state, logs, metrics)."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and "play" not in path.relative_to(root).parts[0]:  # the fixture's own playbook dirs
+            out[str(path.relative_to(root))] = f"{hashlib.sha256(path.read_bytes()).hexdigest()} {oct(path.stat().st_mode)}"
+    return out
+
+
+def _holds(dataset: str) -> dict[str, str]:
+    out = zfs("get", "-H", "-p", "-r", "-o", "name,value", "userrefs", dataset)
+    return {n: v for n, v in (line.split("\t") for line in out.splitlines()) if "@" in n}
+
+
+def test_site_check_mode_on_a_configured_host_changes_nothing(sandbox, ansible_playbook, tmp_path):
+    """site.yml in check mode on hosts it already configured: exit 0; the only change it reports is the one
+    there is to make (the replication of a snapshot taken since); no file, unit, key, snapshot or hold changes."""
     tag = secrets.token_hex(3)
     inventory, d = sandbox_declaration(sandbox, tmp_path, tag)
-    zfs("snapshot", "-r", f"{d['src']}@auto-2026-01-01_00-00")
-    before = snapshots_with_guids(d["src"])
-    # On a new deployment check mode cannot plan the replication: the trust it would set up does not exist yet,
-    # so the run stops there with the reason (and changes nothing, which is what this test is about).
-    run = ansible_playbook(playbook("site.yml"), inventory_text=inventory, check=True, expect_rc=2)
-    assert "is not in ssh.known_hosts_file" in run.stdout
-    assert snapshots_with_guids(d["src"]) == before
-    assert zfs("list", "-H", "-o", "name", "-r", d["dst"].rsplit("/", 1)[0]).split() == [d["dst"].rsplit("/", 1)[0]]
+    ansible_playbook(playbook("site.yml"), inventory_text=inventory)
+    newest = "auto-2099-01-01_00-00"  # something to replicate: the check run must plan it and not send it
+    zfs("snapshot", "-r", f"{d['src']}@{newest}")
+    before = (_files(tmp_path), sandbox.sshd.authorized_keys.read_text(), snapshots_with_guids(d["src"]),
+              snapshots_with_guids(d["dst"]), _holds(d["src"]), _holds(d["dst"]))
+
+    check = ansible_playbook(playbook("site.yml"), inventory_text=inventory, check=True, expect_rc=0)
+
+    after = (_files(tmp_path), sandbox.sshd.authorized_keys.read_text(), snapshots_with_guids(d["src"]),
+             snapshots_with_guids(d["dst"]), _holds(d["src"]), _holds(d["dst"]))
+    names = ("files", "authorized_keys", "source snapshots", "target snapshots", "source holds", "target holds")
+    changed_state = [n for n, b, a in zip(names, before, after) if b != a]
+    assert not changed_state, f"check mode changed {changed_state}"
+    assert f"@{newest}" not in snapshots_with_guids(d["dst"])
+    # Changed as planned: the replication would send the new snapshot (and, only if a new daily slot began
+    # since the apply, the snapshot task would take it); nothing else reports a change.
+    assert {h for t in check.tasks_run for h, r in t["hosts"].items() if r.get("changed")} <= {"fileserver"}, changed_tasks(check)
+    results = [(t["task"]["name"], item) for t in check.tasks_run for h, r in t["hosts"].items() if h == "fileserver"
+               for item in (r.get("results") or [r]) if item.get("changed")]
+    pending = [p.get("pending") for _name, item in results for p in item.get("plan") or [] if isinstance(p, dict)]
+    assert any(newest in (p or []) for p in pending), f"check mode did not plan the pending replication: {results}"
+    # A snapshot task reports a change only if a new daily slot began since the apply (the test can cross midnight):
+    # then it names the snapshot it would take, which is not on the source.
+    taken = {k.split("@")[1] for k in before[2]}
+    for name, item in results:
+        assert "plan" in item or item.get("snapshot_name") not in (None, *taken), (name, item)
