@@ -103,15 +103,17 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     if not _RESULTS:
         return
     terminalreporter.section("reliability: per backend and fault class")
-    head = f"{'backend':<9} {'fault class':<40}" + "".join(f"{c:>13}" for c in COLUMNS)
-    terminalreporter.write_line(head.replace("known", "xfail (bugs)"))
+    labels = {"run": "cases", "known": "xfail"}
+    width = {k: max(len(labels.get(k, k)), 3) + 2 for k in COLUMNS}
+    terminalreporter.write_line(f"{'backend':<9} {'fault class':<40}" + "".join(f"{labels.get(k, k):>{width[k]}}" for k in COLUMNS))
     totals: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(COLUMNS, 0))
     for (be, cls) in sorted(_RESULTS):
         c = _RESULTS[(be, cls)]
         for k in COLUMNS:
             totals[be][k] += c[k]
-        terminalreporter.write_line(f"{be:<9} {cls:<40}" + "".join(f"{c[k]:>13}" for k in COLUMNS))
+        terminalreporter.write_line(f"{be:<9} {cls:<40}" + "".join(f"{c[k]:>{width[k]}}" for k in COLUMNS))
     for be, c in sorted(totals.items()):
-        terminalreporter.write_line(f"{be:<9} {'all fault classes':<40}" + "".join(f"{c[k]:>13}" for k in COLUMNS))
-    terminalreporter.write_line("fault: the case saw its fault happen; kept: compared both sides before/after it (children too); "
-                                "replica: compared guids and file checksums with the source; lost: failed with DataLost")
+        terminalreporter.write_line(f"{be:<9} {'all fault classes':<40}" + "".join(f"{c[k]:>{width[k]}}" for k in COLUMNS))
+    terminalreporter.write_line("fault: saw its fault happen; kept: compared both sides before/after it (children too); replica: compared "
+                                "guids and file checksums snapshot to snapshot; lost: failed with DataLost; not injected: failed "
+                                "because its fault did not happen; xfail: known engine bugs")
