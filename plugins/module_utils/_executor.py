@@ -10,6 +10,8 @@ and carries its stderr.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import signal
 import subprocess
@@ -135,22 +137,28 @@ def _parse_pv_bytes(text: str) -> int | None:
     return None
 
 
-def _start(stages: Sequence[Stage], procs: list[subprocess.Popen], errfiles: list) -> None:
-    """Start ``stages`` connected by pipes; append to ``procs``/``errfiles`` as they start."""
+def _start(stages: Sequence[Stage], procs: list[subprocess.Popen], errfiles: list, stdin_data: bytes | None = None) -> None:
+    """Start ``stages`` connected by pipes; append to ``procs``/``errfiles`` as they start.
+
+    With ``stdin_data`` the first stage reads it from a pipe that stays open (see :func:`run_chains`), and every
+    stage runs in a session of its own, so that a script's ``kill 0`` or our ``killpg`` reaches exactly its group.
+    """
     prev_out = None
     for i, stage in enumerate(stages):
         errf = tempfile.TemporaryFile()  # noqa: SIM115  (closed by _collect after the stage ends)
         errfiles.append(errf)
         last = i == len(stages) - 1
         cmd = stage.local_argv or stage.host.command(stage.argv)
+        feed = i == 0 and stdin_data is not None
         try:
             proc = start_process(
                 cmd,
-                stdin=prev_out if prev_out is not None else subprocess.DEVNULL,
+                stdin=subprocess.PIPE if feed else (prev_out if prev_out is not None else subprocess.DEVNULL),
                 stdout=subprocess.DEVNULL if last else subprocess.PIPE,
                 stderr=errf,
                 env=command_env(),
                 close_fds=True,
+                start_new_session=stdin_data is not None,
             )
         except OSError as exc:
             raise PipelineError(f"cannot start {stage.name}: {exc}", []) from exc
@@ -159,6 +167,12 @@ def _start(stages: Sequence[Stage], procs: list[subprocess.Popen], errfiles: lis
                 prev_out.close()  # only the next stage holds the read end now
         prev_out = proc.stdout
         procs.append(proc)
+        if feed and proc.stdin is not None and stdin_data is not None:
+            try:
+                proc.stdin.write(stdin_data)  # a few bytes: the pipe buffer takes them without blocking
+                proc.stdin.flush()
+            except OSError:
+                pass  # the stage already ended: its exit status tells why
 
 
 def _collect(stages: Sequence[Stage], rcs: list[int], errfiles: list, counter_index: int | None) -> tuple[list[StageResult], int | None]:
@@ -178,8 +192,9 @@ def _collect(stages: Sequence[Stage], rcs: list[int], errfiles: list, counter_in
     return results, nbytes
 
 
-def _raise_on_failure(results: list[StageResult]) -> None:
-    bad = culprit(results)
+def _raise_on_failure(results: list[StageResult], blame_first: list[StageResult] | None = None) -> None:
+    """Raise for the culprit; ``blame_first`` (a subset of ``results``) is searched first: the part that failed first."""
+    bad = (culprit(blame_first) if blame_first else None) or culprit(results)
     if bad is not None:
         others = [s for s in results if s.rc != 0 and s is not bad]
         msg = _explain(bad)
@@ -215,12 +230,86 @@ def run_pipeline(stages: Sequence[Stage], counter_index: int | None = None) -> P
     return PipelineResult(results, duration, nbytes)
 
 
+ABORT_GRACE = 5.0
+
+
+def _abort(procs: Sequence[subprocess.Popen], grace: float = ABORT_GRACE) -> None:
+    """End a chain: cut its lifeline (stdin), give it ``grace`` seconds to end its own process group, then kill.
+
+    A chain started with stdin data is a script whose stdin is its lifeline: on end of file it kills its whole
+    process group, on the remote host too (killing the local ssh client alone would leave the remote side running
+    until sshd noticed). The local kill is the fallback, to the session for such a chain.
+    """
+    for p in procs:
+        _close_stdin(p)
+    deadline = time.monotonic() + grace
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                p.kill()
+            p.wait()
+
+
+def _close_stdin(p: subprocess.Popen) -> None:
+    if p.stdin is not None and not p.stdin.closed:
+        with contextlib.suppress(OSError):
+            p.stdin.close()
+
+
+def _peek(stages: Sequence[Stage], procs: Sequence[subprocess.Popen], errfiles: list) -> list[StageResult]:
+    """Results of a chain whose processes have all ended, read without moving the files' offsets."""
+    results: list[StageResult] = []
+    for stage, proc, errf in zip(stages, procs, errfiles):
+        size = os.fstat(errf.fileno()).st_size
+        text = os.pread(errf.fileno(), size, 0).decode("utf-8", "replace")
+        if stage.parts:
+            results += split_remote_result(stage, proc.returncode, text)
+        else:
+            results.append(StageResult(stage.name, stage.host.label, list(stage.argv), proc.returncode, text))
+    return results
+
+
+def _wait_chains(chains: list[tuple[Sequence[Stage], list[subprocess.Popen], list]], pause: float = 0.05) -> int | None:
+    """Wait until every chain has ended; when one ends in failure, abort the others (the stream cannot succeed,
+    and a listener nobody connects to would wait forever). Returns the index of the chain that failed first."""
+    first_failed: int | None = None
+    ended = [False] * len(chains)
+    while not all(ended):
+        for i, (stages, procs, errfiles) in enumerate(chains):
+            if ended[i] or any(p.poll() is None for p in procs):
+                continue
+            ended[i] = True
+            if first_failed is None and any(r.rc != 0 for r in _peek(stages, procs, errfiles)):
+                first_failed = i
+                for j, (_s, others, _e) in enumerate(chains):
+                    if not ended[j]:
+                        _abort(others)
+        if not all(ended):
+            time.sleep(pause)
+    return first_failed
+
+
 def run_chains(
-    listener: Sequence[Stage], sender: Sequence[Stage], ready: Callable[[], None], counter_index: int | None = None
+    listener: Sequence[Stage],
+    sender: Sequence[Stage],
+    ready: Callable[[Callable[[], bool]], None],
+    counter_index: int | None = None,
+    *,
+    listener_input: bytes | None = None,
+    sender_input: bytes | None = None,
 ) -> PipelineResult:
     """Two pipelines joined by a network connection: start ``listener``, wait for ``ready``, start ``sender``.
 
-    ``counter_index`` indexes ``sender``. Results are reported in data order (sender, then listener).
+    ``ready(running)`` returns once the listener accepts connections and raises PipelineError otherwise;
+    ``running()`` says whether the listener is still running. ``counter_index`` indexes ``sender``.
+    ``*_input`` is written to the first stage of a chain, whose stdin then stays open until the chain ends: the
+    chain's lifeline, cut (closed) to end it. When one chain fails, or ``ready`` fails, or anything raises,
+    the other chains are ended too. Results are reported in data order (sender, then listener); the error blames
+    the chain that failed first.
     """
     lprocs: list[subprocess.Popen] = []
     sprocs: list[subprocess.Popen] = []
@@ -228,17 +317,28 @@ def run_chains(
     serr: list = []
     start = time.monotonic()
     try:
-        _start(listener, lprocs, lerr)
-        ready()
-        _start(sender, sprocs, serr)
-    except PipelineError:
-        _kill(sprocs + lprocs)
+        _start(listener, lprocs, lerr, listener_input)
+        ready(lambda: all(p.poll() is None for p in lprocs))
+        _start(sender, sprocs, serr, sender_input)
+        first_failed = _wait_chains([(sender, sprocs, serr), (listener, lprocs, lerr)])
+    except PipelineError as exc:
+        _abort(sprocs)
+        _abort(lprocs)
+        sres, _unused = _collect(sender, [p.returncode for p in sprocs], serr, None)
+        lres, _unused = _collect(listener, [p.returncode for p in lprocs], lerr, None)
+        detail = "; ".join(_explain(s) for s in lres + sres if s.rc != 0 and s.stderr.strip())
+        raise PipelineError(f"{exc}" + (f" ({detail})" if detail else ""), sres + lres) from exc
+    except BaseException:
+        _abort(sprocs)
+        _abort(lprocs)
+        for f in lerr + serr:
+            f.close()
         raise
-    src = [p.wait() for p in sprocs]
-    lrc = [p.wait() for p in lprocs]
+    for p in sprocs + lprocs:
+        _close_stdin(p)
     duration = time.monotonic() - start
-    sres, nbytes = _collect(sender, src, serr, counter_index)
-    lres, _unused = _collect(listener, lrc, lerr, None)
+    sres, nbytes = _collect(sender, [p.returncode for p in sprocs], serr, counter_index)
+    lres, _unused = _collect(listener, [p.returncode for p in lprocs], lerr, None)
     results = sres + lres
-    _raise_on_failure(results)
+    _raise_on_failure(results, lres if first_failed == 1 else sres if first_failed == 0 else None)
     return PipelineResult(results, duration, nbytes)
