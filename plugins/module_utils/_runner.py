@@ -10,9 +10,10 @@
 A run of one task:
 
 * takes the task's lock (``flock`` on ``STATE_DIR/ID.lock``). When another run of the same task holds
-  it, this run waits up to ``--lock-wait`` seconds (default 0), then skips: it logs why and exits 0
-  without touching the state file, which belongs to the run in progress. systemd never starts a unit
-  twice at once, so this only happens when someone runs the task by hand while its timer runs it;
+  it, this run waits up to ``--lock-wait`` seconds (default 0), then skips: it logs why (naming the lock
+  file and the pid holding it) and exits 0 without touching the state file, which belongs to the run in
+  progress. systemd never starts a unit twice at once, so this only happens when the task also runs by
+  hand or from a playbook. Check mode takes no lock: it only reads, and writes no file at all;
 * for a replication task that ``depends_on`` snapshot tasks, first waits (up to ``--dependency-wait``
   seconds) until a run of each of them in progress has finished, so it never lists the source while
   its snapshots are being taken;
@@ -27,6 +28,12 @@ A run of one task:
   replication task, the time of the newest replicated snapshot and the lag (alert on RPO with
   ``time() - zfs_replication_newest_replicated_timestamp_seconds``);
 * exits 0 (ok or skipped), 1 (failed: systemd marks the unit failed) or 2 (unusable config).
+
+The modules ``zfs_replication`` and ``zfs_snapshot_task`` run a task through the same code
+(``run_from_module``): one task, one lock, one history, whoever starts the run. A module run that finds
+the lock held waits up to its ``lock_wait`` option, then fails naming the lock file and its holder, and
+changes nothing. A module run ignores the schedule's window and the dependencies: the playbook decides
+when it runs.
 
 Only the standard library and the engine: the role installs these files on hosts that have python3,
 zfs and ssh, without ansible-core.
@@ -57,6 +64,7 @@ DEFAULT_LOG_DIR = "/var/log/zfs-replication"
 DEFAULT_LOG_MAX_BYTES = 1024 * 1024
 DEFAULT_LOG_KEEP = 5
 DEFAULT_DEPENDENCY_WAIT = 3600.0
+DEFAULT_MODULE_LOCK_WAIT = 600.0
 STATE_VERSION = 1
 
 EXIT_OK = 0
@@ -77,6 +85,15 @@ class ConfigError(Exception):
 
 class Terminated(Exception):
     """SIGTERM or SIGINT arrived during a run (``systemctl stop``, shutdown)."""
+
+
+class TaskBusy(Exception):
+    """Another run of the same task still held its lock when the wait was over."""
+
+    def __init__(self, lock_file: Path, holder: int | None, waited: float, option: str = "--lock-wait") -> None:
+        self.lock_file, self.holder, self.waited = lock_file, holder, waited
+        who = f"pid {holder}" if holder else "a process that has not written its pid yet"
+        super().__init__(f"another run of this task holds {lock_file} ({who}); waited {waited:g}s ({option}) for it to finish")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -169,6 +186,14 @@ class TaskLock:
             os.write(fd, f"{os.getpid()}\n".encode())
             return True
 
+    def holder(self) -> int | None:
+        """The pid the holder wrote into the lock file; None when unreadable or not written yet."""
+        try:
+            text = self.path.read_text(encoding="ascii").strip()
+        except (OSError, ValueError):
+            return None
+        return int(text) if text.isdigit() else None
+
     def release(self) -> None:
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
@@ -218,6 +243,7 @@ def make_logger(task_id: str, log_file: str | os.PathLike[str] | None, stream: T
     with offset, the task id and the pid. The file rotates at ``max_bytes``, keeping ``keep`` old files.
     """
     logger = logging.Logger(f"zfs-replication.{task_id}", logging.INFO)
+    logger.addHandler(logging.NullHandler())  # a check-mode module run has neither: never fall back to stderr
     if stream is not None:
         handler: logging.Handler = logging.StreamHandler(stream)
         handler.setFormatter(logging.Formatter("%(message)s"))
@@ -330,6 +356,7 @@ class RunOptions:
     log_max_bytes: int = DEFAULT_LOG_MAX_BYTES
     log_keep: int = DEFAULT_LOG_KEEP
     metrics_dir: str | None = None
+    fail_when_busy: bool = False  # a module run fails when the lock stays held; the timer skips
 
 
 def state_path(state_dir: str | os.PathLike[str], task_id: str) -> Path:
@@ -375,20 +402,56 @@ def _wait_for_dependencies(config: TaskConfig, opts: RunOptions, log: TaskLog) -
             log.warning(f"snapshot task {dep} still runs after {opts.dependency_wait:.0f}s: replicating what exists now")
 
 
+@dataclass
+class TaskRun:
+    """What one run of a task did: its exit status, the state it recorded and the engine's own result.
+
+    ``result`` is the engine's result object (None when the engine raised or did not run); ``error`` is what
+    the engine raised, if anything. ``busy`` is set when the run skipped because another run held the lock.
+    """
+
+    status: int
+    state: dict[str, Any]
+    result: Any = None
+    error: BaseException | None = None
+    busy: TaskBusy | None = None
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
 def run_task(config: TaskConfig, opts: RunOptions, stream: TextIO | None = None,
              engines: dict[str, Engine] | None = None, clock: Callable[[], datetime] | None = None) -> int:
-    """Run one task once with its lock, log and state file. Returns the exit status."""
+    """Run one task once with its lock, log and state file (the timer's way: skip when busy). Returns the exit status."""
+    return execute_task(config, opts, stream, engines, clock).status
+
+
+def execute_task(config: TaskConfig, opts: RunOptions, stream: TextIO | None = None, engines: dict[str, Engine] | None = None,
+                 clock: Callable[[], datetime] | None = None) -> TaskRun:
+    """Run one task once under its lock, with its log, state file and metrics; whoever runs it goes through here.
+
+    When another run holds the lock after ``opts.lock_wait`` seconds: with ``opts.fail_when_busy`` (a module
+    run) this logs the failure and raises TaskBusy, else (the timer) it logs a skip and returns status 0.
+    Either way the engine does not run and the state file stays the holder's. Check mode takes no lock and
+    writes no file.
+    """
     engines = engines or ENGINES
-    clock = clock or (lambda: datetime.now(timezone.utc))
+    clock = clock or _utc_now
     task_id = config.task_id
     log = TaskLog(make_logger(task_id, None if opts.check_mode else log_path(opts.log_dir, task_id), stream,
                               opts.log_max_bytes, opts.log_keep))
-    lock = TaskLock(lock_path(opts.state_dir, task_id))
     try:
+        if opts.check_mode:
+            return _run_locked(config, opts, log, engines, clock)
+        lock = TaskLock(lock_path(opts.state_dir, task_id))
         if not lock.acquire(wait=opts.lock_wait):
-            log.info(f"{config.kind} task {config.name}: skipped: another run of this task holds {lock.path} "
-                     f"(waited {opts.lock_wait:.0f}s); it records its own result")
-            return EXIT_OK
+            busy = TaskBusy(lock.path, lock.holder(), opts.lock_wait, "lock_wait" if opts.fail_when_busy else "--lock-wait")
+            if opts.fail_when_busy:
+                log.error(f"{config.kind} task {config.name}: FAILED: {busy}; nothing was changed")
+                raise busy
+            log.info(f"{config.kind} task {config.name}: skipped: {busy}; it records its own result")
+            return TaskRun(EXIT_OK, {}, busy=busy)
         try:
             return _run_locked(config, opts, log, engines, clock)
         finally:
@@ -398,7 +461,7 @@ def run_task(config: TaskConfig, opts: RunOptions, stream: TextIO | None = None,
 
 
 def _run_locked(config: TaskConfig, opts: RunOptions, log: TaskLog, engines: dict[str, Engine],
-                clock: Callable[[], datetime]) -> int:
+                clock: Callable[[], datetime]) -> TaskRun:
     task_id = config.task_id
     spath = state_path(opts.state_dir, task_id)
     previous = read_state(spath)
@@ -409,7 +472,7 @@ def _run_locked(config: TaskConfig, opts: RunOptions, log: TaskLog, engines: dic
         "task": config.name,
         "kind": config.kind,
         "id": task_id,
-        "config": config.path,
+        "config": config.path or None,
         "last_start": _now_iso(started),
         "last_end": None,
         "result": None,
@@ -426,7 +489,9 @@ def _run_locked(config: TaskConfig, opts: RunOptions, log: TaskLog, engines: dic
     mode = " (check mode: nothing changes)" if opts.check_mode else ""
     log.info(f"{config.kind} task {config.name}: start{mode}")
 
-    def finish(result: str, status: int) -> int:
+    outcome: dict[str, Any] = {"result": None, "error": None}
+
+    def finish(result: str, status: int) -> TaskRun:
         ended = clock()
         state["result"] = result
         state["last_end"] = _now_iso(ended)
@@ -439,7 +504,7 @@ def _run_locked(config: TaskConfig, opts: RunOptions, log: TaskLog, engines: dic
             write_state(spath, state)
             if opts.metrics_dir:
                 write_metrics(metrics_path(opts.metrics_dir, task_id), state, ended)
-        return status
+        return TaskRun(status, state, outcome["result"], outcome["error"])
 
     if not opts.check_mode:
         # While a run is in progress the file keeps the previous result and says who is running.
@@ -454,14 +519,16 @@ def _run_locked(config: TaskConfig, opts: RunOptions, log: TaskLog, engines: dic
             return finish("skipped", EXIT_OK)
         if config.depends_on:
             _wait_for_dependencies(config, opts, log)
-        result = engines[config.kind](config.params, opts.check_mode, log.info)
+        result = outcome["result"] = engines[config.kind](config.params, opts.check_mode, log.info)
         errors, details = _summary(result)
     except Terminated as exc:
+        outcome["error"] = exc
         state["error"] = str(exc)
         state["errors"] = [str(exc)]
         log.error(f"{config.kind} task {config.name}: FAILED: {exc}")
         return finish("failed", EXIT_FAILED)
     except Exception as exc:
+        outcome["error"] = exc
         message = str(exc) or type(exc).__name__
         if not _is_input_error(exc):
             message = f"internal error: {type(exc).__name__}: {message}"
@@ -485,6 +552,55 @@ def _run_locked(config: TaskConfig, opts: RunOptions, log: TaskLog, engines: dic
         return finish("failed", EXIT_FAILED)
     log.info(f"{config.kind} task {config.name}: ok")
     return finish("ok", EXIT_OK)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Module runs
+# ----------------------------------------------------------------------------------------------------------------
+
+# The options every task module takes for the task's lock, log, state and metrics (doc fragment
+# zfs.replication.task_run); plain dicts, so this file stays free of ansible imports. The defaults are the
+# scheduler role's, so a module run and a timer run of the same task share their files.
+TASK_RUN_SPEC: dict[str, dict[str, Any]] = {
+    "state_dir": {"type": "path", "default": DEFAULT_STATE_DIR},
+    "log_dir": {"type": "path", "default": DEFAULT_LOG_DIR},
+    "metrics_dir": {"type": "path"},
+    "lock_wait": {"type": "float", "default": DEFAULT_MODULE_LOCK_WAIT},
+}
+
+
+def run_from_module(kind: str, name: str, params: dict[str, Any], check_mode: bool) -> TaskRun:
+    """A module's run of task ``name``: the same lock, log, state file and metrics as the timer's run of it.
+
+    ``params`` are the module's parameters: the TASK_RUN_SPEC options say where the files are, the others
+    go to the engine. The run ignores the schedule's window and dependencies (the playbook decides when it
+    runs). Raises ConfigError for bad options (before anything runs) or files it cannot write (the lock and
+    log files come first, so an unwritable directory stops the run before the engine starts), TaskBusy when
+    another run still holds the lock after ``lock_wait`` seconds (nothing runs, nothing is written).
+    """
+    if not isinstance(name, str) or not TASK_NAME_RE.match(name):
+        raise ConfigError(f"name {name!r}: use letters, digits and _ . - (at most 100 characters); it names the task's lock, log and "
+                          "state files")
+    for key in ("state_dir", "log_dir", "metrics_dir"):
+        value = params.get(key)
+        if (value is not None or key != "metrics_dir") and not (isinstance(value, str) and os.path.isabs(value)):
+            raise ConfigError(f"{key} {value!r}: give an absolute path (the scheduler role's scheduler_{key}, so playbook and timer "
+                              "runs share the task's files)")
+    lock_wait = params.get("lock_wait")
+    lock_wait = DEFAULT_MODULE_LOCK_WAIT if lock_wait is None else lock_wait
+    if not isinstance(lock_wait, (int, float)) or lock_wait < 0:
+        raise ConfigError(f"lock_wait {lock_wait!r}: give the seconds to wait for a run of the same task in progress (0 or more)")
+    engine_params = {k: v for k, v in params.items() if k not in TASK_RUN_SPEC}
+    config = TaskConfig(kind=kind, name=name, params=engine_params)
+    opts = RunOptions(state_dir=params["state_dir"], log_dir=params["log_dir"], metrics_dir=params.get("metrics_dir"),
+                      lock_wait=float(lock_wait), check_mode=check_mode, ignore_window=True, fail_when_busy=True)
+    try:
+        return execute_task(config, opts)
+    except OSError as exc:
+        where = exc.filename or opts.state_dir
+        key = "log_dir" if str(where).startswith(opts.log_dir.rstrip("/") + "/") else "state_dir"
+        raise ConfigError(f"{key} {getattr(opts, key)!r}: cannot write {where}: {exc.strerror or exc}: set {key} to a directory this "
+                          "user can write (the scheduler role's, so playbook and timer runs share the task's files)") from exc
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -693,5 +809,5 @@ def main(argv: list[str] | None = None, stream: TextIO | None = None) -> int:
     return run_task(config, opts, stream=out)
 
 
-__all__ = ["ConfigError", "RunOptions", "TaskConfig", "TaskLock", "main", "read_state", "render_metrics", "run_task", "write_metrics",
-           "write_state"]
+__all__ = ["TASK_RUN_SPEC", "ConfigError", "RunOptions", "TaskBusy", "TaskConfig", "TaskLock", "TaskRun", "execute_task", "main",
+           "read_state", "render_metrics", "run_from_module", "run_task", "write_metrics", "write_state"]

@@ -26,6 +26,7 @@ description:
 author:
   - zfs.replication contributors (@zfs-replication)
 extends_documentation_fragment:
+  - zfs.replication.task_run
   - zfs.replication.attributes
 attributes:
   check_mode:
@@ -38,6 +39,13 @@ attributes:
     support: full
     details: A second run in the same schedule slot, with nothing expired, reports C(changed=false).
 options:
+  name:
+    description:
+      - Name of the snapshot task, as declared for the P(zfs.replication.scheduler#role) role. Used in the log lines.
+      - It names the task's lock, log and state files C(snap-<name>) in O(state_dir) and O(log_dir), the same files the
+        role's timer of the task uses, so a run from a playbook and a timer run never overlap and share one history.
+      - When omitted the run takes no lock and records nothing (an ad hoc run of no declared task).
+    type: str
   dataset:
     description:
       - The dataset or zvol to snapshot.
@@ -164,6 +172,15 @@ EXAMPLES = r"""
     lifetime_value: 3
     lifetime_unit: day
 
+- name: The declared task "hourly", sharing its lock, log and state with the task's timer
+  zfs.replication.zfs_snapshot_task:
+    name: hourly
+    dataset: tank/data
+    schedule: hourly
+    state_dir: /var/lib/zfs-replication
+    log_dir: /var/log/zfs-replication
+    lock_wait: 600
+
 - name: Show what the task would take and prune
   zfs.replication.zfs_snapshot_task:
     dataset: tank/data
@@ -268,6 +285,16 @@ log:
   returned: always
   type: list
   elements: str
+lock_file:
+  description: The task's lock file, when the module failed because another run of the task still held it after O(lock_wait).
+  returned: when another run holds the task's lock
+  type: str
+  sample: /var/lib/zfs-replication/repl-offsite.lock
+lock_holder:
+  description: The pid of the process that held the task's lock (null when it had not written its pid yet).
+  returned: when another run holds the task's lock
+  type: int
+  sample: 4242
 capabilities:
   description: What the host's zfs command line supports, from the probe.
   returned: always
@@ -275,17 +302,39 @@ capabilities:
   sample: {family: OpenZFS 2.3.2, version: 2.3.2, list_parsable: true}
 """
 
+import traceback
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.zfs.replication.plugins.module_utils._args import snapshot_diff
-from ansible_collections.zfs.replication.plugins.module_utils._snapshot_task import TaskError, run_snapshot_task
+from ansible_collections.zfs.replication.plugins.module_utils._runner import TASK_RUN_SPEC, ConfigError, TaskBusy, run_from_module
+from ansible_collections.zfs.replication.plugins.module_utils._snapshot_task import SnapshotTask, TaskError, run_snapshot_task
 
 UNITS = ["hour", "day", "week", "month", "year"]
+
+
+def run_declared_task(module: AnsibleModule, name: str):
+    """Run the task with the same lock, log, state file and metrics as its timer; fail the module when it did not run."""
+    try:
+        run = run_from_module("snapshot", name, module.params, module.check_mode)
+    except TaskBusy as exc:
+        module.fail_json(msg=f"snapshot task {name}: {exc}; nothing was changed: run it again when that run has finished, "
+                             "or give a longer lock_wait", changed=False, lock_file=str(exc.lock_file), lock_holder=exc.holder)
+    except ConfigError as exc:
+        module.fail_json(msg=str(exc), changed=False)
+    if run.result is None:  # the engine raised: bad input, a signal, a bug (the task's log has the traceback)
+        error = run.error
+        message = run.state.get("error") or str(error)
+        if error is None or isinstance(error, TaskError):
+            module.fail_json(msg=message, changed=False)
+        module.fail_json(msg=message, changed=False, exception="".join(traceback.format_exception(type(error), error, error.__traceback__)))
+    return run.result
 
 
 def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
+            name=dict(type="str"),
             dataset=dict(type="str", required=True),
             recursive=dict(type="bool", default=False),
             exclude=dict(type="list", elements="str", default=[]),
@@ -306,13 +355,23 @@ def main() -> None:
             allow_empty=dict(type="bool", default=True),
             timezone=dict(type="str"),
             enabled=dict(type="bool", default=True),
+            **TASK_RUN_SPEC,
         ),
         supports_check_mode=True,
     )
-    try:
-        result = run_snapshot_task(module.params, check_mode=module.check_mode)
-    except TaskError as exc:
-        module.fail_json(msg=str(exc), changed=False)
+    name = module.params["name"]
+    engine_params = {k: v for k, v in module.params.items() if k not in TASK_RUN_SPEC}
+    if name is None:  # no declared task: nothing to lock or record
+        try:
+            result = run_snapshot_task(engine_params, check_mode=module.check_mode)
+        except TaskError as exc:
+            module.fail_json(msg=str(exc), changed=False)
+    else:
+        try:
+            SnapshotTask.from_params(engine_params)  # bad input fails here, before the task's lock or history is touched
+        except TaskError as exc:
+            module.fail_json(msg=str(exc), changed=False)
+        result = run_declared_task(module, name)
     out = result.as_dict()
     if module._diff:
         out["diff"] = snapshot_diff(result.before, result.after, "snapshots")
