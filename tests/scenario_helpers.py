@@ -1,0 +1,96 @@
+# Copyright (c) zfs.replication contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Small readers of real state shared by the scenario files (tests/scenarios): they only talk to a `Backend`
+(tests/backends.py), so they read the pools of whichever ZFS the scenario runs on."""
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from backends import Backend, EngineRun
+
+SCHEMA = "auto-%Y-%m-%d_%H-%M"
+
+
+def params(src: str, dst: str, **kw: Any) -> dict[str, Any]:
+    """A task replicating SRC to DST on the backend's host (transport local unless KW says otherwise), no retries."""
+    return {"name": "scenario", "source_datasets": [src], "target_dataset": dst, "transport": "local", "naming_schema": [SCHEMA],
+            "retries": 0, **kw}
+
+
+def over_ssh(backend: Backend, src: str, dst: str, **kw: Any) -> dict[str, Any]:
+    """A task replicating over the backend host's own sshd on loopback (push unless KW says direction pull)."""
+    ssh = {**backend.ssh(), **kw.pop("ssh", {})}
+    return params(src, dst, **{"transport": "ssh", "ssh": ssh, **kw})
+
+
+def message(run: EngineRun) -> str:
+    """What the module would report as msg: the refusal, or the run's errors joined."""
+    if run.error is not None:
+        return run.error
+    return "; ".join((run.result or {}).get("errors") or [])
+
+
+def snaps(backend: Backend, dataset: str) -> list[str]:
+    """Snapshot names (after the @) of DATASET itself, oldest first."""
+    out = backend.zfs("list", "-H", "-o", "name", "-s", "createtxg", "-r", "-t", "snapshot", dataset)
+    return [n.split("@", 1)[1] for n in out.split() if n.split("@", 1)[0] == dataset]
+
+
+def guids(backend: Backend, dataset: str) -> dict[str, str]:
+    """{snapshot: guid} of DATASET itself (no children)."""
+    return {k[1:]: v for k, v in backend.snapshots_with_guids(dataset).items() if k.startswith("@")}
+
+
+def prop_source(backend: Backend, dataset: str, name: str) -> tuple[str, str]:
+    value, source = backend.zfs("get", "-H", "-o", "value,source", name, dataset).rstrip("\n").split("\t")
+    return value, source
+
+
+def exists(backend: Backend, dataset: str) -> bool:
+    return backend.sh(f"zfs list -H -o name {shlex.quote(dataset)} >/dev/null 2>&1 && echo yes || echo no").strip() == "yes"
+
+
+def held(backend: Backend, dataset: str) -> dict[str, int]:
+    """{snapshot (full name): userrefs} of the held snapshots below DATASET."""
+    out = backend.zfs("get", "-H", "-p", "-r", "-o", "name,value", "userrefs", dataset)
+    return {n: int(v) for n, v in (line.split("\t") for line in out.splitlines()) if "@" in n and v.isdigit() and int(v) > 0}
+
+
+def state(backend: Backend, *roots: str) -> dict[str, list[str]]:
+    """Datasets and snapshots (with guids) below ROOTS: what "nothing changed" compares."""
+    return {root: sorted(backend.zfs("get", "-H", "-p", "-r", "-o", "name,value", "guid", root).splitlines()) for root in roots}
+
+
+def parent(dataset: str) -> str:
+    return dataset.rsplit("/", 1)[0]
+
+
+def sends(run: EngineRun, source: str) -> list[tuple[str, str | None, str]]:
+    """(mode, base, snapshot) of each stream planned for SOURCE."""
+    assert run.result is not None, run
+    dplan = next(d for d in run.result["plan"] if d["source"] == source)
+    return [(s["mode"], s["base"], s["snapshot"]) for s in dplan["sends"]]
+
+
+def shims(backend: Backend, tools: list[str]) -> tuple[str, str, str]:
+    """Wrappers on the backend's host that log each call ('tool args...') to a file, then exec the real tool (which must
+    be installed there). Returns (directory, log file, PATH with the directory first), for backend.engine(env=...)."""
+    bindir = backend.sh("mktemp -d /tmp/zr-shims.XXXXXX").strip()
+    log = f"{bindir}/calls.log"
+    script = [f": > {shlex.quote(log)}"]
+    for tool in tools:
+        real = backend.sh(f"command -v {shlex.quote(tool)}").strip()
+        body = f'#!/bin/sh\necho "{tool} $*" >> {log}\nexec {real} "$@"\n'
+        script.append(f"printf %s {shlex.quote(body)} > {bindir}/{tool} && chmod 755 {bindir}/{tool}")
+    backend.sh("\n".join(script))
+    path = backend.sh('printf %s "$PATH"')
+    return bindir, log, f"{bindir}:{path}"
+
+
+def child_checksums(backend: Backend, child: str) -> dict[str, str]:
+    """backend.checksums of CHILD, its parent mounted around it: mounting the child alone would leave its mountpoint
+    directory in the unmounted parent's place, which zfs-fuse then refuses to mount over ("directory is not empty")."""
+    with backend.mounted(parent(child)):
+        return backend.checksums(child)
