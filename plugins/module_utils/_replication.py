@@ -8,7 +8,6 @@ is the source for ``push`` and the target for ``pull``; the other side is reache
 """
 from __future__ import annotations
 
-import random
 import shlex
 import threading
 import time
@@ -17,8 +16,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, TypeVar
 
-from ._executor import PipelineError, PipelineResult, Stage, remote_stage, run_chains, run_pipeline
-from ._planner import DatasetPlan, Plan, PlanError, Send, plan, target_root
+from . import _netcat as netcat
+from ._executor import PipelineError, PipelineResult, Stage, remote_stage, run_pipeline
+from ._first_full import FirstFulls, prepare_retry, settle, stuck_message
+from ._planner import DatasetPlan, Plan, PlanError, PlanTask, Send, plan, target_retention, target_root
 from ._replication_task import COMPRESSORS, ReplicationTask, TaskError, suggest_name
 from ._transport import ConnectionFailed, Host, LocalHost, SSHHost, TransportError
 from ._zfs import Capabilities, DatasetMissing, Listing, Snapshot, ZfsError, dataset_type, is_within, list_tree, probe
@@ -126,7 +127,8 @@ def is_transient(exc: PipelineError) -> bool:
 class Runner:
     """One run of a replication task."""
 
-    def __init__(self, task: ReplicationTask, log: Callable[[str], None] | None = None, sleep: Callable[[float], None] = time.sleep):
+    def __init__(self, task: ReplicationTask, log: Callable[[str], None] | None = None, sleep: Callable[[float], None] = time.sleep,
+                 state_dir: str | None = None):
         self.task = task
         self.lines: list[str] = []
         self._log_cb = log
@@ -146,6 +148,7 @@ class Runner:
         self.target_listing: Listing | None = None
         self.resumed: set[str] = set()
         self.parent_encrypted = False
+        self.first_fulls = FirstFulls(state_dir, task.name, self.log)  # first transfers in progress, on this host
 
     def log(self, line: str) -> None:
         with self._log_lock:  # datasets transfer in parallel: whole lines, one at a time
@@ -203,8 +206,57 @@ class Runner:
                 f"properties_exclude/properties_override with replicate need zfs recv -x/-o on the target, which "
                 f"{self.dst.label} ({dc.family}) lacks: drop them, or replicate without replicate: true"
             )
+        if t.replicate and not dc.recv_props:
+            # A send -R stream always carries the source's properties, and without recv -x nothing keeps a mountpoint
+            # set on the source from applying to the replica (e.g. mountpoint=/etc): refuse before anything is sent.
+            proc = self.src.run(["zfs", "get", "-H", "-r", "-s", "local,received", "-o", "name,property,value,source", "mountpoint",
+                                 *t.source_datasets], check=False)
+            own = [line.split("\t")[:3] for line in proc.stdout.splitlines() if line.count("\t") >= 3]
+            paths = [(name, value) for name, _prop, value in own if value not in ("none", "legacy")]
+            if paths:
+                listed = ", ".join(f"{name} (mountpoint={value})" for name, value in paths[:5]) + (" ..." if len(paths) > 5 else "")
+                raise TaskError(
+                    f"replicate: true sends the source's mountpoints in the zfs send -R stream, and the target {self.dst.label} "
+                    f"({dc.family}) has no zfs recv -x to ignore them: {listed} would be mounted at that path on the target. "
+                    f"Nothing was changed. Replicate with replicate: false (recursive: true sends the tree without them), or "
+                    f"run zfs inherit mountpoint (or set mountpoint=none/legacy) on those source datasets"
+                )
         if t.encryption and not dc.encryption:
             raise TaskError(f"encryption: true needs native encryption on the target {self.dst.label}, which has {dc.family}")
+
+    def adopt_source_zone(self) -> None:
+        """Pull without ``timezone``: snapshot names were made in the source host's zone, not this host's. Read them
+        there (retention lifetimes, only_matching_schedule), from the source's /etc/localtime: one call, only when
+        names are read as times."""
+        t = self.task
+        if t.direction != "pull" or t.timezone is not None or not (t.retention_policy == "custom" or t.only_matching_schedule):
+            return
+        from ._tz import zone_name_from_probe
+
+        proc = self.src.run(["sh", "-c", "readlink -f /etc/localtime; date +%z"], check=False)
+        lines = (proc.stdout.splitlines() + ["", ""])[:2] if proc.returncode == 0 else ["", ""]
+        name = zone_name_from_probe(lines[0], lines[1])
+        if name is None:
+            self.log(f"the time zone of {self.src.label} is unknown: snapshot names are read in this host's zone (set timezone)")
+            return
+        t.timezone = name
+        self.log(f"snapshot names are read in the source's time zone {name} (set timezone to choose another)")
+
+    def check_encrypted_sources(self, source: Listing) -> None:
+        """raw: false sends encrypted datasets decrypted; OpenZFS refuses their properties (-p, -R) without -w."""
+        t = self.task
+        if t.raw is not False or not (t.properties or t.replicate):
+            return
+        encrypted = [n for n, d in source.datasets.items() if d.props.get("encryption", "off") not in ("off", "-", "")
+                     and any(is_within(n, root) for root in t.source_datasets)
+                     and (t.recursive or t.replicate or n in t.source_datasets) and not any(is_within(n, ex) for ex in t.exclude)]
+        if encrypted:
+            shown = ", ".join(encrypted[:3]) + (" ..." if len(encrypted) > 3 else "")
+            raise TaskError(
+                f"raw: false with {'replicate' if t.replicate else 'properties'}: true: {shown} is encrypted, and OpenZFS "
+                "cannot send an encrypted dataset's properties without a raw stream (zfs send -w). Set properties: false "
+                "(and replicate: false) to send it decrypted without properties, or leave raw unset to send it raw. Nothing was sent"
+            )
 
     def stream_flag(self, opt: str) -> bool:
         value = getattr(self.task, opt)
@@ -243,7 +295,9 @@ class Runner:
     def list_target(self, caps: Capabilities) -> Listing | None:
         target = self.task.target_dataset
         try:
-            listing = list_tree(self.dst, caps, target, self.fixed_properties(caps))
+            # allow_rollback plans a rollback only when the target was written to since the base (`written`, OpenZFS).
+            written = ["written"] if self.task.allow_rollback and caps.list_parsable else []
+            listing = list_tree(self.dst, caps, target, [*self.fixed_properties(caps), *written])
         except DatasetMissing:
             listing = None
         if listing is not None:
@@ -291,7 +345,7 @@ class Runner:
         if send.replicate:
             flags.append("-R")
         elif self.task.properties and not self.emulate_exclude():
-            flags.append("-p")
+            flags.append("-p")  # never to a target without recv -x/-o: the stream would create it with the source's mountpoint
         raw = self.is_raw(send.source)
         if raw:
             flags.append("-w")
@@ -311,16 +365,21 @@ class Runner:
         if send.force:
             argv.append("-F")
         if caps is not None and caps.recv_props and not send.token:
+            safe = self.safe_values(send.source)
             if self.task.properties or send.replicate:  # without send -p there is nothing to exclude
                 for prop in self.task.properties_exclude:
-                    argv += ["-x", prop]
+                    if prop not in safe:  # zfs recv refuses a property in both -x and -o; -o already ignores the source's
+                        argv += ["-x", prop]
                 if self.is_filesystem(send.source) and "mountpoint" not in self.task.properties_override \
                         and "mountpoint" not in self.task.properties_exclude:
                     argv += ["-x", "mountpoint"]  # never the source's paths: the replica inherits the target's
             for prop, value in sorted(self.task.properties_override.items()):
                 argv += ["-o", f"{prop}={value}"]
-            if self.is_filesystem(send.source) and "canmount" not in self.task.properties_override:
-                argv += ["-o", "canmount=noauto"]  # no mount at boot or zfs mount -a; mount: true mounts explicitly
+            # No mount at boot or on zfs mount -a (mount: true mounts explicitly), no setuid programs or device nodes
+            # honoured from the source. setuid and devices are inherited, so a send -R tree gets them too; canmount
+            # is not: fix_properties sets it on the received children.
+            for prop, value in sorted(safe.items()):
+                argv += ["-o", f"{prop}={value}"]
         if send.key_file:
             argv += ["-o", "encryption=on", "-o", f"keyformat={self.task.encryption_key_format}", "-o", f"keylocation=file://{send.key_file}"]
         argv.append(send.target)
@@ -375,51 +434,27 @@ class Runner:
         return run_pipeline(stages, counter)
 
     def run_netcat(self, sender: list[Stage], counter: int | None, receiver: list[Stage]) -> PipelineResult:
-        """Data over a plain TCP connection: the receiving side listens, the sending side connects."""
+        """Data over a plain TCP connection (see _netcat): the receiving side listens, the sending side connects."""
         nc = self.task.netcat
         if nc is None or self.task.ssh is None:
             raise TaskError("transport ssh+netcat needs the ssh and netcat options")
-        listen_host, send_host = self.dst, self.src
-        listen_addr = nc.listen_address or (self.task.ssh.host if self.task.direction == "push" else "0.0.0.0")
-        connect_addr = nc.connect_address or (self.task.ssh.host if self.task.direction == "push" else nc.listen_address)
-        port = self.free_port(listen_host, nc.port_min, nc.port_max)
-        listener = [Stage(listen_host, ["nc", "-l", listen_addr, str(port)], "nc -l"), *receiver]
-        connector = [*sender, Stage(send_host, ["nc", "-N", str(connect_addr), str(port)], "nc")]
-        lchain = listener if listen_host.is_local else [remote_stage(listen_host, listener)]
-        if send_host.is_local:
-            schain = connector
-        else:
-            schain = [remote_stage(send_host, connector)]
-            counter = 0 if counter is not None else None
-
-        def ready() -> None:
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline:
-                if self.port_listening(listen_host, port):
-                    return
-                time.sleep(0.05)
-            raise PipelineError(f"nc on {listen_host.label} did not listen on port {port} within 15 s", [])
-
-        self.log(f"  netcat: {listen_host.label} listens on {listen_addr}:{port}; data is NOT encrypted")
-        return run_chains(lchain, schain, ready, counter)
+        try:
+            listen_addr, connect_addr = netcat.addresses(self.task.direction, self.task.ssh.host, nc.listen_address, nc.connect_address)
+        except ValueError as exc:
+            raise TaskError(str(exc)) from exc
+        port = self.free_port(self.dst, nc.port_min, nc.port_max)
+        stream = netcat.build(self.dst, self.src, listen_addr, connect_addr, port, sender, receiver)
+        self.log(f"  netcat: {self.dst.label} listens on {listen_addr}:{port}; data is NOT encrypted")
+        return netcat.run(stream, counter, self.port_listening)
 
     def free_port(self, host: Host, low: int, high: int) -> int:
-        used = self._listening_ports(host)
-        candidates = [p for p in range(low, high + 1) if p not in used]
-        if not candidates:
-            raise TaskError(f"netcat: no free port in {low}-{high} on {host.label}: widen netcat.port_min/port_max")
-        return random.choice(candidates)
+        try:
+            return netcat.pick_port(self._listening_ports(host), low, high, host.label)
+        except ValueError as exc:
+            raise TaskError(str(exc)) from exc
 
     def _listening_ports(self, host: Host) -> set[int]:
-        proc = host.run(["ss", "-H", "-l", "-t", "-n"], check=False)
-        ports = set()
-        for line in proc.stdout.splitlines():
-            cols = line.split()
-            if len(cols) >= 4 and ":" in cols[3]:
-                tail = cols[3].rsplit(":", 1)[1]
-                if tail.isdigit():
-                    ports.add(int(tail))
-        return ports
+        return netcat.listening_ports(host)
 
     def port_listening(self, host: Host, port: int) -> bool:
         return port in self._listening_ports(host)
@@ -437,43 +472,78 @@ class Runner:
                 self.dst.run(["zfs", "destroy", f"{dataset}@{name}"])
 
     def emulate_exclude(self) -> bool:
-        """True when the target cannot zfs recv -x: then streams go without -p and fix_properties copies
-        the source's local properties minus the excluded ones (they arrive as local, not received)."""
-        return bool(self.task.properties and self.task.properties_exclude and self.dst_caps is not None and not self.dst_caps.recv_props)
+        """True when properties are sent to a target that cannot zfs recv -x/-o (zfs-fuse). A stream with -p would
+        create the replica with the source's mountpoint and canmount, live until a later zfs set (a run killed in
+        between leaves them, and it mounts at boot): such streams go without -p, and fix_properties copies the
+        source's local properties after the receive, minus the excluded ones and those of safe_values (they arrive
+        as local values, not received ones). send -R always carries them: check_capabilities refuses that case
+        when the source sets a mountpoint."""
+        return bool(self.task.properties and self.dst_caps is not None and not self.dst_caps.recv_props)
+
+    def safe_values(self, dataset: str) -> dict[str, str]:
+        """What a received filesystem gets instead of the source's canmount, setuid and devices: no mount at boot or
+        on zfs mount -a, no setuid programs or device nodes honoured. A property the task's properties_override
+        names is left to it (the user asked). {} for a volume."""
+        if not self.is_filesystem(dataset):
+            return {}
+        return {p: v for p, v in (("canmount", "noauto"), ("setuid", "off"), ("devices", "off")) if p not in self.task.properties_override}
 
     def fixed_properties(self, caps: Capabilities) -> list[str]:
         """Properties fix_properties sets on targets without recv -o: the target listing reads them too."""
         if caps.recv_props:
             return []
-        return sorted(set(self.task.properties_override) | {"canmount"})
+        return sorted(set(self.task.properties_override) | {"canmount", "setuid", "devices"})
 
     def fix_properties(self, send: Send) -> None:
-        """Older command lines have no recv -x/-o: exclude and override after receiving instead.
+        """After a receive: what recv -o/-x could not do.
 
-        Overrides and canmount=noauto are set when the target's value (from this run's listing) differs:
-        after a full stream, or when the task's overrides changed. A local value outranks the received ones
-        that incremental streams bring (received properties, pool version >= 22), so steady incremental
-        runs cost no zfs call per dataset here."""
+        A send -R tree: canmount is not inherited, so recv -o canmount=noauto reaches only its top; every received
+        filesystem whose canmount (or, on older command lines, setuid/devices) differs is set in one zfs set per
+        property (one zfs list of the tree finds them).
+
+        Older command lines (no recv -x/-o): the stream carried no properties (see emulate_exclude), so the replica
+        has the defaults, mounted (if ever) below the target's own path. safe_values and overrides are set when the
+        target's value (from this run's listing) differs: after a full stream, or when the task's overrides changed;
+        then the source's local properties are copied where the target's local value differs."""
         caps = self.dst_caps
-        if caps is None or caps.recv_props:
+        if caps is None:
+            return
+        if send.replicate:
+            self.fix_received_tree(send.target)
+            return
+        if caps.recv_props:
             return
         source, target = send.source, send.target
         known = self.target_listing.get(target) if self.target_listing is not None and send.mode != "full" else None
         current = known.props if known is not None else {}
+        for prop, value in sorted(self.safe_values(source).items()):  # first: canmount, then setuid, devices
+            if current.get(prop) != value:
+                self.dst.run(["zfs", "set", f"{prop}={value}", target])
         if self.emulate_exclude():
-            out = self.src.run(["zfs", "get", "-H", "-p", "-s", "local", "-o", "property,value", "all", source]).stdout
-            skip = set(self.task.properties_exclude) | set(self.task.properties_override) | {"mountpoint", "canmount"}
-            for line in out.splitlines():
-                prop, _sep, value = line.partition("\t")
-                if prop and prop not in skip:
+            def local(host: Host, name: str) -> dict[str, str]:
+                out = host.run(["zfs", "get", "-H", "-p", "-s", "local", "-o", "property,value", "all", name]).stdout
+                return dict(line.split("\t", 1) for line in out.splitlines() if "\t" in line)
+
+            skip = set(self.task.properties_exclude) | set(self.task.properties_override) | {"mountpoint", "canmount", "setuid", "devices"}
+            have = local(self.dst, target)
+            for prop, value in local(self.src, source).items():
+                if prop not in skip and have.get(prop) != value:
                     self.dst.run(["zfs", "set", f"{prop}={value}", target])
         for prop, value in sorted(self.task.properties_override.items()):
             if current.get(prop) != str(value):
                 self.dst.run(["zfs", "set", f"{prop}={value}", target])
-        if self.is_filesystem(source) and "canmount" not in self.task.properties_override and current.get("canmount") != "noauto":
-            # No recv -o here: keep a received canmount/mountpoint from mounting the replica over this host's
-            # paths at boot or on zfs mount -a.
-            self.dst.run(["zfs", "set", "canmount=noauto", target])
+
+    def fix_received_tree(self, target: str) -> None:
+        """Every filesystem of a received send -R tree gets canmount=noauto, setuid=off, devices=off (or the task's
+        override of them) where its value differs: one zfs list, and one zfs set per property that needs it."""
+        wanted = {p: str(self.task.properties_override.get(p, v)) for p, v in (("canmount", "noauto"), ("setuid", "off"), ("devices", "off"))}
+        out = self.dst.run(["zfs", "list", "-H", "-r", "-t", "filesystem", "-o", "name," + ",".join(wanted), target]).stdout
+        rows = [line.split("\t") for line in out.splitlines() if line.count("\t") == len(wanted)]
+        for i, (prop, value) in enumerate(wanted.items(), start=1):
+            names = [row[0] for row in rows if row[i] != value]
+            if names:
+                self.log(f"  set {prop}={value} on {len(names)} received filesystem(s) of {target}")
+                self.dst.run(["zfs", "set", f"{prop}={value}", *names])
 
     def is_filesystem(self, dataset: str) -> bool:
         ds = self.source.get(dataset) if self.source is not None else None
@@ -493,21 +563,43 @@ class Runner:
                 self.log(f"  {send.target}: attempt {attempt} failed ({exc}); retrying in {delay:g}s")
                 self._sleep(delay)
                 delay = min(delay * 2, 300)
+                # Continue from what the cut stream left on the target: resume its token, or discard our own empty leftover.
+                resumable = bool(self.dst_caps and self.dst_caps.resumable and self.src_caps and self.src_caps.resumable)
+                if self.dst_caps is not None:
+                    why = prepare_retry(send, self.dst, self.dst_caps, resumable, self.is_first_full(send), self._sleep, self.log)
+                    if why is not None:
+                        raise PipelineError(f"{exc}; {why}", exc.stages) from exc
+                    res.resumed = res.resumed or bool(send.token)
 
     def rollback(self, dplan: DatasetPlan) -> None:
-        self.log(f"rollback {dplan.target}@{dplan.base} on {self.dst.label} (allow_rollback)")
+        self.log(f"rollback {dplan.target}@{dplan.base} on {self.dst.label} (allow_rollback: discards changes made on the target after it)")
         self.dst.run(["zfs", "rollback", f"{dplan.target}@{dplan.base}"])
+
+    def destroy_listed(self, dplan: DatasetPlan, why: str) -> list[str]:
+        """Destroy the target snapshots the plan lists in destroy_before, only if each still has the guid it was
+        planned on (one zfs get for all of them, right before): a snapshot replaced since the listing is refused."""
+        names = dplan.destroy_before
+        snaps = [f"{dplan.target}@{n}" for n in names]
+        out = self.dst.run(["zfs", "get", "-H", "-p", "-o", "name,value", "guid", *snaps], check=False).stdout
+        now = dict(line.split("\t", 1) for line in out.splitlines() if "\t" in line)
+        changed = [n for n in names if now.get(f"{dplan.target}@{n}") != dplan.destroy_guids.get(n)]
+        if changed:
+            raise TransportError(
+                f"not destroying {dplan.target}@{','.join(changed)}: changed since this run listed it (guid differs or it is gone); "
+                "nothing was destroyed, the next run plans again"
+            )
+        # The task's own hold (on an earlier base) must not block what the user consented to.
+        self._hold_batch(self.dst, "release", snaps, strict=False)
+        self.destroy(dplan.target, names, why)
+        return list(names)
 
     def execute_dataset(self, dplan: DatasetPlan, res: DatasetResult, errors: list[str]) -> bool:
         """Run one dataset's plan. Returns False when it failed."""
         try:
             if dplan.destroy_before:
                 why = "allow_from_scratch" if dplan.base is None else "allow_rollback (diverged after the common snapshot)"
-                # The task's own hold (on an earlier base) must not block what the user consented to.
-                self._hold_batch(self.dst, "release", [f"{dplan.target}@{n}" for n in dplan.destroy_before], strict=False)
-                self.destroy(dplan.target, dplan.destroy_before, why)
-                res.destroyed += dplan.destroy_before
-            if dplan.action == "rollback":
+                res.destroyed += self.destroy_listed(dplan, why)
+            if dplan.rollback:
                 self.rollback(dplan)
         except TransportError as exc:
             res.error = f"{dplan.target}: {exc}"
@@ -520,12 +612,17 @@ class Runner:
             if est is not None:
                 res.estimated_bytes = (res.estimated_bytes or 0) + est
                 self.log(f"  estimated size {est} bytes (zfs send -nP)")
+            first = self.is_first_full(send)
+            if first:
+                src = self.source.get(send.source) if self.source is not None else None
+                snap = src.by_name().get(send.snapshot) if src is not None else None
+                self.first_fulls.start(send.target, f"{send.source}@{send.snapshot}", snap.guid if snap else "", self.dst.label)
             try:
                 self.prepare_encryption(send, dplan)
                 out = self.send_with_retries(send, res)
             except PipelineError as exc:
-                self.discard_partial_full(send)
-                res.error = f"{send.describe()}: {explain_receive_error(str(exc), dplan)}"
+                left = self.discard_partial_full(send)
+                res.error = f"{send.describe()}: {explain_receive_error(str(exc), dplan)}{left}"
                 errors.append(res.error)
                 self.log(f"FAILED {res.error}")
                 return False
@@ -535,6 +632,8 @@ class Runner:
                 return False
             finally:
                 self.finish_encryption(send)
+            if first:
+                self.first_fulls.clear(send.target)
             res.snapshots_sent += send.snapshots
             res.duration += out.duration
             uncounted = uncounted or out.bytes is None
@@ -548,16 +647,19 @@ class Runner:
                 return False
         return True
 
-    def apply_retention(self, dplan: DatasetPlan, res: DatasetResult, errors: list[str]) -> None:
-        if not dplan.destroy_after:
-            return
-        names = [n for n, _unused in dplan.destroy_after]
+    def apply_retention(self, dplan: DatasetPlan, decided: list[tuple[str, str]], res: DatasetResult, errors: list[str]) -> list[str]:
+        """Destroy the target snapshots retention decided for one dataset. Returns what was destroyed."""
+        if not decided:
+            return []
+        names = [n for n, _unused in decided]
         try:
-            self.destroy(dplan.target, names, "retention: " + "; ".join(sorted({r for _unused, r in dplan.destroy_after})))
+            self.destroy(dplan.target, names, "retention: " + "; ".join(sorted({r for _unused, r in decided})))
             res.destroyed += names
         except TransportError as exc:
             res.error = f"{dplan.target}: retention: {exc}"
             errors.append(res.error)
+            return []
+        return names
 
     @property
     def hold_tag(self) -> str:
@@ -601,21 +703,28 @@ class Runner:
                 return True
         return False
 
-    def discard_partial_full(self, send: Send) -> None:
-        """A failed first full receive (the target did not exist before this run) may leave an empty dataset
-        behind (zfs-fuse, a receive hung up on): destroy it when it has no snapshots and no children, so the
-        next run sends again instead of refusing an 'unrelated' target."""
-        if send.mode != "full" or send.force or send.token or self.dst_caps is None:
-            return
-        if self.target_listing is not None and self.target_listing.get(send.target) is not None:
-            return
+    def is_first_full(self, send: Send) -> bool:
+        """The first full stream into a target that did not exist when this run listed it: its leftover is ours."""
+        return send.mode == "full" and not send.force and (self.target_listing is None or self.target_listing.get(send.target) is None)
+
+    def discard_partial_full(self, send: Send) -> str:
+        """After a first full stream failed for good: keep a resumable partial receive for the next run, or destroy
+        the empty dataset it left (zfs-fuse), so the next run sends again instead of refusing an 'unrelated' target.
+        Returns what the run's error should add about the target's state ('' when there is nothing to say)."""
+        if not self.is_first_full(send) or self.dst_caps is None:
+            return ""
         try:
-            left = list_tree(self.dst, self.dst_caps, send.target)
-        except (ZfsError, TransportError):
-            return
-        if len(left.datasets) == 1 and not left.snapshot_count():
-            self.log(f"  removing {send.target}: left empty by the failed first receive")
-            self.dst.run(["zfs", "destroy", send.target], check=False)
+            out = settle(self.dst, self.dst_caps, send.target, True, self._sleep, self.log, "left without snapshots by the failed first full stream")
+        except (ZfsError, TransportError) as exc:
+            return f"; the state of {send.target} could not be read ({exc}): the next run looks again"
+        if out.action == "resume":
+            return f"; {send.target} keeps what arrived (receive_resume_token): the next run resumes it"
+        if out.action in ("discarded", "resend"):
+            self.first_fulls.clear(send.target)
+            return "; nothing of it was kept: the next run sends it again" if out.action == "discarded" else ""
+        if out.action == "stuck":
+            return "; " + stuck_message(send.target, self.first_fulls.get(send.target), out.reason)
+        return ""
 
     def _hold_batch(self, host: Host, verb: str, snapshots: list[str], strict: bool) -> None:
         if not snapshots:
@@ -688,6 +797,7 @@ class Runner:
             source = self.source_for(ds.name)
             if check_mode:
                 self.log(f"{ds.name} has a resume token: the run would resume it")
+                self.first_fulls.note_resume(ds.name)
                 continue
             send = Send(source or "", ds.name, "resume", "", token=token)
             self.log(f"resume {ds.name} from its receive_resume_token")
@@ -737,21 +847,52 @@ class Runner:
         return taken
 
     def mount_received(self, the_plan: Plan, results: dict[str, DatasetResult]) -> None:
-        """mount: mount the filesystems that received something (they are received unmounted)."""
-        for d in the_plan.datasets:
-            res = results[d.target]
-            if not res.snapshots_sent or res.error:
-                continue
-            proc = self.dst.run(["zfs", "get", "-H", "-o", "value,source", "type,mounted,canmount,mountpoint", d.target], check=False)
-            rows = [line.split("\t") + [""] for line in proc.stdout.split("\n")] + [["", ""]] * 4
-            kind, mounted, canmount, (mountpoint, where) = rows[0][0], rows[1][0], rows[2][0], rows[3][:2]
+        """mount: mount the filesystems that received something (they are received unmounted).
+
+        One zfs get for them and their ancestors in the target tree, right before mounting. Not mounted: a
+        mountpoint that came from the source, directly or inherited from a received ancestor. Mounted with
+        nosuid,nodev whatever setuid/devices arrived, unless the task's properties_override turns them on."""
+        targets = [d.target for d in the_plan.datasets if results[d.target].snapshots_sent and not results[d.target].error]
+        if not targets:
+            return
+        names = set(targets)
+        for name in targets:
+            while "/" in name and is_within(name, self.task.target_dataset) and name != self.task.target_dataset:
+                name = name.rsplit("/", 1)[0]
+                names.add(name)
+        proc = self.dst.run(["zfs", "get", "-H", "-o", "name,property,value,source", "type,mounted,canmount,mountpoint", *sorted(names)],
+                            check=False)
+        props: dict[str, dict[str, tuple[str, str]]] = {}
+        for line in proc.stdout.splitlines():
+            cols = line.split("\t")
+            if len(cols) == 4:
+                props.setdefault(cols[0], {})[cols[1]] = (cols[2], cols[3])
+
+        def origin(name: str) -> str:
+            """Where the mountpoint of ``name`` was set: local, received, default, or outside (an ancestor beyond these)."""
+            for _depth in range(name.count("/") + 1):
+                where = props[name]["mountpoint"][1]
+                parent = where[len("inherited from "):] if where.startswith("inherited from ") else None
+                if parent is None:
+                    return where
+                if parent not in props:
+                    return "outside"
+                name = parent
+            return "outside"
+
+        opts = [o for p, o in (("setuid", "nosuid"), ("devices", "nodev")) if str(self.task.properties_override.get(p, "off")) != "on"]
+        for target in targets:
+            got = props.get(target, {})
+            kind, mounted, canmount = (got.get(p, ("", ""))[0] for p in ("type", "mounted", "canmount"))
+            mountpoint = got.get("mountpoint", ("", ""))[0]
             if kind != "filesystem" or mounted == "yes" or canmount == "off" or mountpoint in ("none", "legacy", ""):
                 continue
-            if where == "received":
-                self.log(f"not mounting {d.target}: its mountpoint {mountpoint} came from the source (set mountpoint on the target)")
+            if origin(target) == "received":
+                self.log(f"not mounting {target}: its mountpoint {mountpoint} came from the source (set mountpoint on the target)")
                 continue
-            out = self.dst.run(["zfs", "mount", d.target], check=False)
-            self.log(f"mount {d.target} at {mountpoint}: " + ("ok" if out.returncode == 0 else out.stderr.strip()))
+            out = self.dst.run(["zfs", "mount", *(["-o", ",".join(opts)] if opts else []), target], check=False)
+            self.log(f"mount {target} at {mountpoint}{' (' + ','.join(opts) + ')' if opts else ''}: "
+                     + ("ok" if out.returncode == 0 else out.stderr.strip()))
 
     def source_for(self, target: str) -> str | None:
         for root in self.task.source_datasets:
@@ -760,12 +901,14 @@ class Runner:
                 return root + target[len(troot):]
         return None
 
-    def execute(self, the_plan: Plan, results: dict[str, DatasetResult], errors: list[str]) -> None:
+    def execute(self, the_plan: Plan, results: dict[str, DatasetResult], errors: list[str]) -> list[DatasetPlan]:
+        """Create, send, roll back, move holds, set readonly. Returns the datasets whose target retention may run
+        (their sends succeeded and the holds moved); retention itself runs on the listing taken after this."""
         if the_plan.create_target_root:
             self.log(f"create {self.task.target_dataset} on {self.dst.label}")
             self.dst.run(["zfs", "create", self.task.target_dataset])
         self.load_keys(the_plan)
-        work = [d for d in the_plan.datasets if d.sends or d.destroy_before or d.destroy_after or d.action == "rollback"]
+        work = [d for d in the_plan.datasets if d.sends or d.destroy_before or d.destroy_after or d.rollback]
         done = self.transfer(work, results, errors)
         moved = [d for d in done if d.sends and d.pending] + [d for d in the_plan.datasets if self.holds_need_repair(d)]
         if self.task.hold_base:
@@ -774,8 +917,6 @@ class Runner:
             except TransportError as exc:
                 errors.append(f"hold: {exc}")
                 done = []  # an old base may still be held: no retention this run
-        for dplan in done:
-            self.apply_retention(dplan, results[dplan.target], errors)
         for troot in the_plan.set_readonly:
             root_result = results.get(troot)
             if root_result is not None and root_result.error and dataset_type(self.dst, troot) is None:
@@ -785,6 +926,26 @@ class Runner:
                 self.dst.run(["zfs", "set", "readonly=on", troot])
             except TransportError as exc:
                 errors.append(f"readonly: cannot set readonly=on on {troot}: {exc}")
+        return [d for d in done if d.destroy_after]
+
+    def retain(self, done: list[DatasetPlan], source: Listing, after: Listing | None, the_task: PlanTask,
+               results: dict[str, DatasetResult], errors: list[str]) -> dict[str, list[str]]:
+        """Target retention after the sends, on ``after`` (listed once for the whole tree). Only what the logged
+        plan listed can go, and only if it is still due on the target as it is now. Returns what was destroyed."""
+        destroyed: dict[str, list[str]] = {}
+        for dplan in done:
+            src = source.get(dplan.source)
+            tgt = after.get(dplan.target) if after is not None else None
+            if src is None or tgt is None:
+                continue
+            planned = {n for n, _unused in dplan.destroy_after}
+            due = target_retention(the_task, src, tgt.snapshots)
+            for name in sorted(planned - {n for n, _unused in due}):
+                self.log(f"  keep {dplan.target}@{name}: planned for retention, but not due on the target as it is after the sends")
+            gone = self.apply_retention(dplan, [(n, why) for n, why in due if n in planned], results[dplan.target], errors)
+            if gone:
+                destroyed[dplan.target] = gone
+        return destroyed
 
     @property
     def workers(self) -> int:
@@ -853,23 +1014,34 @@ class Runner:
         )
         self.check_tools()
         self.check_capabilities()
+        self.adopt_source_zone()
         src_caps, dst_caps = self.src_caps, self.dst_caps
         source, before = _both(lambda: self.list_source(src_caps), lambda: self.list_target(dst_caps))
         self.source = source
+        self.check_encrypted_sources(source)
         if self.task.create_snapshot and self.take_missing_snapshots(source, now, check_mode):
             source = self.source = self.list_source(self.src_caps)
         if before is not None and self.dst_caps.resumable and self.resume_interrupted(before, check_mode):
             before = self.list_target(self.dst_caps)
+        # A first full of this task cut in an earlier run (killed, rebooted) left an empty target: discard it, send again.
+        if self.first_fulls.recover(before, self.dst, self.dst_caps, check_mode, self._sleep):
+            before = self.list_target(self.dst_caps)
+        before = self.first_fulls.visible(before)
         self.target_listing = before
         try:
             the_plan = plan(self.task.plan_task(now), source, before)
         except PlanError as exc:
             raise TaskError(str(exc)) from exc
+        self.first_fulls.annotate(the_plan)  # our own cut first transfers: resumed or sent again, never 'unrelated'
         results = {d.target: DatasetResult(d.source, d.target, d.action, d.base, resumed=d.target in self.resumed) for d in the_plan.datasets}
         for d in the_plan.datasets:
             self.log(f"plan {d.source} -> {d.target}: {d.action}" + (f" (base {d.base})" if d.base else "") + (f": {d.message}" if d.message else ""))
             if d.destroy_before:
                 self.log(f"  destroy first: {', '.join(d.destroy_before)}")
+            if d.rollback:
+                self.log(f"  roll back {d.target} to {d.base} (discards changes made on the target after it)")
+            if d.force_destroys:
+                self.log(f"  zfs recv -F replaces the target tree: {', '.join(d.force_destroys)} and their snapshots may be destroyed")
             for s in d.sends:
                 self.log(f"  {s.describe()}")
             for n, why in d.destroy_after:
@@ -878,9 +1050,10 @@ class Runner:
                 results[d.target].error = d.message
                 errors.append(d.message)
         after = before
+        names_after: dict[str, list[str]] | None = None
         changed = False
         if check_mode:
-            changed = the_plan.has_work
+            changed = the_plan.has_work or any(d.action == "resume" for d in the_plan.datasets)
         elif not the_plan.has_work and self.resumed:
             changed = True
         elif not the_plan.has_work and any(self.holds_need_repair(d) for d in the_plan.datasets):
@@ -889,18 +1062,25 @@ class Runner:
             except TransportError as exc:
                 errors.append(f"hold: {exc}")
         elif the_plan.has_work:
+            done: list[DatasetPlan] = []
             try:
-                self.execute(the_plan, results, errors)
+                done = self.execute(the_plan, results, errors)
             finally:
                 try:
                     after = list_tree(self.dst, self.dst_caps, self.task.target_dataset)
                 except DatasetMissing:
                     after = None
             self.verify(the_plan, source, after, errors, results)
+            destroyed = self.retain(done, source, after, self.task.plan_task(now), results, errors)
             if self.task.mount:
                 self.mount_received(the_plan, results)
+            names_after = snapshot_names(after)
+            for target, gone in destroyed.items():
+                names_after[target] = [n for n in names_after.get(target, []) if n not in gone]
+            rolled_back = any(d.rollback and not results[d.target].error for d in the_plan.datasets)
             changed = (
-                snapshot_names(before) != snapshot_names(after) or bool(the_plan.set_readonly) or the_plan.create_target_root or bool(self.resumed)
+                snapshot_names(before) != names_after or bool(the_plan.set_readonly) or the_plan.create_target_root
+                or bool(self.resumed) or rolled_back
             )
         result = RunResult(
             task=self.task.name,
@@ -913,7 +1093,7 @@ class Runner:
             source_capabilities=self.src_caps,
             target_capabilities=self.dst_caps,
             before=snapshot_names(before),
-            after=snapshot_names(after) if not check_mode else _planned_after(before, the_plan),
+            after=_planned_after(before, the_plan) if check_mode else names_after if names_after is not None else snapshot_names(after),
         )
         self.log(
             f"task {self.task.name}: {'check mode, ' if check_mode else ''}{result.snapshots_sent} snapshot(s) sent, "
@@ -968,7 +1148,7 @@ def run_replication(
 ) -> RunResult:
     """Validate ``params`` and run the task once. Raises TaskError for bad input or unreachable hosts."""
     task = ReplicationTask.from_params(params)
-    runner = Runner(task, log)
+    runner = Runner(task, log, state_dir=params.get("state_dir"))
     try:
         return runner.run(check_mode=check_mode, now=now)
     except (ConnectionFailed, ZfsError, TransportError) as exc:

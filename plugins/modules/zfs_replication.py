@@ -11,13 +11,17 @@ version_added: 0.1.0
 description:
   - Replicates the snapshots of one or more ZFS datasets (filesystems or zvols) that match a naming schema
     to a target dataset, on another host over SSH (O(transport=ssh)) or on this host (O(transport=local)).
-  - The module runs on the source host and pushes. The first run sends everything (a full stream of the
+  - With O(direction=push) the module runs on the source host and sends to the target; with O(direction=pull) it
+    runs on the target host and fetches from the source. The first run sends everything (a full stream of the
     oldest selected snapshot, then one incremental stream); later runs send only what is new.
   - Each dataset's incremental base is the newest snapshot present on both sides with the same guid; names
     alone never decide.
   - A target that has diverged (it has snapshots after the common one that the source lacks), or that shares
-    no snapshot with the source, is refused with a clear error and left untouched. No C(zfs recv -F) is ever
-    used, so nothing on the target is destroyed.
+    no snapshot with the source, is refused with a clear error and left untouched unless O(allow_rollback) or
+    O(allow_from_scratch) consents. Every destruction is decided on guids and listed in the plan, which check mode
+    shows - snapshots destroyed first, a rollback to the common snapshot, what a C(zfs recv -F) replaces, and
+    retention. C(zfs recv -F) is used only for a full stream into an existing target that O(allow_from_scratch)
+    allows; incremental streams never use it.
   - One recursive listing per side per run, whatever the number of datasets. The data goes
     C(zfs send | pv | ssh host zfs recv) as an OS pipeline; Python only starts it and checks every stage.
   - Works with OpenZFS 2.x and with older command lines such as zfs-fuse; the capabilities of each host are
@@ -26,6 +30,7 @@ author:
   - zfs.replication contributors (@zfs-replication)
 extends_documentation_fragment:
   - zfs.replication.ssh
+  - zfs.replication.task_run
   - zfs.replication.attributes
 attributes:
   check_mode:
@@ -50,6 +55,8 @@ options:
     description:
       - Name of the replication task, used in logs and in the hold tag C(zfs.replication:<name>).
       - When omitted it is made from the sources and the target, like TrueNAS suggests one.
+      - It names the task's lock, log and state files C(repl-<name>) in O(state_dir) and O(log_dir), the same
+        files the P(zfs.replication.scheduler#role) role's timer of the task uses.
     type: str
   source_datasets:
     description:
@@ -78,8 +85,13 @@ options:
     description:
       - V(ssh) carries the stream through the OpenSSH client (encrypted).
       - V(ssh+netcat) uses SSH for control only and sends the data over a plain TCP connection between the hosts
-        (C(nc)). Faster, but B(unencrypted) and unauthenticated. It needs an explicit O(netcat) port range.
-        Use it only on a network you trust completely.
+        (C(nc)). Faster, but the data is B(not encrypted) and not integrity-protected beyond the checksums of the ZFS
+        stream itself. Anyone who can see the traffic can read it, and anyone on the path can tamper with it.
+        Each stream starts with a fresh random token that the receiving side checks before C(zfs recv) starts, so
+        another host or user who connects to the port first cannot feed data into the receive (the stream is
+        refused, and retried with a new port and token when O(retries) allows). The token is not on any command
+        line. It does not protect the data. Use this transport only on a network you trust completely.
+        It needs an explicit O(netcat) port range.
       - V(local) replicates to a dataset on this host (O(direction=push) only).
     type: str
     choices: [ssh, ssh+netcat, local]
@@ -87,7 +99,8 @@ options:
   netcat:
     description:
       - Options of O(transport=ssh+netcat). The receiving side listens, the sending side connects.
-      - Needs the OpenBSD C(nc) (options C(-l) and C(-N)) on both hosts and C(ss) on the receiving one.
+      - Needs the OpenBSD C(nc) (options C(-l) and C(-N)) on both hosts, and C(ss) and C(dd) on the receiving one.
+      - When a stream fails (or the run is stopped), both sides end their processes, and no C(nc -l) or C(zfs recv) is left behind.
     type: dict
     suboptions:
       port_min:
@@ -100,7 +113,9 @@ options:
         required: true
       listen_address:
         description:
-          - Address the receiving side listens on. Defaults to O(ssh.host) for push; required for pull.
+          - Address the receiving side listens on (C(nc -l) binds only this address). Defaults to the address the
+            sending side connects to for push (O(netcat.connect_address), else O(ssh.host)); required for pull.
+          - Set it when the target reaches the source through an address it cannot bind (NAT).
         type: str
       connect_address:
         description:
@@ -122,6 +137,11 @@ options:
       - Full filesystem replication. The whole tree goes in one C(zfs send -R) stream per run, with every
         snapshot between the base and the newest selected one (the selection only picks the newest), all
         properties, and descendants created on the source later. Needs O(recursive=true); O(exclude) is not allowed.
+      - Every received filesystem of the tree gets C(canmount=noauto), C(setuid=off) and C(devices=off) and keeps the
+        target's mountpoint, as with O(properties) (C(canmount) is set on the children after the receive).
+      - To a target whose C(zfs recv) lacks C(-x)/C(-o) (such as zfs-fuse) the stream always carries the source's
+        properties, so a source tree that sets a mountpoint (other than C(none) or C(legacy)) is refused before
+        anything is sent; replicate it with O(replicate=false), or C(zfs inherit mountpoint) on the source.
       - Snapshots destroyed on the source are not destroyed on the target (no C(recv -F)) unless O(allow_rollback=true).
     type: bool
     default: false
@@ -173,11 +193,18 @@ options:
   timezone:
     description:
       - Time zone of the times in snapshot names without C(%z) and of the schedules (IANA name or C(UTC)).
-        The host's zone when omitted.
+        When omitted, the zone of the host that made the snapshots - this host with O(direction=push), the source
+        host (read from its C(/etc/localtime)) with O(direction=pull).
     type: str
   properties:
     description:
       - Send dataset properties with the streams (C(zfs send -p)).
+      - Whatever the source sends, received filesystems never take its C(mountpoint) (they inherit the target's,
+        C(zfs recv -x mountpoint)), and get C(canmount=noauto) (no mount at boot or on C(zfs mount -a)),
+        C(setuid=off) and C(devices=off), unless O(properties_override) sets them.
+      - On a target whose C(zfs recv) lacks C(-x)/C(-o) (such as zfs-fuse) the streams go without C(-p), and the
+        source's local properties (minus those above and O(properties_exclude)) are set after each receive,
+        as local values, so a run interrupted after a receive never leaves the source's mountpoint on the target.
     type: bool
     default: true
   properties_exclude:
@@ -193,6 +220,8 @@ options:
     description:
       - Properties to set on the received datasets (C(zfs recv -o)), whether or not O(properties) are sent.
         On older command lines they are set with C(zfs set) after each receive.
+      - This is how to ask for what the replicas get by default instead of the source's values, for example
+        C(mountpoint=/srv/replica), C(canmount=on), C(setuid=on) or C(devices=on).
     type: dict
     default: {}
   readonly:
@@ -207,12 +236,20 @@ options:
     description:
       - When the target shares no snapshot with the source (or exists without snapshots), destroy the target's
         snapshots and replace its data with a full stream (C(recv -F)). Without it such a target is refused untouched.
+      - The plan lists every snapshot destroyed (checked against the guid it was planned on right before) and, with
+        O(replicate), every target descendant the C(zfs recv -R -F) stream replaces.
     type: bool
     default: false
   allow_rollback:
     description:
       - When the target has snapshots newer than the common one, or was modified after it, destroy those snapshots
-        and roll the target back to the common snapshot (C(recv -F)). Without it such a target is refused untouched.
+        (each checked against the guid it was planned on) and roll the target back to the common snapshot with
+        C(zfs rollback), a step of its own in the plan, before the incremental stream. Without it such a target is
+        refused untouched.
+      - The incremental stream is never received with C(-F), so target snapshots taken during a transfer and (with
+        O(replicate)) datasets the source no longer has are kept.
+      - OpenZFS reports whether the target was written to since the common snapshot (C(written)); older command lines
+        do not, so there the rollback is planned whenever something is sent.
     type: bool
     default: false
   retention_policy:
@@ -221,8 +258,11 @@ options:
       - V(custom) destroys target snapshots whose time (from the name) plus O(lifetime_value) O(lifetime_unit)
         (or the longest matching O(lifetimes) entry) has passed.
       - V(none) destroys nothing.
-      - Never destroyed are the newest snapshot both sides have in common after the run, held snapshots, and
-        snapshots outside the task's selection.
+      - Never destroyed are the newest snapshot both sides have in common after the run (by guid, whatever its name on
+        either side), held snapshots, snapshots outside the task's selection, and anything on a target that shares no
+        snapshot with the source.
+      - Decided on guids, on the target as it is after the run's sends; only what the logged plan listed is destroyed.
+      - In pull mode without O(timezone), snapshot names are read in the source host's time zone.
     type: str
     choices: [source, custom, none]
     default: none
@@ -266,7 +306,10 @@ options:
   mount:
     description:
       - Mount the filesystems that received snapshots, after the run (not those with C(canmount=off), no mountpoint,
-        or a mountpoint that came from the source). Replicas are always received unmounted (C(zfs recv -u)).
+        or a mountpoint that came from the source, directly or from a received parent). Replicas are always
+        received unmounted (C(zfs recv -u)).
+      - They are mounted with C(nosuid,nodev) whatever arrived, unless O(properties_override) sets C(setuid) or
+        C(devices) to C(on).
     type: bool
     default: false
   hold_base:
@@ -293,6 +336,8 @@ options:
       - Send encrypted datasets raw (C(zfs send -w)); the target stores the ciphertext and never sees the key
         (its C(keystatus) stays C(unavailable) until someone loads the key there).
       - Unset means raw for encrypted sources. V(false) sends them decrypted (the source key must be loaded).
+      - OpenZFS cannot send an encrypted dataset's properties without a raw stream, so V(false) with O(properties=true)
+        or O(replicate=true) over an encrypted source is refused before anything is sent.
     type: bool
   encryption:
     description:
@@ -504,6 +549,16 @@ released:
   returned: when O(state=absent)
   type: dict
   sample: {source: [tank/data@auto-2026-11-28_00-00], target: [backup/data@auto-2026-11-28_00-00]}
+lock_file:
+  description: The task's lock file, when the module failed because another run of the task still held it after O(lock_wait).
+  returned: when another run holds the task's lock
+  type: str
+  sample: /var/lib/zfs-replication/repl-offsite.lock
+lock_holder:
+  description: The pid of the process that held the task's lock (null when it had not written its pid yet).
+  returned: when another run holds the task's lock
+  type: int
+  sample: 4242
 capabilities:
   description: What the zfs command line of each side supports (C(source) and C(target)), from the probe.
   returned: when O(state=present)
@@ -513,10 +568,13 @@ capabilities:
     target: {family: "legacy zfs (no 'zfs version'; e.g. zfs-fuse)", version: null, resumable: false}
 """
 
+import traceback
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.zfs.replication.plugins.module_utils._args import SSH_SPEC, snapshot_diff
-from ansible_collections.zfs.replication.plugins.module_utils._replication import TaskError, release_holds, run_replication
+from ansible_collections.zfs.replication.plugins.module_utils._replication import ReplicationTask, TaskError, release_holds
+from ansible_collections.zfs.replication.plugins.module_utils._runner import TASK_RUN_SPEC, ConfigError, TaskBusy, run_from_module
 
 
 def main() -> None:
@@ -577,6 +635,7 @@ def main() -> None:
             retries=dict(type="int", default=5),
             parallel_transfers=dict(type="int", default=4),
             retry_delay=dict(type="float", default=2.0),
+            **TASK_RUN_SPEC,
         ),
         required_if=[
             ("transport", "ssh", ("ssh",)),
@@ -593,9 +652,25 @@ def main() -> None:
         except TaskError as exc:
             module.fail_json(msg=str(exc), changed=False)
     try:
-        result = run_replication(module.params, check_mode=module.check_mode)
+        # Bad input fails here, before the task's lock is taken or its history touched.
+        name = ReplicationTask.from_params(module.params).name
     except TaskError as exc:
         module.fail_json(msg=str(exc), changed=False)
+    # The same lock, log, state file and metrics as the task's timer (one task, one lock, one history).
+    try:
+        run = run_from_module("replication", name, module.params, module.check_mode)
+    except TaskBusy as exc:
+        module.fail_json(msg=f"replication task {name}: {exc}; nothing was changed: run it again when that run has finished, "
+                             "or give a longer lock_wait", changed=False, lock_file=str(exc.lock_file), lock_holder=exc.holder)
+    except ConfigError as exc:
+        module.fail_json(msg=str(exc), changed=False)
+    result = run.result
+    if result is None:  # the engine raised: bad input found late, an unreachable host, a signal, a bug
+        error = run.error
+        message = run.state.get("error") or str(error)
+        if error is None or isinstance(error, TaskError):
+            module.fail_json(msg=message, changed=False)
+        module.fail_json(msg=message, changed=False, exception="".join(traceback.format_exception(type(error), error, error.__traceback__)))
     out = result.as_dict()
     if module._diff:
         out["diff"] = snapshot_diff(result.before, result.after, "target snapshots")
