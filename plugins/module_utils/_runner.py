@@ -519,7 +519,9 @@ def _run_locked(config: TaskConfig, opts: RunOptions, log: TaskLog, engines: dic
             return finish("skipped", EXIT_OK)
         if config.depends_on:
             _wait_for_dependencies(config, opts, log)
-        result = outcome["result"] = engines[config.kind](config.params, opts.check_mode, log.info)
+        # The replication engine keeps its own records (a first transfer in progress) next to the task's state.
+        params = {**config.params, "state_dir": str(opts.state_dir)} if config.kind == "replication" else config.params
+        result = outcome["result"] = engines[config.kind](params, opts.check_mode, log.info)
         errors, details = _summary(result)
     except Terminated as exc:
         outcome["error"] = exc

@@ -180,3 +180,19 @@ def test_pull_reads_snapshot_names_in_the_source_hosts_zone(backend):
     assert again.ok, again
     assert any("source's time zone UTC" in line for line in again.log), again
     assert sorted(backend.snapshots_with_guids(dst)) == sorted([f"@{young}", f"@{newest}"])  # 20 hours old: kept
+
+
+def test_raw_false_with_properties_over_an_encrypted_source_is_refused_untouched(backend):
+    backend.require("encryption", "no native encryption on the legacy command line: there is no encrypted source to send")
+    src, dst = backend.pair("rawoff")
+    backend.sh(f"printf %s {'6f' * 32} | zfs create -o encryption=on -o keyformat=hex -o keylocation=prompt {src}/secret")
+    backend.zfs("snapshot", "-r", f"{src}@{name(1)}")
+
+    refused = backend.engine(params(f"{src}/secret", dst, raw=False), now=NOW)
+
+    assert refused.rc == 2 and "is encrypted" in refused.error and "properties: false" in refused.error, refused
+    assert backend.datasets_under(dst.rsplit("/", 1)[0]) == [dst.rsplit("/", 1)[0]]  # nothing was created
+    decrypted = backend.engine(params(f"{src}/secret", dst, raw=False, properties=False), now=NOW)
+    assert decrypted.ok, decrypted  # what the error suggests works
+    assert backend.prop(dst, "encryption") == "off"
+    assert backend.checksums(dst) == backend.checksums(f"{src}/secret")

@@ -18,9 +18,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[3]
 ROLE_SPEC = ROOT / 'roles' / 'scheduler' / 'meta' / 'argument_specs.yml'
 # module -> (role option holding its tasks, module options the role does not take, options the role redefines)
+# Where a task's lock, log, state and metrics live is set once for the role (scheduler_state_dir, ...), not per task.
+TASK_RUN = {'state_dir', 'log_dir', 'metrics_dir', 'lock_wait'}
 MODULES = {
-    'zfs_replication': ('scheduler_replication_tasks', {'state', 'snapshots'}, {'periodic_snapshot_tasks', 'enabled'}),
-    'zfs_snapshot_task': ('scheduler_snapshot_tasks', set(), {'enabled', 'schedule', 'name'}),
+    'zfs_replication': ('scheduler_replication_tasks', {'state', 'snapshots'} | TASK_RUN, {'periodic_snapshot_tasks', 'enabled'}),
+    'zfs_snapshot_task': ('scheduler_snapshot_tasks', set(TASK_RUN), {'enabled', 'schedule', 'name'}),
 }
 ROLE_ONLY = {'run_now', 'enabled', 'name'}
 

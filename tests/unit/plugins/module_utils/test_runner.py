@@ -125,7 +125,8 @@ def test_ok_run_writes_state_and_logs(opts: RunOptions) -> None:
     engine = Engine()
     out = io.StringIO()
     assert run_task(config(), opts, stream=out, engines={'replication': engine}, clock=lambda: NOON) == 0
-    assert engine.calls == [({'source_datasets': ['tank/a']}, False)]
+    # The replication engine gets the task's state dir for its own records (a first transfer in progress).
+    assert engine.calls == [({'source_datasets': ['tank/a'], 'state_dir': opts.state_dir}, False)]
     state = state_of(opts)
     assert state['result'] == 'ok'
     assert state['error'] is None
@@ -343,7 +344,7 @@ def test_main_runs_a_task_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyP
     out = io.StringIO()
     rc = main(['run', '--config', str(cfg), '--state-dir', str(tmp_path / 's'), '--log-dir', str(tmp_path / 'l')], stream=out)
     assert rc == 0
-    assert engine.calls == [({'k': 'v'}, False)]
+    assert engine.calls == [({'k': 'v', 'state_dir': str(tmp_path / 's')}, False)]
     assert read_state(tmp_path / 's' / 'repl-x.json')['config'] == str(cfg)
 
 

@@ -118,8 +118,8 @@ def test_a_module_run_and_a_timer_run_share_lock_log_state_and_metrics(dirs: dic
     monkeypatch.setitem(_runner.ENGINES, 'replication', engine)
     run = run_from_module('replication', 'offsite', module_params(dirs, name='offsite'), check_mode=False)
     assert run.status == 0 and run.state['snapshots_sent'] == 2
-    # The engine gets the task's options only: the lock/log/state options are the module's business.
-    assert engine.calls[0] == ({'source_datasets': ['tank/a'], 'name': 'offsite'}, False)
+    # The engine gets the task's options and the task's state dir (its own records live there), whoever runs it.
+    assert engine.calls[0] == ({'source_datasets': ['tank/a'], 'name': 'offsite', 'state_dir': dirs['state_dir']}, False)
     first = state_of(dirs)
     assert first['result'] == 'ok' and first['id'] == 'repl-offsite' and first['last_success']
 
