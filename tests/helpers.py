@@ -4,11 +4,13 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import hashlib
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from sandbox import ZFS, ZPOOL
 
@@ -109,3 +111,31 @@ def mounted_checksums(dataset: str) -> dict[str, str]:
             # from mounting later ("directory is not empty").
             with contextlib.suppress(OSError):
                 os.rmdir(path)
+
+
+# ---------------------------------------------------------------------------------------- the collection's own docs
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _string_constant(path: Path, name: str, cls: str | None = None) -> str:
+    tree = ast.parse(path.read_text())
+    body = tree.body
+    if cls:
+        body = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls).body
+    for node in body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise AssertionError(f'{path}: no {name}')
+
+
+def module_options(module: str) -> dict[str, Any]:
+    """The module's documented options, doc fragments of this collection merged in."""
+    import yaml  # only the unit tiers read the docs; yaml comes with ansible-core
+
+    doc = yaml.safe_load(_string_constant(REPO_ROOT / 'plugins' / 'modules' / f'{module}.py', 'DOCUMENTATION'))
+    options = dict(doc.get('options') or {})
+    for fragment in doc.get('extends_documentation_fragment') or []:
+        if fragment.startswith('zfs.replication.'):
+            path = REPO_ROOT / 'plugins' / 'doc_fragments' / f'{fragment.split(".")[-1]}.py'
+            options.update(yaml.safe_load(_string_constant(path, 'DOCUMENTATION', 'ModuleDocFragment')).get('options') or {})
+    return options

@@ -8,12 +8,13 @@ options refuse unknown keys); one whose type or choices changed would let the ro
 """
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from helpers import module_options
 
 ROOT = Path(__file__).resolve().parents[3]
 ROLE_SPEC = ROOT / 'roles' / 'scheduler' / 'meta' / 'argument_specs.yml'
@@ -25,28 +26,6 @@ MODULES = {
     'zfs_snapshot_task': ('scheduler_snapshot_tasks', set(TASK_RUN), {'enabled', 'schedule', 'name'}),
 }
 ROLE_ONLY = {'run_now', 'enabled', 'name'}
-
-
-def _string_constant(path: Path, name: str, cls: str | None = None) -> str:
-    tree = ast.parse(path.read_text())
-    body = tree.body
-    if cls:
-        body = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls).body
-    for node in body:
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
-            return ast.literal_eval(node.value)
-    raise AssertionError(f'{path}: no {name}')
-
-
-def module_options(module: str) -> dict[str, Any]:
-    """The module's documented options, doc fragments of this collection merged in."""
-    doc = yaml.safe_load(_string_constant(ROOT / 'plugins' / 'modules' / f'{module}.py', 'DOCUMENTATION'))
-    options = dict(doc.get('options') or {})
-    for fragment in doc.get('extends_documentation_fragment') or []:
-        if fragment.startswith('zfs.replication.'):
-            path = ROOT / 'plugins' / 'doc_fragments' / f'{fragment.split(".")[-1]}.py'
-            options.update(yaml.safe_load(_string_constant(path, 'DOCUMENTATION', 'ModuleDocFragment')).get('options') or {})
-    return options
 
 
 def role_task_options(option: str) -> dict[str, Any]:
