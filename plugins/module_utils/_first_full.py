@@ -61,6 +61,10 @@ def leftover_in(listing: Listing | None, target: str) -> Leftover:
     return Leftover(True, "" if token in ("-", "") else token, len(ds.snapshots), children)
 
 
+# Reads of an absent target before concluding that nothing of a cut resumable receive was kept (0.5+1+2 s apart).
+SETTLE_ATTEMPTS = 4
+
+
 def decide(left: Leftover, ours: bool) -> str:
     """What to do with the target of a first full stream that was cut.
 
@@ -105,6 +109,12 @@ def settle(host: Host, caps: Capabilities, target: str, ours: bool, sleep: Calla
     for attempt in range(DISCARD_ATTEMPTS):
         left = read_leftover(host, caps, target)
         action = decide(left, ours)
+        if action == "resend" and caps.resumable and attempt + 1 < SETTLE_ATTEMPTS:
+            # The sending side's end of a cut stream is gone, but the receiving zfs recv may still be reading what was
+            # in flight and saving its resume state: the dataset appears, with its token, only once it has exited.
+            sleep(delay)
+            delay = min(delay * 2, DISCARD_MAX_DELAY)
+            continue
         if action != "discard":
             return Settled(action, left.token)
         if attempt == 0:

@@ -93,8 +93,9 @@ def source(guest) -> tuple[str, int]:
     guest.zfs('create', src)
     guest.write_files(src, 'big', count=4, size=1_000_000)
     guest.zfs('snapshot', f'{src}@{SNAP}')
-    out = guest.zfs('send', '-n', '-P', '-L', '-e', '-c', f'{src}@{SNAP}')
-    size = next(int(line.split('\t')[1]) for line in out.splitlines() if line.startswith('size\t'))
+    # The real size of the stream the engine sends (zfs send -nP only estimates it, and high: a cut at 85% of the
+    # estimate fell after the end of the stream, so the receive completed and nothing was cut).
+    size = int(guest.sh(f'zfs send -L -e -c {src}@{SNAP} | wc -c').strip())
     yield src, size
     guest.destroy(src)
 
@@ -128,7 +129,8 @@ def test_first_full_cut_is_resumed_by_the_next_run(guest, guest_cleanup, guest_i
     first, cut_at = cut_run(guest, ansible_playbook, guest_inventory, params, dst, int(size * offset), expect_rc=2)
     assert cut_at.isdigit() and int(cut_at) < size, f'the stream was not cut: {cut_at}\n{first.get("log")}'
     assert first.get('failed') is True, first
-    assert 'allow_from_scratch' not in first['msg'] and 'resumes it' in first['msg'], first['msg']
+    state = guest.sh(f'zfs list -H -r -t all -o name,receive_resume_token {dst.rsplit("/", 1)[0]} | cut -c1-120')
+    assert 'allow_from_scratch' not in first['msg'] and 'resumes it' in first['msg'], (first['msg'], first.get('log'), state)
     assert token(guest, dst) not in ('-', ''), 'the cut first full left no resume token (or it was destroyed)'
 
     again = replicate(ansible_playbook, guest_inventory, {**params, 'speed_limit': None})
