@@ -8,6 +8,8 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
+import pytest
+
 from backends import Backend, EngineRun
 
 SCHEMA = "auto-%Y-%m-%d_%H-%M"
@@ -72,6 +74,20 @@ def sends(run: EngineRun, source: str) -> list[tuple[str, str | None, str]]:
     assert run.result is not None, run
     dplan = next(d for d in run.result["plan"] if d["source"] == source)
     return [(s["mode"], s["base"], s["snapshot"]) for s in dplan["sends"]]
+
+
+def missing_tools(backend: Backend, tools: list[str]) -> list[str]:
+    """The TOOLS not installed on the backend's host."""
+    script = "; ".join(f"command -v {shlex.quote(t)} >/dev/null || echo {shlex.quote(t)}" for t in tools)
+    return backend.sh(script + "; true").split()
+
+
+def require_tools(backend: Backend, tools: list[str]) -> None:
+    """Fail (never skip) when the backend's host lacks a tool the scenario runs: the product supports it there."""
+    missing = missing_tools(backend, tools)
+    if missing:
+        pytest.fail(f"{backend.name}: {', '.join(missing)} not installed on the backend's host: install it there (the OpenZFS guest "
+                    f"image) or give the backend a capability for it in tests/backends.py", pytrace=False)
 
 
 def shims(backend: Backend, tools: list[str]) -> tuple[str, str, str]:
