@@ -113,6 +113,33 @@ def mounted_checksums(dataset: str) -> dict[str, str]:
                 os.rmdir(path)
 
 
+def dataset_exists(dataset: str) -> bool:
+    try:
+        zfs('get', '-H', '-o', 'value', 'type', dataset)
+    except CommandError:
+        return False
+    return True
+
+
+def destroy_retrying(dataset: str, timeout: float = 20) -> None:
+    """zfs destroy -r, retried: zfs-fuse says "dataset is busy" for a moment after an unmount, a send or a receive.
+    A dataset still busy at the end is left behind with a warning (a teardown must not fail the test it ends)."""
+    import time
+    import warnings
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            zfs('destroy', '-r', dataset)
+            return
+        except CommandError as exc:
+            if 'does not exist' in str(exc):
+                return
+            if time.monotonic() > deadline:
+                warnings.warn(f'teardown: {dataset} left behind: {exc}', RuntimeWarning, stacklevel=2)
+                return
+            time.sleep(0.5)
+
 # ---------------------------------------------------------------------------------------- the collection's own docs
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

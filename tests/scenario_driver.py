@@ -4,7 +4,8 @@
 """Run the replication engine once, where the ZFS under test is: on this host (zfs-fuse) or inside the OpenZFS guest,
 where tests/backends.py installs the engine as the package the role installs (`zfs_replication_engine`).
 
-Input on stdin (JSON): {"params": {...module options...}, "check_mode": false, "now": "ISO time or null"}.
+Input on stdin (JSON): {"params": {...module options...}, "check_mode": false, "now": "ISO time or null"}, or the
+module options alone. The reliability tier kills this process at chosen points.
 Output: one line per engine log line (flushed, so a test can act on progress), then `ZR-RESULT <json>` or
 `ZR-ERROR <json message>`. Exit 0 ok, 1 the run failed, 2 the task was refused before running.
 """
@@ -22,6 +23,8 @@ except ImportError:  # this checkout, through the collection import root the tes
 
 def main() -> int:
     request = json.loads(sys.stdin.read())
+    if not isinstance(request.get("params"), dict):
+        request = {"params": request}
     now = datetime.fromisoformat(request["now"]) if request.get("now") else None
 
     def log(line: str) -> None:

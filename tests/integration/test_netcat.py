@@ -24,7 +24,7 @@ import pytest
 
 from ansible_collections.zfs.replication.plugins.module_utils import _netcat as netcat
 from ansible_collections.zfs.replication.plugins.module_utils._replication import run_replication
-from helpers import CommandError, mounted_checksums, mountpoint, own_checksums, snapshots_with_guids, zfs
+from helpers import CommandError, dataset_exists, mounted_checksums, mountpoint, own_checksums, snapshots_with_guids, zfs
 
 pytestmark = pytest.mark.integration
 
@@ -45,14 +45,6 @@ def snap(dataset: str, name: str, seed: str, size: int = 100_000) -> None:
 
 def guids(dataset: str) -> dict[str, str]:
     return {k[1:]: v for k, v in snapshots_with_guids(dataset).items() if k.startswith("@")}
-
-
-def exists(dataset: str) -> bool:
-    try:
-        zfs("get", "-H", "-o", "value", "type", dataset)
-    except CommandError:
-        return False
-    return True
 
 
 def free_port() -> int:
@@ -177,7 +169,7 @@ def test_a_foreign_first_connection_is_refused(sandbox, pair, tmp_path, monkeypa
         assert res.errors, res.log
         msg = "; ".join(res.errors)
         assert "did not start with this run's stream token" in msg and "zfs recv was not started" in msg, msg
-        assert not exists(dst)
+        assert not dataset_exists(dst)
         assert guids(src) == before_src
         assert gone(port, dst) == [], "the listener or receive outlived the refused stream"
     finally:
@@ -217,7 +209,7 @@ def test_a_sender_that_fails_before_connecting_ends_the_remote_listener(sandbox,
     monkeypatch.setenv("PATH", wrapper(tmp_path, 'echo "nc: simulated failure before connecting" >&2; exit 1'))
     res = run_replication(params(sandbox, src, dst, port))
     assert res.errors and "simulated failure before connecting" in "; ".join(res.errors), res.log
-    assert not exists(dst)
+    assert not dataset_exists(dst)
     assert gone(port, dst) == []
 
 
@@ -230,7 +222,7 @@ def test_a_listener_that_never_listens_times_out_and_is_ended(sandbox, pair, tmp
     monkeypatch.setenv("PATH", wrapper(tmp_path, f'case " $* " in *" -l "*) sleep 300; exit 1 ;; esac  # {port}'))
     res = run_replication(params(sandbox, src, dst, port, direction="pull"))
     assert res.errors and f"did not listen on 127.0.0.1:{port} within 3 s" in "; ".join(res.errors), res.log
-    assert not exists(dst)
+    assert not dataset_exists(dst)
     assert gone(port, dst) == []
     assert not subprocess.run(["pgrep", "-f", f"{tmp_path}/bin/nc"], capture_output=True, check=False).stdout
 
@@ -240,7 +232,7 @@ def test_a_killed_controller_leaves_nothing_on_the_receiving_host(sandbox, pair,
     src, dst = pair
     port = free_port()
     snap(src, "auto-2026-11-28_10-00", "a", size=1_000_000)
-    driver = Path(__file__).resolve().parents[1] / "reliability" / "engine_driver.py"
+    driver = Path(__file__).resolve().parents[1] / "scenario_driver.py"
     import json
 
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))

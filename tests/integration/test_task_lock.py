@@ -14,35 +14,17 @@ import json
 import os
 import secrets
 import sys
-import time
-import warnings
 from pathlib import Path
 
 import pytest
 
 from ansible_collections.zfs.replication.plugins.module_utils._runner import TaskLock, main
-from helpers import CommandError, snapshots_with_guids, zfs
+from helpers import destroy_retrying, snapshots_with_guids, zfs
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = "auto-%Y-%m-%d_%H-%M"
-
-
-def destroy_r(dataset: str, timeout: float = 20) -> None:
-    """zfs destroy -r, retried: zfs-fuse says "dataset is busy" for a moment after an unmount or a send."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            zfs("destroy", "-r", dataset)
-            return
-        except CommandError as exc:
-            if "does not exist" in str(exc):
-                return
-            if time.monotonic() > deadline:
-                warnings.warn(f"teardown: {dataset} left behind: {exc}", stacklevel=2)
-                return
-            time.sleep(0.5)
 
 
 @pytest.fixture
@@ -58,7 +40,7 @@ def task(sandbox, tmp_path):
               "recursive": True, "naming_schema": [SCHEMA], "hold_base": False}
     yield {"src": src, "dst": f"{dst_parent}/data", "name": f"lock{tag}", "params": params, "dirs": dirs, "tmp": tmp_path}
     for ds in (src, dst_parent):
-        destroy_r(ds)
+        destroy_retrying(ds)
 
 
 def play(*tasks: dict) -> str:

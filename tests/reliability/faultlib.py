@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from helpers import CommandError, datasets_under, mounted_checksums, mountpoint, snapshots_with_guids, tree_checksums, zfs
+from helpers import CommandError, dataset_exists, datasets_under, mounted_checksums, mountpoint, snapshots_with_guids, tree_checksums, zfs
 from sandbox import ZFS
 
 SCHEMA = "auto-%Y-%m-%d_%H-%M"
-DRIVER = Path(__file__).resolve().parent / "engine_driver.py"
+DRIVER = Path(__file__).resolve().parents[1] / "scenario_driver.py"
 
 
 class DataLost(AssertionError):
@@ -63,17 +63,9 @@ def write_files(mountpoint: str, seed: str, count: int = 2, size: int = 100_000)
     (root / f"{seed}.txt").write_text(f"hello {seed}\n")
 
 
-def exists(dataset: str) -> bool:
-    try:
-        zfs("get", "-H", "-o", "value", "type", dataset)
-    except CommandError:
-        return False
-    return True
-
-
 def guids(dataset: str) -> dict[str, str]:
     """{snapshot: guid} of DATASET itself; {} when it does not exist."""
-    if not exists(dataset):
+    if not dataset_exists(dataset):
         return {}
     return {k[1:]: v for k, v in snapshots_with_guids(dataset).items() if k.startswith("@")}
 
@@ -121,7 +113,7 @@ def our_holds(dataset: str, tag: str) -> dict[str, int]:
 def destroy_r(dataset: str, tags: list[str], timeout: float = 10) -> None:
     """Teardown: release our holds, destroy -r (retried while busy). Snapshots pinned by holds zfs-fuse leaked
     (see our_holds) cannot go: they are left for the pool's destruction at the end of the session."""
-    if not exists(dataset):
+    if not dataset_exists(dataset):
         return
     release_all(dataset, tags)
     deadline = time.monotonic() + timeout
@@ -139,7 +131,7 @@ def destroy_r(dataset: str, tags: list[str], timeout: float = 10) -> None:
 def tree(dataset: str) -> dict[str, str]:
     """{'@snap' or '/child@snap': guid} of DATASET and its descendants; {} when it does not exist. The state a case
     records before its fault and compares after it (expect_kept)."""
-    return snapshots_with_guids(dataset) if exists(dataset) else {}
+    return snapshots_with_guids(dataset) if dataset_exists(dataset) else {}
 
 
 def expect_kept(before: dict[str, str], dataset: str, side: str) -> None:
