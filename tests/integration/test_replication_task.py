@@ -30,12 +30,14 @@ SCHEMA = "auto-%Y-%m-%d_%H-%M"
 # Helpers: real state
 # --------------------------------------------------------------------------------------------------------------------
 
+
 def write_files(mountpoint: str, seed: str, count: int = 2, size: int = 100_000) -> None:
     root = Path(mountpoint)
     (root / "dir").mkdir(exist_ok=True)
     for i in range(count):
         (root / "dir" / f"{seed}-{i}.bin").write_bytes(secrets.token_bytes(size))
     (root / f"{seed}.txt").write_text(f"hello {seed}\n")
+
 
 def exists(dataset: str) -> bool:
     try:
