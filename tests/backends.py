@@ -122,22 +122,35 @@ class Backend:
         return self.zfs('get', '-H', '-o', 'value', name, dataset).strip()
 
     def write(self, dataset: str, seed: str, size: int = 100_000) -> None:
-        """A file of SIZE random bytes named SEED in DATASET's mountpoint (mounted for it, as it was after)."""
-        with self.mounted(dataset) as mp:
-            self.sh(f'head -c {int(size)} /dev/urandom > {shlex.quote(mp)}/{shlex.quote(seed)}.bin && sync')
+        """A file of SIZE random bytes named SEED in DATASET's mountpoint (mounted for it, as it was after): one round trip."""
+        self.sh(self._mounted_script(dataset, f'head -c {int(size)} /dev/urandom > "$mp"/{shlex.quote(seed)}.bin && sync'))
 
     def checksums(self, dataset: str) -> dict[str, str]:
-        """sha256 of DATASET's own files (children's left out), read in its mountpoint."""
-        children = {c[len(dataset) + 1:].split('/')[0] for c in self.datasets_under(dataset) if c != dataset}
-        with self.mounted(dataset) as mp:
-            out = self.sh(f'cd {shlex.quote(mp)} && find . -path ./.zfs -prune -o -type f -print0 | sort -z | xargs -0 -r sha256sum')
+        """sha256 of DATASET's own files (children's left out), read in its mountpoint: one round trip."""
+        listing = (f'zfs list -H -o name -r -t filesystem {shlex.quote(dataset)} | sed "s|^|CHILD |"; '
+                   'cd "$mp" && find . -path ./.zfs -prune -o -type f -print0 | sort -z | xargs -0 -r sha256sum; cd /')
+        out = self.sh(self._mounted_script(dataset, listing))
+        children = {line[len('CHILD ') + len(dataset) + 1:].split('/')[0] for line in out.splitlines()
+                    if line.startswith('CHILD ') and line != f'CHILD {dataset}'}
         sums = {}
         for line in out.splitlines():
+            if line.startswith('CHILD '):
+                continue
             digest, _sep, path = line.partition('  ')
             rel = path[2:] if path.startswith('./') else path
             if rel.split('/')[0] not in children:
                 sums[rel] = digest
         return sums
+
+    @staticmethod
+    def _mounted_script(dataset: str, body: str) -> str:
+        """A sh script that runs BODY with $mp = DATASET's mountpoint, mounting it for that if it was not mounted (and
+        unmounting it after, removing the directory zfs leaves behind: a parent could not mount over it later)."""
+        ds = shlex.quote(dataset)
+        return (f'was=$(zfs get -H -o value mounted {ds}); mp=$(zfs get -H -o value mountpoint {ds})\n'
+                f'[ "$was" = yes ] || zfs mount {ds}\n'
+                f'{body}\n'
+                f'if [ "$was" != yes ]; then {{ zfs unmount {ds} 2>/dev/null && rmdir "$mp" 2>/dev/null; }} || true; fi\n')
 
     @contextlib.contextmanager
     def mounted(self, dataset: str):

@@ -34,8 +34,14 @@ REPO_ROOT = TESTS_DIR.parent
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
 
+import guest_fixtures  # noqa: E402
 import sandbox as sandbox_mod  # noqa: E402  (needs TESTS_DIR on sys.path)
-from guest_fixtures import guest, guest_cleanup, guest_inventory, openzfs_vm  # noqa: E402,F401  (the OpenZFS guest, once per session)
+
+# The OpenZFS guest's fixtures, defined once for the session (tests/openzfs and tests/scenarios share one guest).
+openzfs_vm = guest_fixtures.openzfs_vm
+guest = guest_fixtures.guest
+guest_cleanup = guest_fixtures.guest_cleanup
+guest_inventory = guest_fixtures.guest_inventory
 
 COLLECTION_PARTS = ('ansible_collections', 'zfs', 'replication')
 

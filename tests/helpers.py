@@ -140,6 +140,7 @@ def destroy_retrying(dataset: str, timeout: float = 20) -> None:
                 return
             time.sleep(0.5)
 
+
 # ---------------------------------------------------------------------------------------- the collection's own docs
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -278,8 +278,6 @@ class FirstFulls:
                 d.action, d.message = action, message
 
 
-
-
 def read_token(host: Host, target: str) -> str:
     """The target's receive_resume_token ('' when none, or when the target is gone)."""
     proc = host.run(["zfs", "get", "-H", "-p", "-o", "value", "receive_resume_token", target], check=False)

@@ -82,4 +82,3 @@ def zone_name_from_probe(localtime_target: str, utc_offset: str) -> str | None:
             return "UTC"
         return f"Etc/GMT{'-' if offset[0] == '+' else '+'}{hours}"
     return None
-

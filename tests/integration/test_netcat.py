@@ -24,7 +24,7 @@ import pytest
 
 from ansible_collections.zfs.replication.plugins.module_utils import _netcat as netcat
 from ansible_collections.zfs.replication.plugins.module_utils._replication import run_replication
-from helpers import CommandError, dataset_exists, mounted_checksums, mountpoint, own_checksums, snapshots_with_guids, zfs
+from helpers import dataset_exists, destroy_retrying, mounted_checksums, mountpoint, own_checksums, snapshots_with_guids, zfs
 
 pytestmark = pytest.mark.integration
 
@@ -104,12 +104,7 @@ def pair(sandbox):
     zfs("create", parent)
     yield src, f"{parent}/data"
     for ds in (src, parent):
-        for _ in range(20):
-            try:
-                zfs("destroy", "-r", ds)
-                break
-            except CommandError:
-                time.sleep(0.5)
+        destroy_retrying(ds)
 
 
 def test_push_full_and_incremental(sandbox, pair):

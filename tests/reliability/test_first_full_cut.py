@@ -122,7 +122,8 @@ class KillingProxy(DroppingProxy):
         self.after, self.action, self.fired_at = after, action, 0
         super().__init__(upstream_port, drop_after=1 << 62, victim=1)
 
-    def _pump(self, a, b, doomed: bool) -> None:
+    def _pump(self, a, b, number) -> None:  # number: which connection this is (the base class's name)
+        doomed = bool(number)
         seen = 0
         with contextlib.suppress(OSError):
             while True:

@@ -26,11 +26,21 @@ def selected() -> list[str]:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line('markers', 'scenario: one scenario run on each ZFS backend (tests/backends.py)')
+    config.addinivalue_line('markers', 'backends(*names, reason): run this scenario on these backends only, and say why')
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if 'backend' in metafunc.fixturenames:
-        metafunc.parametrize('backend_name', selected(), scope='session')
+    if 'backend' not in metafunc.fixturenames:
+        return
+    names = selected()
+    only = metafunc.definition.get_closest_marker('backends')
+    if only is not None:
+        # The emulated OpenZFS guest costs 20-200 s a scenario: what does not depend on the ZFS under it (the
+        # planner's selection, the pipeline's tools) runs on zfs-fuse only, and the marker says why.
+        if not only.kwargs.get('reason'):
+            raise pytest.UsageError(f'{metafunc.definition.nodeid}: @pytest.mark.backends needs a reason')
+        names = [n for n in names if n in only.args]
+    metafunc.parametrize('backend_name', names, scope='session')
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
+
 from scenario_helpers import SCHEMA, guids, held, message, params, parent, prop_source, sends, snaps, state
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)

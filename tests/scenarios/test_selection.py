@@ -7,11 +7,15 @@ exclude and several sources, create_snapshot and mount; and the consent a target
 on both sides, datasets, file checksums of the replicas."""
 from __future__ import annotations
 
+import pytest
+
 from scenario_helpers import child_checksums, exists, guids, message, params, parent, sends, snaps, state
 
 DAILY = "daily-%Y%m%d-%H%M"
 
 
+@pytest.mark.backends("zfs-fuse", reason="the planner's selection by name, schema and schedule: the same on every ZFS "
+                                         "(OpenZFS's listing parse runs in every other scenario)")
 def test_selection_modes(backend):
     src, dst = backend.pair("sel")
     order = ["auto-2026-11-28_00-00", "auto-2026-11-28_01-00", "daily-20261128-0130", "auto-2026-11-28_02-00",
@@ -51,6 +55,7 @@ def test_selection_modes(backend):
     assert sends(runs["run-once snapshots"], src) == [("full", None, "auto-2026-11-28_01-00"), ("i", "auto-2026-11-28_01-00", "auto-2026-11-28_03-00")]
 
 
+@pytest.mark.backends("zfs-fuse", reason="the planner's stream choice; zfs send -I/-i mean the same on both command lines")
 def test_one_I_stream_when_all_are_selected_and_an_i_chain_when_one_is_skipped(backend):
     src, dst = backend.pair("chain")
     for h in range(4):
@@ -74,6 +79,7 @@ def test_one_I_stream_when_all_are_selected_and_an_i_chain_when_one_is_skipped(b
     assert backend.checksums(dst) == backend.checksums(src)
 
 
+@pytest.mark.backends("zfs-fuse", reason="the planner's tree walk; OpenZFS recursive trees run in the replicate and received-property scenarios")
 def test_recursive_with_exclude_and_several_sources(backend):
     src, dst = backend.pair("rec")
     other, _unused = backend.pair("oth")
@@ -105,6 +111,7 @@ def test_recursive_with_exclude_and_several_sources(backend):
     assert not exists(backend, f"{dst}/{leaf}/skip")
 
 
+@pytest.mark.backends("zfs-fuse", reason="zfs snapshot and zfs mount behave alike; OpenZFS mounting is in tests/openzfs/test_received_properties.py")
 def test_create_snapshot_when_the_sources_have_none_and_mount(backend):
     src, dst = backend.pair("mk")
     backend.zfs("create", f"{src}/child")

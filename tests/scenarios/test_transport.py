@@ -9,6 +9,8 @@ from __future__ import annotations
 import shlex
 import time
 
+import pytest
+
 from scenario_helpers import (
     child_checksums,
     guids,
@@ -125,6 +127,7 @@ def test_local_transport(backend):
     assert backend.prop(dst, "readonly") == "on"
 
 
+@pytest.mark.backends("zfs-fuse", reason="an ssh handshake failure: no zfs command runs")
 def test_a_cipher_the_server_does_not_offer_fails_the_connection_and_changes_nothing(backend):
     src, dst = backend.pair("ciph")
     backend.zfs("snapshot", f"{src}@auto-2026-11-28_10-00")
@@ -140,6 +143,7 @@ def test_a_cipher_the_server_does_not_offer_fails_the_connection_and_changes_not
 NETCAT = {"port_min": 47100, "port_max": 47160, "listen_address": "127.0.0.1", "connect_address": "127.0.0.1"}
 
 
+@pytest.mark.backends("zfs-fuse", reason="the guest image has no nc yet (tracked in the notes); the pipeline is the same shell on both")
 def test_ssh_netcat_push_and_pull(backend):
     require_tools(backend, ["nc"])
     src, dst = backend.pair("nc")
@@ -172,6 +176,7 @@ def test_ssh_netcat_push_and_pull(backend):
 COMPRESSORS = ["lz4", "zstd", "pigz", "xz"]
 
 
+@pytest.mark.backends("zfs-fuse", reason="the compressors are pipeline stages around zfs, not zfs; the guest image has no lz4/pigz")
 def test_compression_each_tool_runs_on_the_sending_side(backend):
     """Each compressor runs in the pipeline (a logging wrapper on the sending side sees it) and the data arrives
     identical."""
@@ -200,6 +205,7 @@ def test_compression_each_tool_runs_on_the_sending_side(backend):
     require_tools(backend, COMPRESSORS)  # the ones missing on this backend's host fail the scenario, after the others ran
 
 
+@pytest.mark.backends("zfs-fuse", reason="pv and mbuffer are pipeline stages around zfs, not zfs; the guest image has no mbuffer")
 def test_speed_limit_and_buffer_on_pull(backend):
     """Pull: pv -L runs on the (remote) source, mbuffer before zfs recv on the engine's host (a logging wrapper sees it)."""
     require_tools(backend, ["mbuffer"])
@@ -297,7 +303,7 @@ def test_a_connection_dropped_during_the_stream_is_retried(backend):
                      f"nohup python3 {q}/proxy.py {int(ssh['port'])} 200000 {q} > {q}/proxy.log 2>&1 < /dev/null &\necho $!").strip()
     try:
         port = ""
-        for _ in range(100):
+        for _attempt in range(100):
             port = backend.sh(f"cat {q}/port 2>/dev/null || true").strip()
             if port:
                 break

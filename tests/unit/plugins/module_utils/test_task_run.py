@@ -110,8 +110,8 @@ def test_execute_task_hands_back_what_the_engine_raised(dirs: dict[str, str]) ->
     assert state_of(dirs)['error'] == str(error)
 
 
-def test_a_module_run_and_a_timer_run_share_lock_log_state_and_metrics(dirs: dict[str, str], tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_module_run_and_a_timer_run_share_lock_log_state_and_metrics(
+        dirs: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from ansible_collections.zfs.replication.plugins.module_utils import _runner
 
     engine = Engine(FakeResult(snapshots_sent=2))
@@ -212,8 +212,8 @@ def test_a_module_run_ignores_the_window_and_dependencies(dirs: dict[str, str], 
     ({'log_dir': ''}, "log_dir ''"),
     ({'metrics_dir': 'm'}, "metrics_dir 'm'"),
 ])
-def test_bad_task_run_options_are_refused_before_anything_runs(dirs: dict[str, str], change: dict[str, Any], message: str,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_task_run_options_are_refused_before_anything_runs(
+        dirs: dict[str, str], change: dict[str, Any], message: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from ansible_collections.zfs.replication.plugins.module_utils import _runner
 
     engine = Engine()
