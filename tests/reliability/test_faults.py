@@ -20,7 +20,6 @@ from faultlib import (
     StreamCut,
     destroy_r,
     engine_env,
-    exists,
     expect_files_kept,
     expect_kept,
     expect_replica,
@@ -36,7 +35,7 @@ from faultlib import (
     tree,
 )
 
-from helpers import mountpoint, zfs
+from helpers import dataset_exists, mountpoint, zfs
 from sandbox import create_pool, destroy_pool
 
 T1, T2, T3, T4 = (f"auto-2026-11-28_1{i}-00" for i in range(4))
@@ -302,7 +301,7 @@ def test_every_target_snapshot_destroyed_is_refused(pair):
     assert run_engine(pair.params()).ok
     zfs("release", pair.tags[0], f"{pair.dst}@{T1}")
     zfs("destroy", f"{pair.dst}@{T1}")
-    fault_injected("every target snapshot destroyed by hand", exists(pair.dst) and snaps(pair.dst) == [])
+    fault_injected("every target snapshot destroyed by hand", dataset_exists(pair.dst) and snaps(pair.dst) == [])
     files_before = files(pair.dst)
     snap(pair.src, T2, data="b")
     src_before = tree(pair.src)
@@ -338,7 +337,7 @@ def test_target_dataset_renamed(pair):
     assert run_engine(pair.params()).ok
     moved = f"{pair.parent}/moved"
     zfs("rename", pair.dst, moved)
-    fault_injected("the target renamed away", not exists(pair.dst) and snaps(moved) == [T1])
+    fault_injected("the target renamed away", not dataset_exists(pair.dst) and snaps(moved) == [T1])
     moved_before = tree(moved)
     snap(pair.src, T2, data="b")
     src_before = tree(pair.src)

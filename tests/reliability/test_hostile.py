@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from faultlib import destroy_r, exists, expect_kept, expect_replica, fault_injected, run_engine, snap, tree
+from faultlib import destroy_r, expect_kept, expect_replica, fault_injected, run_engine, snap, tree
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -28,7 +28,7 @@ from ansible_collections.zfs.replication.plugins.module_utils._replication impor
 from ansible_collections.zfs.replication.plugins.module_utils._replication_task import ReplicationTask
 from ansible_collections.zfs.replication.plugins.module_utils._transport import SSHConnection, SSHHost, quote_remote
 from ansible_collections.zfs.replication.plugins.module_utils._zfs import validate_dataset, validate_snapname
-from helpers import prop, zfs
+from helpers import dataset_exists, prop, zfs
 from sandbox import Sshd
 
 T1, T2 = "auto-2026-11-28_10-00", "auto-2026-11-28_11-00"
@@ -423,7 +423,7 @@ def test_ssh_security_defaults(sandbox, tmp_path, case):
                   "ssh": ssh}
         run = run_engine(params)
         fault_injected(case, not run.ok and all(w in run.message for w in words), repr(run))
-        assert not exists(dst) and not (Path(ssh["known_hosts_file"]).read_text().count("\n") > 1)
+        assert not dataset_exists(dst) and not (Path(ssh["known_hosts_file"]).read_text().count("\n") > 1)
         expect_kept(src_before, src, "source")
     finally:
         for ds in (src, parent):
