@@ -24,6 +24,10 @@ from ._replication_task import COMPRESSORS, ReplicationTask, TaskError, suggest_
 from ._transport import ConnectionFailed, Host, LocalHost, SSHHost, TransportError
 from ._zfs import Capabilities, DatasetMissing, Listing, Snapshot, ZfsError, dataset_type, is_within, list_tree, probe
 
+# What a received filesystem gets instead of the source's values: no mount at boot or on zfs mount -a, no setuid
+# programs or device nodes honoured (unless the task's properties_override asks for them).
+SAFE_VALUES = (("canmount", "noauto"), ("setuid", "off"), ("devices", "off"))
+
 A = TypeVar("A")
 B = TypeVar("B")
 TRANSIENT_HINTS = ("Connection reset", "Connection closed", "Connection timed out", "connection lost", "Broken pipe")
@@ -486,13 +490,13 @@ class Runner:
         names is left to it (the user asked). {} for a volume."""
         if not self.is_filesystem(dataset):
             return {}
-        return {p: v for p, v in (("canmount", "noauto"), ("setuid", "off"), ("devices", "off")) if p not in self.task.properties_override}
+        return {p: v for p, v in SAFE_VALUES if p not in self.task.properties_override}
 
     def fixed_properties(self, caps: Capabilities) -> list[str]:
         """Properties fix_properties sets on targets without recv -o: the target listing reads them too."""
         if caps.recv_props:
             return []
-        return sorted(set(self.task.properties_override) | {"canmount", "setuid", "devices"})
+        return sorted(set(self.task.properties_override) | {p for p, _unused in SAFE_VALUES})
 
     def fix_properties(self, send: Send) -> None:
         """After a receive: what recv -o/-x could not do.
@@ -524,7 +528,7 @@ class Runner:
                 out = host.run(["zfs", "get", "-H", "-p", "-s", "local", "-o", "property,value", "all", name]).stdout
                 return dict(line.split("\t", 1) for line in out.splitlines() if "\t" in line)
 
-            skip = set(self.task.properties_exclude) | set(self.task.properties_override) | {"mountpoint", "canmount", "setuid", "devices"}
+            skip = set(self.task.properties_exclude) | set(self.task.properties_override) | {"mountpoint"} | {p for p, _unused in SAFE_VALUES}
             have = local(self.dst, target)
             for prop, value in local(self.src, source).items():
                 if prop not in skip and have.get(prop) != value:
@@ -536,7 +540,7 @@ class Runner:
     def fix_received_tree(self, target: str) -> None:
         """Every filesystem of a received send -R tree gets canmount=noauto, setuid=off, devices=off (or the task's
         override of them) where its value differs: one zfs list, and one zfs set per property that needs it."""
-        wanted = {p: str(self.task.properties_override.get(p, v)) for p, v in (("canmount", "noauto"), ("setuid", "off"), ("devices", "off"))}
+        wanted = {p: str(self.task.properties_override.get(p, v)) for p, v in SAFE_VALUES}
         out = self.dst.run(["zfs", "list", "-H", "-r", "-t", "filesystem", "-o", "name," + ",".join(wanted), target]).stdout
         rows = [line.split("\t") for line in out.splitlines() if line.count("\t") == len(wanted)]
         for i, (prop, value) in enumerate(wanted.items(), start=1):
@@ -1028,8 +1032,9 @@ class Runner:
             before = self.list_target(self.dst_caps)
         before = self.first_fulls.visible(before)
         self.target_listing = before
+        plan_task = self.task.plan_task(now)  # selection, schedules and lifetimes: built once, for the plan and retention
         try:
-            the_plan = plan(self.task.plan_task(now), source, before)
+            the_plan = plan(plan_task, source, before)
         except PlanError as exc:
             raise TaskError(str(exc)) from exc
         self.first_fulls.annotate(the_plan)  # our own cut first transfers: resumed or sent again, never 'unrelated'
@@ -1071,7 +1076,7 @@ class Runner:
                 except DatasetMissing:
                     after = None
             self.verify(the_plan, source, after, errors, results)
-            destroyed = self.retain(done, source, after, self.task.plan_task(now), results, errors)
+            destroyed = self.retain(done, source, after, plan_task, results, errors)
             if self.task.mount:
                 self.mount_received(the_plan, results)
             names_after = snapshot_names(after)

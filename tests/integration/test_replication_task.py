@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import CommandError, mountpoint, zfs
+from helpers import CommandError, dataset_exists, mountpoint, zfs
 
 pytestmark = pytest.mark.integration
 
@@ -37,14 +37,6 @@ def write_files(mountpoint: str, seed: str, count: int = 2, size: int = 100_000)
     for i in range(count):
         (root / "dir" / f"{seed}-{i}.bin").write_bytes(secrets.token_bytes(size))
     (root / f"{seed}.txt").write_text(f"hello {seed}\n")
-
-
-def exists(dataset: str) -> bool:
-    try:
-        zfs("get", "-H", "-o", "value", "type", dataset)
-    except CommandError:
-        return False
-    return True
 
 
 def state(*roots: str) -> dict[str, object]:
@@ -135,7 +127,7 @@ def release_all(dataset: str) -> None:
 def destroy_r(dataset: str, timeout: float = 20) -> None:
     """Release our holds, then zfs destroy -r, retried: zfs-fuse says "dataset is busy" for a moment after an
     unmount or a send."""
-    if not exists(dataset):
+    if not dataset_exists(dataset):
         return
     release_all(dataset)
     deadline = time.monotonic() + timeout
@@ -177,7 +169,7 @@ def test_ssh_netcat_refused_without_port_range(sandbox, pair, ansible_playbook):
     for r in res.values():
         assert r["failed"] is True and not r.get("changed")
     assert state(sandbox.src_pool, sandbox.dst_pool) == before
-    assert not exists(dst)
+    assert not dataset_exists(dst)
 
 
 def test_bad_input_is_a_clear_error_naming_the_field(sandbox, pair, ansible_playbook):
@@ -215,4 +207,4 @@ def test_bad_input_is_a_clear_error_naming_the_field(sandbox, pair, ansible_play
             problems.append(f"{name}: message lacks {words}: {r.get('msg')!r}")
     assert not problems, "\n".join(problems)
     assert state(sandbox.src_pool, sandbox.dst_pool) == before
-    assert not exists(dst)
+    assert not dataset_exists(dst)
