@@ -176,7 +176,14 @@ def test_configs_are_root_only(applied: dict[str, Any], container: Container) ->
 
 
 def _next_elapse(container: Container, timer: str) -> datetime:
-    value = show(container, timer, 'NextElapseUSecRealtime')['NextElapseUSecRealtime']
+    # While a timer's service runs (a minute timer may be firing right now), systemd shows no next elapse until the
+    # service has finished and the timer is rearmed: ask again until it answers.
+    for _attempt in range(40):
+        value = show(container, timer, 'NextElapseUSecRealtime')['NextElapseUSecRealtime']
+        if value:
+            break
+        time.sleep(0.5)
+    assert value, f'{timer}: systemd never gave a next elapse'
     # e.g. "Sun 2026-11-29 23:00:00 UTC" (the container's zone is UTC)
     return datetime.strptime(value.rsplit(' ', 1)[0], '%a %Y-%m-%d %H:%M:%S').replace(tzinfo=timezone.utc)
 
