@@ -1,12 +1,13 @@
 # Copyright: zfs.replication contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The guest really is OpenZFS 2.3, and the engine's probe and listing parser read it right over SSH."""
+"""The guest really is the OpenZFS release it was built for (ZR_OPENZFS, default 2.3), and the engine's probe and listing parser read it right over SSH."""
 
 from __future__ import annotations
 
 import re
 
 import pytest
+import vm
 
 from ansible_collections.zfs.replication.plugins.module_utils import _zfs
 from ansible_collections.zfs.replication.plugins.module_utils._transport import SSHConnection, SSHHost
@@ -32,7 +33,7 @@ def test_guest_runs_openzfs_2_3(guest):
 
 def test_probe_reports_modern_capabilities(ssh_host, guest):
     caps = _zfs.probe(ssh_host)
-    assert caps.version is not None and caps.version.startswith('2.3.'), caps
+    assert caps.version is not None and caps.version.startswith(vm.OPENZFS_RELEASE + '.'), caps
     assert caps.version in guest.zfs('version').splitlines()[0]
     assert caps.list_parsable and caps.resumable and caps.raw_send
     assert caps.bookmarks and caps.encryption and caps.send_dry_run and caps.recv_props

@@ -1,6 +1,6 @@
 # Copyright: zfs.replication contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""zfs_replication through real ansible-playbook runs with OpenZFS 2.3 on the receiving (and sending) side.
+"""zfs_replication through real ansible-playbook runs with OpenZFS 2.x (ZR_OPENZFS) on the receiving (and sending) side.
 
 (a) the host's zfs-fuse pool -> a pool in the guest over ssh (the module runs on the controller);
 (b) OpenZFS -> OpenZFS inside the guest: the module runs ON the guest (Ansible over ssh), transport local.
@@ -16,6 +16,7 @@ import secrets
 from pathlib import Path
 
 import pytest
+import vm
 
 from helpers import snapshots_with_guids, tree_checksums, zfs
 
@@ -75,7 +76,7 @@ def test_push_from_zfs_fuse_to_openzfs_over_ssh(fuse_source, guest, guest_cleanu
     first = ansible_playbook(playbook(params)).task('replicate')
     assert first['changed'] is True and first['snapshots_sent'] == 2, first
     assert first['capabilities']['source']['version'] is None  # zfs-fuse
-    assert first['capabilities']['target']['version'].startswith('2.3.')
+    assert first['capabilities']['target']['version'].startswith(vm.OPENZFS_RELEASE + '.')
     want = {k: v for k, v in snapshots_with_guids(src).items() if 'manual' not in k}
     assert len(want) == 2
     assert guest.snapshots_with_guids(dst) == want
@@ -124,7 +125,7 @@ def test_openzfs_to_openzfs_local_on_the_guest(guest, guest_cleanup, guest_inven
     first = ansible_playbook(playbook(params, hosts='zrvm'), inventory_text=guest_inventory).task('replicate', 'zrvm')
     assert first['changed'] is True and first['snapshots_sent'] == 4, first
     for side in ('source', 'target'):
-        assert first['capabilities'][side]['version'].startswith('2.3.')
+        assert first['capabilities'][side]['version'].startswith(vm.OPENZFS_RELEASE + '.')
     want = guest.snapshots_with_guids(src)
     assert len(want) == 4
     assert guest.snapshots_with_guids(dst) == want

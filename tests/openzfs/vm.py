@@ -1,6 +1,7 @@
 # Copyright: zfs.replication contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""An OpenZFS 2.3 guest for the conformance tier: Debian bookworm + zfs-dkms from bookworm-backports in qemu (TCG).
+"""An OpenZFS 2.x guest for the conformance tier: Debian bookworm + zfs-dkms in qemu (TCG); ZR_OPENZFS=2.3 (default,
+from bookworm-backports) or 2.1 (bookworm's own).
 
 Standard library only. Needs root, debootstrap, qemu-system-x86 and e2fsprogs on the host (scripts/bootstrap).
 
@@ -46,17 +47,29 @@ LAST_LINK = Path('/tmp/zr-openzfs-vm-last')
 MIRROR = 'http://deb.debian.org/debian'
 SECURITY_MIRROR = 'http://deb.debian.org/debian-security'
 
+# The OpenZFS releases the guest can carry: ZR_OPENZFS picks one (default 2.3, what CI runs). 2.3 is the newest
+# Debian offers (bookworm-backports); 2.1 is bookworm's own 2.1.11, what Debian 12 and Ubuntu 22.04 users have.
+OPENZFS_RELEASES = {
+    '2.3': {'zfs_suite': 'bookworm-backports', 'zfs_version_prefix': '2.3.'},
+    '2.1': {'zfs_suite': 'bookworm', 'zfs_version_prefix': '2.1.'},
+}
+OPENZFS_RELEASE = os.environ.get('ZR_OPENZFS') or '2.3'
+if OPENZFS_RELEASE not in OPENZFS_RELEASES:
+    raise SystemExit(f'ZR_OPENZFS={OPENZFS_RELEASE}: not a release the guest can carry; use one of '
+                     f'{", ".join(sorted(OPENZFS_RELEASES))}')
+
 # Everything that decides what the image contains. The hash of this (plus the build functions' source) names the
 # cache directory. The kernel version is resolved at build time (what linux-image-amd64 depends on then).
+# The stream tools are the ones the engine's pipelines may use on a host (netcat, mbuffer, the compressors).
 RECIPE = {
     'suite': 'bookworm',
     'variant': 'minbase',
     'components': 'main,contrib',
     'base_packages': ['initramfs-tools', 'systemd-sysv', 'udev', 'openssh-server', 'iproute2', 'python3', 'sudo',
-                      'pv', 'kmod', 'procps'],
+                      'pv', 'kmod', 'procps', 'netcat-openbsd', 'mbuffer', 'lz4', 'zstd', 'pigz', 'xz-utils',
+                      'plzip'],
     'zfs_packages': ['zfs-dkms', 'zfsutils-linux'],
-    'zfs_suite': 'bookworm-backports',
-    'zfs_version_prefix': '2.3.',
+    **OPENZFS_RELEASES[OPENZFS_RELEASE],
     'rootfs_min_bytes': 3 << 30,
     'hostname': 'zrvm',
 }
