@@ -15,6 +15,11 @@ an existing target, which allow_from_scratch consents to), and target retention
 (``destroy_after``). Retention is decided on guids, on the target as it is once the sends are
 done (:func:`target_retention`); the plan shows it for the projected target, and the run decides
 it again on the target it listed after sending.
+
+A first transfer (no common snapshot) does not send what target retention would destroy right after
+(:func:`first_run_skips`, like TrueNAS): the full stream starts at the oldest snapshot the target keeps,
+and the skipped ones are in the plan (``skipped``) with the reason. The newest selected snapshot is
+never skipped: it becomes the next run's incremental base.
 """
 from __future__ import annotations
 
@@ -155,6 +160,8 @@ class DatasetPlan:
     force_destroys: list[str] = field(default_factory=list)
     # guids of the target snapshots in destroy_before, as listed: the run checks them again right before destroying.
     destroy_guids: dict[str, str] = field(default_factory=dict)
+    # A first transfer: selected source snapshots not sent because target retention would destroy them at once.
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def pending(self) -> list[str]:
@@ -266,13 +273,44 @@ def _chain(
     return sends
 
 
+def first_run_skips(task: PlanTask, selected: Sequence[Snapshot]) -> list[tuple[str, str]]:
+    """Selected snapshots a first transfer leaves out, with reasons: those target retention would destroy right after.
+
+    Only ``retention_policy: custom`` expires snapshots on a target that shares nothing with the source yet
+    (``source`` keeps whatever the source has). The newest selected snapshot is never skipped: it becomes the
+    incremental base of the next run (retention never destroys it either). A snapshot no lifetime applies to
+    is kept, as retention keeps it. ``replicate`` (zfs send -R) sends every snapshot of the tree, so nothing is skipped.
+    """
+    ret = task.retention
+    if ret.policy != "custom" or ret.expires is None or ret.now is None or task.replicate or len(selected) < 2:
+        return []
+    out: list[tuple[str, str]] = []
+    for s in selected[:-1]:
+        if not _schema_match(task, s.name):
+            continue
+        expires = ret.expires(s.name, ret.now)
+        if expires is not None and expires < ret.now:
+            out.append((s.name, f"expired {expires.isoformat(timespec='minutes')} under the target's retention (retention_policy=custom): "
+                                "not sent, it would be destroyed right after"))
+    return out
+
+
+def _first_transfer(src: Dataset, target_name: str, selected: list[Snapshot], task: PlanTask) -> tuple[list[Send], list[tuple[str, str]]]:
+    """The streams of a first transfer, without what retention would destroy at once, and what was left out."""
+    skipped = first_run_skips(task, selected)
+    gone = {name for name, _why in skipped}
+    kept = [s for s in selected if s.name not in gone]
+    return _chain(src.name, target_name, src.snapshots, kept, None, task.replicate), skipped
+
+
 def plan_dataset(src: Dataset, target_name: str, tgt: Dataset | None, task: PlanTask) -> DatasetPlan:
     selection = task.selection
     selected = _selected(src, selection)
     if not selected and (tgt is None or not tgt.snapshots):
         return DatasetPlan(src.name, target_name, "no_snapshots", message=f"{src.name}: no snapshot matches the task's selection")
     if tgt is None:
-        return DatasetPlan(src.name, target_name, "full", None, _chain(src.name, target_name, src.snapshots, selected, None, task.replicate))
+        sends, skipped = _first_transfer(src, target_name, selected, task)
+        return DatasetPlan(src.name, target_name, "full", None, sends, skipped=skipped)
     if tgt.type != src.type:
         return DatasetPlan(
             src.name, target_name, "refused",
@@ -282,7 +320,7 @@ def plan_dataset(src: Dataset, target_name: str, tgt: Dataset | None, task: Plan
     base = next((s for s in reversed(src.snapshots) if s.guid in on_target), None)
     if base is None:
         if task.allow_from_scratch:
-            sends = _chain(src.name, target_name, src.snapshots, selected, None, task.replicate)
+            sends, skipped = _first_transfer(src, target_name, selected, task)
             if sends:
                 sends[0].force = True  # a full stream into an existing dataset needs -F: what it replaces is listed
             return DatasetPlan(
@@ -290,6 +328,7 @@ def plan_dataset(src: Dataset, target_name: str, tgt: Dataset | None, task: Plan
                 message=f"allow_from_scratch: target {target_name} shares no snapshot with the source and is replaced",
                 destroy_before=[t.name for t in tgt.snapshots],
                 destroy_guids={t.name: t.guid for t in tgt.snapshots},
+                skipped=skipped,
             )
         if not tgt.snapshots:
             why = f"target {target_name} exists and has no snapshots, so it shares no history with {src.name}"

@@ -1047,6 +1047,8 @@ class Runner:
                 self.log(f"  roll back {d.target} to {d.base} (discards changes made on the target after it)")
             if d.force_destroys:
                 self.log(f"  zfs recv -F replaces the target tree: {', '.join(d.force_destroys)} and their snapshots may be destroyed")
+            for n, why in d.skipped:
+                self.log(f"  skip {n}: {why}")
             for s in d.sends:
                 self.log(f"  {s.describe()}")
             for n, why in d.destroy_after:

@@ -480,6 +480,13 @@ plan:
     base:
       description: The incremental base (newest snapshot with the same guid on both sides), if any.
       type: str
+    skipped:
+      description:
+        - A first transfer (no common snapshot) with O(retention_policy=custom) does not send the snapshots that the target's
+          retention would destroy right after; they are listed here, each as [name, reason]. The newest selected snapshot is
+          always sent (it becomes the next run's base).
+      type: list
+      elements: list
     sends:
       description: The streams, each with C(mode) (V(full), V(I), V(i)), C(base), C(snapshot), C(snapshots) and C(description).
       type: list
