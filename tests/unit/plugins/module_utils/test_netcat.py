@@ -4,8 +4,10 @@
 """The ssh+netcat scripts: what each side runs, and that the token check holds with the real sh and dd."""
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -88,25 +90,46 @@ def check_only(tmp_path, token: str, wire: bytes) -> tuple[subprocess.CompletedP
     return proc, out.read_bytes() if out.exists() else b""
 
 
+def group_members(pgid: int) -> list[str]:
+    """The command lines of the live (not zombie) processes in process group PGID, read from /proc."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(") ", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append((stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip())
+    return members
+
+
+def wait_until(condition, what: str, deadline: float = 60.0):
+    """Poll CONDITION until it returns something true and return that. The deadline is generous on purpose: it only
+    ends a wait for something that never happens (then the test fails naming WHAT); it measures nothing."""
+    end = time.monotonic() + deadline
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > end:
+            pytest.fail(f"{what}: still not the case after {deadline:.0f} s")
+        time.sleep(0.05)
+
+
 def test_closing_stdin_ends_the_whole_group(tmp_path):
     token = netcat.new_token()
     recv = [Stage(HOST, ["sleep", "300"], "zfs recv")]
-    script = netcat.listener_script("127.0.0.1", 1, recv).replace("nc -l 127.0.0.1 1 </dev/null", "sleep 300")
+    # `sleep 301` stands in for `nc -l`: a listener that waits for a connection that never comes
+    script = netcat.listener_script("127.0.0.1", 1, recv).replace("nc -l 127.0.0.1 1 </dev/null", "sleep 301")
     with subprocess.Popen(["sh", "-c", script], stdin=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True) as p:
         assert p.stdin is not None
         p.stdin.write((token + "\n").encode())
         p.stdin.flush()
-        with pytest.raises(subprocess.TimeoutExpired):
-            p.wait(timeout=0.5)  # the listener waits for a connection
+        # the script read its token and reached its listener: only then is closing stdin the lifeline under test
+        wait_until(lambda: any(m.endswith("sleep 301") for m in group_members(p.pid)), "the stand-in listener started")
+        assert p.poll() is None
         p.stdin.close()
-        assert p.wait(timeout=20) == 143
-        deadline = time.monotonic() + 10
-        while True:  # the group's last members may take a moment to be reaped
-            left = subprocess.run(["pgrep", "-g", str(p.pid)], capture_output=True, text=True, check=False).stdout
-            if not left or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        assert left == "", subprocess.run(["ps", "-o", "pid,stat,args", "-g", str(p.pid)], capture_output=True, text=True, check=False).stdout
+        assert p.wait(timeout=60) == 143
+        # the group's last members may take a moment to be reaped
+        wait_until(lambda: not group_members(p.pid), "the listener's whole group ended")
 
 
 def test_the_right_token_passes_exactly_the_rest_of_the_stream(tmp_path):

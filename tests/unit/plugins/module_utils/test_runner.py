@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import io
 import json
-import threading
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -82,6 +80,36 @@ def log_of(opts: RunOptions, task_id: str = 'repl-offsite') -> str:
 
 
 NOON = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
+
+
+class FrozenTime:
+    """Stands in for the ``time`` module inside _runner: its monotonic clock moves only when the code sleeps, and every
+    sleep it asks for is recorded. ``on_sleep(n)`` runs after the n-th sleep: what happens elsewhere while it waits
+    (the other run finishing). The lock's wait is then counted, never measured."""
+
+    def __init__(self, on_sleep: Callable[[int], None] | None = None) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+        self.on_sleep = on_sleep
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds > 0, f'asked to sleep {seconds} s'
+        self.sleeps.append(seconds)
+        self.now += seconds
+        if self.on_sleep:
+            self.on_sleep(len(self.sleeps))
+
+
+@pytest.fixture
+def frozen(monkeypatch: pytest.MonkeyPatch) -> Callable[..., FrozenTime]:
+    def freeze(on_sleep: Callable[[int], None] | None = None) -> FrozenTime:
+        clock = FrozenTime(on_sleep)
+        monkeypatch.setattr(_runner, 'time', clock)
+        return clock
+    return freeze
 
 # ------------------------------------------------------------------------------------------------------------- config
 
@@ -198,10 +226,10 @@ def test_state_says_running_during_a_run_and_keeps_the_previous_result(opts: Run
 
 
 def test_sigterm_during_a_run_records_a_failure(opts: RunOptions) -> None:
-    import os
     import signal
 
-    engine = Engine(during=lambda: (os.kill(os.getpid(), signal.SIGTERM), time.sleep(1)))
+    # raise_signal delivers the signal before it returns: the handler runs inside the engine, no waiting needed
+    engine = Engine(during=lambda: signal.raise_signal(signal.SIGTERM))
     assert run_task(config(), opts, engines={'replication': engine}) == 1
     assert state_of(opts)['error'] == 'stopped by signal SIGTERM'
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # restored
@@ -245,37 +273,77 @@ def test_overlapping_run_is_skipped_with_a_reason(opts: RunOptions) -> None:
     assert state_of(opts) == {'result': 'ok', 'marker': 1}  # the running holder owns the state file
 
 
-def test_lock_wait_serialises(opts: RunOptions) -> None:
+def test_lock_wait_serialises(opts: RunOptions, frozen: Callable[..., FrozenTime]) -> None:
+    """A run that finds the lock held polls it every 0.2 s; the holder finishes during the third wait, the run then
+    takes the lock and runs its engine once, after the release."""
     holder = TaskLock(Path(opts.state_dir, 'repl-offsite.lock'))
     assert holder.acquire()
-    threading.Timer(0.5, holder.release).start()
+    events: list[str] = []
+
+    def other_run_finishes(waits: int) -> None:
+        events.append(f'wait {waits}')
+        if waits == 3:
+            holder.release()
+            events.append('holder released')
+
+    clock = frozen(other_run_finishes)
     opts.lock_wait = 10
-    engine = Engine()
-    t0 = time.monotonic()
+    engine = Engine(during=lambda: events.append('engine ran'))
     assert run_task(config(), opts, engines={'replication': engine}) == 0
-    assert 0.4 < time.monotonic() - t0 < 5
+    assert events == ['wait 1', 'wait 2', 'wait 3', 'holder released', 'engine ran']
+    assert clock.sleeps == pytest.approx([0.2, 0.2, 0.2])
     assert len(engine.calls) == 1
+    assert state_of(opts)['result'] == 'ok'
 
 
-def test_lock_is_exclusive_between_open_files(tmp_path: Path) -> None:
+def test_lock_wait_gives_up_after_lock_wait_seconds(opts: RunOptions, frozen: Callable[..., FrozenTime]) -> None:
+    """A holder that never finishes: the run polls until lock_wait is used up, then skips without running."""
+    holder = TaskLock(Path(opts.state_dir, 'repl-offsite.lock'))
+    assert holder.acquire()
+    try:
+        clock = frozen()
+        opts.lock_wait = 1
+        engine = Engine()
+        out = io.StringIO()
+        assert run_task(config(), opts, stream=out, engines={'replication': engine}) == 0
+    finally:
+        holder.release()
+    assert clock.sleeps == pytest.approx([0.2] * 5)  # 1 s of waiting, in polls of 0.2 s
+    assert engine.calls == []
+    assert 'skipped: another run of this task holds' in out.getvalue()
+
+
+def test_lock_is_exclusive_between_open_files(tmp_path: Path, frozen: Callable[..., FrozenTime]) -> None:
     a, b = TaskLock(tmp_path / 'x.lock'), TaskLock(tmp_path / 'x.lock')
     assert a.acquire()
+    clock = frozen()
     assert not b.acquire(wait=0.3)
+    assert clock.sleeps == pytest.approx([0.2, 0.1])  # polled for the whole wait, then gave up
     a.release()
     assert b.acquire()
     b.release()
     assert (tmp_path / 'x.lock').exists()  # never removed
 
 
-def test_replication_waits_for_its_snapshot_task(opts: RunOptions) -> None:
+def test_replication_waits_for_its_snapshot_task(opts: RunOptions, frozen: Callable[..., FrozenTime]) -> None:
     snap_lock = TaskLock(Path(opts.state_dir, 'snap-hourly.lock'))
     assert snap_lock.acquire()
-    threading.Timer(0.5, snap_lock.release).start()
+    released: list[int] = []
+
+    def snapshot_run_finishes(waits: int) -> None:
+        if waits == 2:
+            snap_lock.release()
+            released.append(waits)
+
+    clock = frozen(snapshot_run_finishes)
     out = io.StringIO()
-    assert run_task(config(depends_on=['hourly']), opts, stream=out, engines={'replication': Engine()}) == 0
+    engine = Engine(during=lambda: released.append(-1))
+    assert run_task(config(depends_on=['hourly']), opts, stream=out, engines={'replication': engine}) == 0
     text = out.getvalue()
     assert 'snapshot task hourly is running: waiting' in text
     assert text.index('snapshot task hourly finished') < text.index('engine says hello')
+    assert released == [2, -1]  # the engine ran after the snapshot run released its lock, not before
+    assert clock.sleeps == pytest.approx([0.2, 0.2])
 
 
 # ------------------------------------------------------------------------------------------------------------- window
