@@ -75,11 +75,28 @@ def ours(port: int, dst: str) -> list[str]:
     return [line for line in out.splitlines() if "pgrep" not in line]
 
 
-def gone(port: int, dst: str, timeout: float = 15) -> list[str]:
+# Deadlines below only end a wait for something that never happens (then the test fails saying what); they are
+# generous on purpose and measure nothing: a slow machine takes longer, never fails.
+DEADLINE = 120.0
+
+
+def wait_until(condition, what: str, deadline: float = DEADLINE):
+    """Poll CONDITION until it returns something true and return that; fail naming WHAT if it never does."""
+    end = time.monotonic() + deadline
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > end:
+            pytest.fail(f"{what}: still not the case after {deadline:.0f} s")
+        time.sleep(0.2)
+
+
+def gone(port: int, dst: str, deadline: float = DEADLINE) -> list[str]:
     """Wait for the stream's processes to end (a TERM'd zfs recv on zfs-fuse takes a moment); return what is left."""
-    deadline = time.monotonic() + timeout
+    end = time.monotonic() + deadline
     left = ours(port, dst)
-    while left and time.monotonic() < deadline:
+    while left and time.monotonic() < end:
         time.sleep(0.2)
         left = ours(port, dst)
     return left
@@ -93,6 +110,12 @@ def wrapper(tmp_path: Path, body: str) -> str:
     nc.write_text(f"#!/bin/sh\n{body}\nexec {REAL_NC} \"$@\"\n")
     nc.chmod(nc.stat().st_mode | stat.S_IXUSR)
     return f"{bindir}:{os.environ['PATH']}"
+
+
+def hold_sender_until(mark: Path) -> str:
+    """Wrapper body: the sender's nc starts only once MARK exists (the hostile peer got in first). The bound of
+    DEADLINE seconds only keeps a broken run from hanging; the test then fails on `mark.exists()`."""
+    return f'for _ in $(seq {int(DEADLINE * 10)}); do [ -e {mark} ] && break; sleep 0.1; done'
 
 
 @pytest.fixture
@@ -155,7 +178,7 @@ def test_a_foreign_first_connection_is_refused(sandbox, pair, tmp_path, monkeypa
     snap(src, "auto-2026-11-28_10-00", "a")
     before_src = guids(src)
     mark = tmp_path / "hostile-connected"
-    monkeypatch.setenv("PATH", wrapper(tmp_path, f'for _ in $(seq 300); do [ -e {mark} ] && break; sleep 0.1; done'))
+    monkeypatch.setenv("PATH", wrapper(tmp_path, hold_sender_until(mark)))
     stop = threading.Event()
     t = hostile(port, payload, mark, hold=60, stop=stop)
     try:
@@ -177,7 +200,7 @@ def test_a_refused_connection_is_retried_with_a_new_token(sandbox, pair, tmp_pat
     port = free_port()
     snap(src, "auto-2026-11-28_10-00", "a")
     mark = tmp_path / "hostile-connected"
-    monkeypatch.setenv("PATH", wrapper(tmp_path, f'for _ in $(seq 300); do [ -e {mark} ] && break; sleep 0.1; done'))
+    monkeypatch.setenv("PATH", wrapper(tmp_path, hold_sender_until(mark)))
     tokens: list[str] = []
     real = netcat.new_token
     monkeypatch.setattr(netcat, "new_token", lambda: tokens.append(real()) or tokens[-1])
@@ -240,14 +263,11 @@ def test_a_killed_controller_leaves_nothing_on_the_receiving_host(sandbox, pair,
         for line in proc.stdout:
             if "listens on" in line:
                 break
-        deadline = time.monotonic() + 30
-        while not any("zfs recv" in p for p in ours(port, dst)) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert any("zfs recv" in p for p in ours(port, dst)), "the stream never started"
+        wait_until(lambda: any("zfs recv" in p for p in ours(port, dst)), "the stream's zfs recv started")
     finally:
         os.killpg(proc.pid, 9)  # the engine and its local processes: what systemd does when a unit is stopped
         proc.wait()
-    assert gone(port, dst, timeout=30) == []
+    assert gone(port, dst) == []
 
 
 def test_the_token_is_on_no_command_line(sandbox, pair, monkeypatch):
