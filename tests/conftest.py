@@ -11,6 +11,7 @@
                                      expect_rc=0) -> PlaybookResult (real ansible-playbook, JSON results)
     sandbox_inventory  function: inventory (YAML) with `localhost` (local) and `zrremote` (ssh to the sandbox sshd)
 - Everything under tests/integration is marked `integration`.
+- The fault table (tests/faulttable.py) is registered as a plugin: fault cases of any tier, per backend and class.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
+
+import faulttable  # noqa: E402
 
 import guest_fixtures  # noqa: E402
 import sandbox as sandbox_mod  # noqa: E402  (needs TESTS_DIR on sys.path)
@@ -62,6 +65,9 @@ sys.path.insert(0, str(_collection_import_root()))
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # One fault table per backend and fault class for every tier that injects faults (tests/faulttable.py).
+    if not config.pluginmanager.has_plugin('zr-faulttable'):
+        config.pluginmanager.register(faulttable.FaultTable(), 'zr-faulttable')
     try:
         from hypothesis import HealthCheck, settings
     except ImportError:

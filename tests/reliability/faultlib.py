@@ -21,37 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# DataLost, fault_injected and the evidence the fault table counts: tests/faulttable.py (shared with tests/scenarios).
+from faulttable import DataLost, fault_injected, record_kept, record_replica
+
 from helpers import CommandError, dataset_exists, datasets_under, mounted_checksums, mountpoint, snapshots_with_guids, tree_checksums, zfs
 from sandbox import ZFS
 
 SCHEMA = "auto-%Y-%m-%d_%H-%M"
 DRIVER = Path(__file__).resolve().parents[1] / "scenario_driver.py"
-
-
-class DataLost(AssertionError):
-    """A snapshot vanished from a side, or a replica differs from its source after recovery."""
-
-
-class FaultNotInjected(AssertionError):
-    """The case's fault did not happen as intended (the run ended first, the cut fell elsewhere): the case proves nothing."""
-
-
-# ------------------------------------------------------------------------------------------------ evidence for the summary
-# What each case really did, keyed by its pytest node id (tests/reliability/conftest.py sets CURRENT and prints the
-# per-class table from EVIDENCE): the faults it saw happen, and the data checks it ran.
-CURRENT: dict[str, str | None] = {"nodeid": None}
-EVIDENCE: dict[str, dict[str, list[str]]] = {}
-
-
-def _evidence() -> dict[str, list[str]]:
-    return EVIDENCE.setdefault(CURRENT["nodeid"] or "?", {"faults": [], "kept": [], "replica": []})
-
-
-def fault_injected(what: str, happened: bool, detail: str = "") -> None:
-    """Assert that the case's fault happened (else FaultNotInjected) and count it for the summary."""
-    if not happened:
-        raise FaultNotInjected(f"the fault was not injected: {what}. {detail}".strip())
-    _evidence()["faults"].append(what)
 
 
 # ------------------------------------------------------------------------------------------------ real state
@@ -141,7 +118,7 @@ def expect_kept(before: dict[str, str], dataset: str, side: str) -> None:
         raise TypeError("expect_kept wants tree(dataset) ({'@snap' or '/child@snap': guid}) as BEFORE")
     now = tree(dataset)
     lost = {n: g for n, g in before.items() if now.get(n) != g}
-    _evidence()["kept"].append(dataset)
+    record_kept(dataset)
     if lost:
         raise DataLost(f"{side} {dataset} lost or changed snapshots {sorted(lost)}; has {sorted(now)}")
 
@@ -154,7 +131,7 @@ def files(dataset: str) -> dict[str, str]:
 def expect_files_kept(before: dict[str, str], dataset: str) -> None:
     """DATASET's files are what files(dataset) read before the fault, else DataLost."""
     now = files(dataset)
-    _evidence()["kept"].append(dataset)
+    record_kept(dataset)
     if now != before:
         diff = sorted(k for k in set(now) | set(before) if now.get(k) != before.get(k))
         raise DataLost(f"files of {dataset} changed: {diff[:10]}")
@@ -205,7 +182,7 @@ def expect_replica(src: str, dst: str, names: list[str] | None = None) -> None:
             raise DataLost(f"files of @{newest} differ between {child} and {dst + rel}: {diff[:10]}")
     if want and not compared:
         raise AssertionError(f"expect_replica compared no files between {src} and {dst}")
-    _evidence()["replica"].append(dst)
+    record_replica(dst)
 
 
 # ------------------------------------------------------------------------------------------------ the engine in a subprocess
