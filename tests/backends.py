@@ -10,6 +10,7 @@ A scenario takes the `backend` fixture (tests/scenarios/conftest.py) and talks o
     backend.write(ds, seed), backend.checksums(ds), backend.snapshots_with_guids(ds), backend.datasets_under(ds)
     backend.engine(params, check_mode=, now=, env=)   one run of the engine ON the backend's host -> EngineRun
     backend.ssh()                              `ssh` options reaching that host's own sshd on loopback (host key checked)
+    backend.python(), backend.engine_import()  a Python on that host with the engine importable (as that package)
     backend.require('resumable', why)          skip, with the reason, where the backend lacks a capability
 
 On OpenZFS the engine runs inside the guest as the role installs it (a package of plugins/module_utils), driven by
@@ -211,6 +212,16 @@ class Backend:
     def ssh(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    # -- engine code run directly on the backend's host (e.g. the timer entry point, to meet its lock) ---------------
+    def python(self) -> str:
+        """A shell command (quoted) that starts a Python on the backend's host with the engine importable as
+        engine_import()."""
+        raise NotImplementedError
+
+    def engine_import(self) -> str:
+        """The package the engine's modules are under on the backend's host (`<it>._runner`, `<it>._replication`)."""
+        raise NotImplementedError
+
 
 class FuseBackend(Backend):
     """zfs-fuse on this host (tests/sandbox.py): pools zrs*src / zrs*dst, the sandbox's sshd on 127.0.0.1."""
@@ -235,6 +246,14 @@ class FuseBackend(Backend):
     def ssh(self) -> dict[str, Any]:
         return {'host': '127.0.0.1', 'port': self.sandbox.sshd.port, 'user': 'root',
                 'private_key_file': str(self.sandbox.sshd.private_key), 'known_hosts_file': str(self.sandbox.sshd.known_hosts)}
+
+    def python(self) -> str:
+        import os
+
+        return shlex.join(['env', f'PYTHONPATH={os.pathsep.join(sys.path)}', sys.executable])
+
+    def engine_import(self) -> str:
+        return 'ansible_collections.zfs.replication.plugins.module_utils'
 
 
 class GuestBackend(Backend):
@@ -273,3 +292,9 @@ class GuestBackend(Backend):
     def ssh(self) -> dict[str, Any]:
         return {'host': '127.0.0.1', 'port': 22, 'user': 'root', 'private_key_file': GUEST_LOOP_KEY,
                 'known_hosts_file': GUEST_LOOP_KNOWN_HOSTS}
+
+    def python(self) -> str:
+        return f'env PYTHONPATH={GUEST_ENGINE_DIR} python3'
+
+    def engine_import(self) -> str:
+        return 'zfs_replication_engine'

@@ -5,10 +5,12 @@
 (tests/backends.py), so they read the pools of whichever ZFS the scenario runs on."""
 from __future__ import annotations
 
+import secrets
 import shlex
 from typing import Any
 
 import pytest
+from faulttable import DataLost, record_kept, record_replica
 
 from backends import Backend, EngineRun
 
@@ -110,3 +112,76 @@ def child_checksums(backend: Backend, child: str) -> dict[str, str]:
     directory in the unmounted parent's place, which zfs-fuse then refuses to mount over ("directory is not empty")."""
     with backend.mounted(parent(child)):
         return backend.checksums(child)
+
+
+# -- fault cases: snapshots with data, the state before a fault, the replica after (tests/scenarios/test_faults.py) ------
+def snap(backend: Backend, dataset: str, name: str, data: str | None = None, size: int = 100_000) -> None:
+    """DATASET@NAME, after writing a file of SIZE random bytes named DATA (when given)."""
+    if data:
+        backend.write(dataset, data, size=size)
+    backend.zfs("snapshot", f"{dataset}@{name}")
+
+
+def tree(backend: Backend, dataset: str) -> dict[str, str]:
+    """{'@snap' or '/child@snap': guid} of DATASET and its descendants; {} when it does not exist. The state a case
+    records before its fault and compares after it (expect_kept)."""
+    return backend.snapshots_with_guids(dataset) if exists(backend, dataset) else {}
+
+
+def expect_kept(backend: Backend, before: dict[str, str], dataset: str, side: str) -> None:
+    """Every snapshot of BEFORE (tree() taken before the fault) is still there with the same guid, on DATASET and on
+    its children, else DataLost."""
+    if any("@" not in k for k in before):
+        raise TypeError("expect_kept wants tree(backend, dataset) ({'@snap' or '/child@snap': guid}) as BEFORE")
+    now = tree(backend, dataset)
+    lost = {n: g for n, g in before.items() if now.get(n) != g}
+    record_kept(dataset)
+    if lost:
+        raise DataLost(f"{backend.name}: {side} {dataset} lost or changed snapshots {sorted(lost)}; has {sorted(now)}")
+
+
+def snapshot_checksums(backend: Backend, dataset: str, name: str) -> dict[str, str]:
+    """{path: sha256} of DATASET@NAME's own files, read from a temporary read-only clone (zfs-fuse has no .zfs)."""
+    tag = secrets.token_hex(4)
+    clone, where = f"{dataset.split('/')[0]}/zr-check-{tag}", f"/tmp/zr-check-{tag}"
+    backend.zfs("clone", "-o", f"mountpoint={where}", "-o", "readonly=on", f"{dataset}@{name}", clone)
+    try:
+        return backend.checksums(clone)
+    finally:
+        backend.destroy(clone, "-f")
+        backend.sh(f"rmdir {shlex.quote(where)} 2>/dev/null || true")
+
+
+def expect_replica(backend: Backend, src: str, dst: str, names: list[str] | None = None) -> None:
+    """The target tree has every (or NAMES of the) source snapshot with the same guid, on the dataset and on every
+    child, and the newest of them holds the same files on both sides (compared snapshot to snapshot, also when the
+    source has newer snapshots than NAMES), else DataLost."""
+    src_tree, dst_tree = tree(backend, src), tree(backend, dst)
+    want = {k: g for k, g in src_tree.items() if names is None or k.split("@", 1)[1] in names}
+    if names is not None and not want:
+        raise AssertionError(f"expect_replica: none of {names} is a snapshot of {src}")
+    bad = sorted(k for k, g in want.items() if dst_tree.get(k) != g)
+    if bad:
+        raise DataLost(f"{backend.name}: target {dst} lacks or differs in {bad}: source {src_tree}, target {dst_tree}")
+    compared = 0
+    for child in backend.datasets_under(src):
+        rel = child[len(src):]
+        mine = [n for n in snaps(backend, child) if f"{rel}@{n}" in want]
+        if not mine:
+            continue
+        s, t = snapshot_checksums(backend, child, mine[-1]), snapshot_checksums(backend, dst + rel, mine[-1])
+        compared += 1
+        if s != t:
+            diff = sorted(k for k in set(s) | set(t) if s.get(k) != t.get(k))
+            raise DataLost(f"{backend.name}: files of @{mine[-1]} differ between {child} and {dst + rel}: {diff[:10]}")
+    if want and not compared:
+        raise AssertionError(f"expect_replica compared no files between {src} and {dst}")
+    record_replica(dst)
+
+
+def stream_size(backend: Backend, dataset: str, snapshot: str, base: str | None = None) -> int:
+    """Bytes of the stream the engine sends for DATASET@SNAPSHOT (incremental from BASE), counted by sending it to
+    wc -c with the engine's flags on this backend (zfs send -nP only estimates, and high)."""
+    flags = ["-p", "-L", "-e", "-c"] if "openzfs" in backend.caps else []
+    argv = ["zfs", "send", *flags, *(["-I", f"{dataset}@{base}"] if base else []), f"{dataset}@{snapshot}"]
+    return int(backend.sh(f"{shlex.join(argv)} | wc -c").strip())
