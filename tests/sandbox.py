@@ -29,6 +29,8 @@ import time
 import warnings
 from pathlib import Path
 
+import collection_deps  # tests/collection_deps.py, beside this file (pip and PyPI only at its first use)
+
 ZFS = shutil.which('zfs') or '/usr/sbin/zfs'
 ZPOOL = shutil.which('zpool') or '/usr/sbin/zpool'
 SSHD = '/usr/sbin/sshd'
@@ -498,7 +500,8 @@ def prepare_collection(root: str | os.PathLike[str], dest: str | os.PathLike[str
 
     In a git checkout: the tracked files plus untracked, not-ignored ones (work in progress counts), nothing else.
     Otherwise the whole tree minus .git, tests/output and caches. DEST is the value for ANSIBLE_COLLECTIONS_PATH;
-    the copy is a real directory, so ansible-test can run from inside it.
+    the copy is a real directory, so ansible-test can run from inside it. The dependency collections
+    (tests/collection_deps.py) are copied to DEST too.
     """
     root, dest = Path(root).resolve(), Path(dest).resolve()
     target = dest / 'ansible_collections' / 'zfs' / 'replication'
@@ -514,6 +517,8 @@ def prepare_collection(root: str | os.PathLike[str], dest: str | os.PathLike[str
     else:
         excludes = [f'--exclude={e}' for e in COPY_EXCLUDES]
         subprocess.run(['rsync', '-a', *excludes, f'{root}/', f'{target}/'], check=True)
+    # The collections galaxy.yml depends on (ansible.posix), beside ours as `ansible-galaxy collection install` puts them.
+    collection_deps.install_into(dest)
     return dest
 
 
