@@ -301,6 +301,7 @@ def run_chains(
     *,
     listener_input: bytes | None = None,
     sender_input: bytes | None = None,
+    data_from_listener: bool = False,
 ) -> PipelineResult:
     """Two pipelines joined by a network connection: start ``listener``, wait for ``ready``, start ``sender``.
 
@@ -308,8 +309,9 @@ def run_chains(
     ``running()`` says whether the listener is still running. ``counter_index`` indexes ``sender``.
     ``*_input`` is written to the first stage of a chain, whose stdin then stays open until the chain ends: the
     chain's lifeline, cut (closed) to end it. When one chain fails, or ``ready`` fails, or anything raises,
-    the other chains are ended too. Results are reported in data order (sender, then listener); the error blames
-    the chain that failed first.
+    the other chains are ended too. ``sender`` is the chain started second (it connects); with
+    ``data_from_listener`` the data flows from ``listener`` to it (the sending side listens) and ``counter_index``
+    indexes ``listener`` instead. Results are reported in data order; the error blames the chain that failed first.
     """
     lprocs: list[subprocess.Popen] = []
     sprocs: list[subprocess.Popen] = []
@@ -337,8 +339,8 @@ def run_chains(
     for p in sprocs + lprocs:
         _close_stdin(p)
     duration = time.monotonic() - start
-    sres, nbytes = _collect(sender, [p.returncode for p in sprocs], serr, counter_index)
-    lres, _unused = _collect(listener, [p.returncode for p in lprocs], lerr, None)
-    results = sres + lres
+    sres, sbytes = _collect(sender, [p.returncode for p in sprocs], serr, None if data_from_listener else counter_index)
+    lres, lbytes = _collect(listener, [p.returncode for p in lprocs], lerr, counter_index if data_from_listener else None)
+    results = lres + sres if data_from_listener else sres + lres
     _raise_on_failure(results, lres if first_failed == 1 else sres if first_failed == 0 else None)
-    return PipelineResult(results, duration, nbytes)
+    return PipelineResult(results, duration, lbytes if data_from_listener else sbytes)

@@ -3,9 +3,12 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The ``ssh+netcat`` transport: one stream over a plain TCP connection, set up and torn down through ssh.
 
-The receiving host runs ``nc -l ADDR PORT | check | [decompress |] zfs recv``; the sending host runs
-``zfs send | [pv] | [compress] | nc -N ADDR PORT``. Each side is ONE POSIX sh script (run by ssh on a remote
-host, by ``sh -c`` in its own session here) built by :func:`listener_script` and :func:`sender_script`.
+One side listens (TrueNAS's "Netcat Active Side": the side that opens a port), the other connects. By default
+the receiving host listens: ``nc -l ADDR PORT | check | [decompress |] zfs recv``, and the sending host connects:
+``zfs send | [pv] | [compress] | nc -N ADDR PORT``. When the sending host is the active side it listens instead:
+``zfs send | [pv] | [compress] | nc -N -l ADDR PORT``, and the receiving host connects: ``nc ADDR PORT | check |
+[decompress |] zfs recv``. Each side is ONE POSIX sh script (run by ssh on a remote host, by ``sh -c`` in its own
+session here) built by :func:`receiver_script` and :func:`sender_script`.
 
 What the scripts guarantee:
 
@@ -22,9 +25,10 @@ What the scripts guarantee:
   script ``kill -TERM 0``: its whole process group (the script runs as a session leader under sshd, and in a
   session of its own here), so no ``nc -l`` or ``zfs recv`` is left behind on any failure path.
 
-The token stops another host or user from feeding data into ``zfs recv``. It does not encrypt or authenticate
-the data: anyone on the path can read (or, with a position on the path, alter) the stream. Use this transport
-on trusted networks only.
+The token stops another host or user from feeding data into ``zfs recv``, whichever side listens. It does not
+encrypt or authenticate the data: anyone on the path can read (or, with a position on the path, alter) the
+stream, and when the sending side listens, whoever connects to its port first is sent the stream (the receive
+then fails and says so). Use this transport on trusted networks only.
 """
 from __future__ import annotations
 
@@ -68,13 +72,18 @@ def _tagged(index: int, command: str) -> str:
     return f'{{ {command}; echo "{STATUS_MARK} {index} $?" >&2; }}'
 
 
-def listener_script(address: str, port: int, receiver: Sequence[Stage]) -> str:
-    """``nc -l ADDR PORT | check token | receiver...`` as one sh script; stage indexes: nc 0, check 1, receiver 2..."""
-    nc = quote_remote(["nc", "-l", address, str(port)])
-    refused = (
-        f"{REFUSED_MARK} refused a connection to {address}:{port} that did not start with this run's stream token "
-        "(another host or user connected first); zfs recv was not started"
-    )
+def _nc(address: str, port: int, listen: bool, sends: bool) -> list[str]:
+    """The nc argv of one side. The sending side shuts the connection down at the end of its input (``-N``), so the
+    receiving side sees the end of the stream; the receiving side has nothing to send (its stdin is /dev/null)."""
+    return ["nc", *(["-N"] if sends else []), *(["-l"] if listen else []), address, str(port)]
+
+
+def receiver_script(address: str, port: int, receiver: Sequence[Stage], listen: bool = True) -> str:
+    """``nc [-l] ADDR PORT | check token | receiver...`` as one sh script; stage indexes: nc 0, check 1, receiver 2..."""
+    nc = quote_remote(_nc(address, port, listen, sends=False))
+    what = "a connection to" if listen else "the stream from"
+    who = "(another host or user connected first)" if listen else "(another program answered on that port)"
+    refused = f"{REFUSED_MARK} refused {what} {address}:{port} that did not start with this run's stream token {who}; zfs recv was not started"
     rest = " | ".join(_tagged(i + 2, quote_remote(s.argv)) for i, s in enumerate(receiver))
     check = (
         f"zr_got=$(dd bs=1 count={TOKEN_LEN} 2>/dev/null)\n"
@@ -87,8 +96,13 @@ def listener_script(address: str, port: int, receiver: Sequence[Stage]) -> str:
     return _PRELUDE + f"{_tagged(0, nc + ' </dev/null')} | {{\n{check}}}" + _EPILOGUE
 
 
-def sender_script(address: str, port: int, sender: Sequence[Stage]) -> str:
-    """``sender... | nc -N ADDR PORT`` as one sh script; the last sender stage writes the token first."""
+def listener_script(address: str, port: int, receiver: Sequence[Stage]) -> str:
+    """The receiving side listening: ``nc -l ADDR PORT | check token | receiver...``."""
+    return receiver_script(address, port, receiver, listen=True)
+
+
+def sender_script(address: str, port: int, sender: Sequence[Stage], listen: bool = False) -> str:
+    """``sender... | nc -N [-l] ADDR PORT`` as one sh script; the last sender stage writes the token first."""
     groups = []
     for i, s in enumerate(sender):
         command = quote_remote(s.argv)
@@ -96,7 +110,7 @@ def sender_script(address: str, port: int, sender: Sequence[Stage]) -> str:
             # printf is a shell builtin: the token goes into the pipe without appearing on any argv.
             command = f"printf '%s' \"$zr_token\" && {command}"
         groups.append(_tagged(i, command))
-    groups.append(_tagged(len(sender), quote_remote(["nc", "-N", address, str(port)])))
+    groups.append(_tagged(len(sender), quote_remote(_nc(address, port, listen, sends=True))))
     return _PRELUDE + " | ".join(groups) + _EPILOGUE
 
 
@@ -107,40 +121,69 @@ def script_stage(host: Host, script: str, parts: Sequence[Stage]) -> Stage:
 
 @dataclass
 class NetcatStream:
-    """One stream's two sides, ready to run."""
+    """One stream's two sides, ready to run: ``listener`` is started first, ``connector`` once it listens."""
 
     listen_host: Host
-    send_host: Host
+    connect_host: Host
     listen_address: str
     connect_address: str
     port: int
     listener: Stage
-    sender: Stage
+    connector: Stage
+    sender_listens: bool = False  # the sending side is the active side: the data flows from listener to connector
+
+    @property
+    def sender(self) -> Stage:
+        return self.listener if self.sender_listens else self.connector
+
+    @property
+    def receiver(self) -> Stage:
+        return self.connector if self.sender_listens else self.listener
 
 
 def build(listen_host: Host, send_host: Host, listen_address: str, connect_address: str, port: int,
-          sender: Sequence[Stage], receiver: Sequence[Stage]) -> NetcatStream:
-    lparts = [
-        Stage(listen_host, ["nc", "-l", listen_address, str(port)], LISTENER_NAME),
-        Stage(listen_host, ["dd", "bs=1", f"count={TOKEN_LEN}"], CHECK_NAME),
+          sender: Sequence[Stage], receiver: Sequence[Stage], sender_listens: bool = False) -> NetcatStream:
+    """The two sides of one stream. ``listen_host`` is the side that listens on ``listen_address``:``port``, the
+    receiving host by default; with ``sender_listens`` it is the sending host (``send_host`` then equals it)."""
+    recv_host = receiver[0].host if receiver else listen_host
+    rparts = [
+        Stage(recv_host, _nc(listen_address if not sender_listens else connect_address, port, not sender_listens, False),
+              LISTENER_NAME if not sender_listens else "nc"),
+        Stage(recv_host, ["dd", "bs=1", f"count={TOKEN_LEN}"], CHECK_NAME),
         *receiver,
     ]
-    sparts = [*sender, Stage(send_host, ["nc", "-N", connect_address, str(port)], "nc")]
+    if sender_listens:
+        sparts = [*sender, Stage(send_host, _nc(listen_address, port, True, True), LISTENER_NAME)]
+        send = script_stage(send_host, sender_script(listen_address, port, sender, listen=True), sparts)
+        recv = script_stage(recv_host, receiver_script(connect_address, port, receiver, listen=False), rparts)
+        return NetcatStream(send_host, recv_host, listen_address, connect_address, port, send, recv, True)
+    sparts = [*sender, Stage(send_host, _nc(connect_address, port, False, True), "nc")]
     return NetcatStream(
         listen_host, send_host, listen_address, connect_address, port,
-        script_stage(listen_host, listener_script(listen_address, port, receiver), lparts),
+        script_stage(listen_host, receiver_script(listen_address, port, receiver), rparts),
         script_stage(send_host, sender_script(connect_address, port, sender), sparts),
     )
 
 
-def addresses(direction: str, ssh_host: str, listen_address: str | None, connect_address: str | None) -> tuple[str, str]:
-    """(listen address, connect address). The listener binds the address the sender connects to, never a wildcard
-    by default: for push the target's ssh host (or netcat.connect_address), for pull netcat.listen_address."""
-    if direction == "push":
+def listener_is_remote(direction: str, active_side: str | None) -> bool:
+    """Whether the remote host (the ssh host) listens: ``netcat.active_side`` says so (TrueNAS's "Netcat Active Side":
+    the side that opens a port), else the receiving side listens (the remote one for push, this one for pull)."""
+    if active_side is not None:
+        return active_side == "remote"
+    return direction == "push"
+
+
+def addresses(direction: str, ssh_host: str, listen_address: str | None, connect_address: str | None,
+              active_side: str | None = None) -> tuple[str, str]:
+    """(listen address, connect address). The listener binds the address the other side connects to, never a wildcard
+    by default: on the remote host (the ssh host) ``netcat.connect_address`` or the ssh host, on this host
+    ``netcat.listen_address``, which is then required (an address of this host the other one can reach)."""
+    if listener_is_remote(direction, active_side):
         connect = connect_address or ssh_host
         return listen_address or connect, connect
     if not listen_address:
-        raise ValueError("netcat.listen_address is required for pull over ssh+netcat: an address of this host that the source can reach")
+        why = "when netcat.active_side is local" if active_side == "local" else "for pull over ssh+netcat"
+        raise ValueError(f"netcat.listen_address is required {why}: an address of this host that the other host can reach")
     return listen_address, connect_address or listen_address
 
 
@@ -185,10 +228,14 @@ def run(stream: NetcatStream, counter: int | None, listening: Callable[[Host, in
     data = (token + "\n").encode()
     try:
         return run_chains(
-            [stream.listener], [stream.sender], lambda running: wait_listening(stream, listening, running, timeout),
-            0 if counter is not None else None, listener_input=data, sender_input=data,
+            [stream.listener], [stream.connector], lambda running: wait_listening(stream, listening, running, timeout),
+            0 if counter is not None else None, listener_input=data, sender_input=data, data_from_listener=stream.sender_listens,
         )
     except PipelineError as exc:
+        if stream.sender_listens and any(s.name == "nc" and s.rc != 0 for s in exc.stages):
+            # The receiving side could not connect (or lost the connection): the token check only saw what was not there.
+            raise PipelineError(f"{exc} (the sending side {stream.listen_host.label} listened on {stream.listen_address}:{stream.port}; "
+                                "if another host or user connected to it first, that connection was sent the stream)", exc.stages) from exc
         check = next((s for s in exc.stages if s.name == CHECK_NAME and s.rc != 0), None)
         line = next((ln for ln in (check.stderr if check else "").splitlines() if ln.startswith(REFUSED_MARK)), None)
         if line is None:

@@ -180,13 +180,16 @@ class Runner:
             need_src.append("pv")
         if t.transport == "ssh+netcat":
             need_src.append("nc")
-            need_dst += ["nc", "ss"]
+            need_dst += ["nc", "dd"]
+            # ss finds a free port on the side that listens (netcat.active_side; by default the receiving one).
+            (need_src if self.netcat_sender_listens() else need_dst).append("ss")
         # One look-up per host: pv is asked on the source too, as an optional byte counter.
         src_missing = self.src.missing(sorted(set(need_src) | {"pv"}))
         for host, need, side, absent in ((self.src, need_src, "source", src_missing), (self.dst, need_dst, "target", None)):
             missing = [m for m in (absent if absent is not None else host.missing(sorted(set(need)))) if m in need]
             if missing:
-                fields = {"pv": "speed_limit", "mbuffer": "buffer_size", "nc": "transport ssh+netcat", "ss": "transport ssh+netcat"}
+                fields = {"pv": "speed_limit", "mbuffer": "buffer_size", "nc": "transport ssh+netcat", "ss": "transport ssh+netcat",
+                          "dd": "transport ssh+netcat"}
                 what = ", ".join(f"{m} (for {fields.get(m, 'compression')})" for m in missing)
                 raise TaskError(f"the {side} host {host.label} lacks {what}: install it there or change the task's options")
         self.counter_on_sender = "pv" not in src_missing
@@ -437,18 +440,31 @@ class Runner:
             stages.append(remote_stage(self.dst, receiver))
         return run_pipeline(stages, counter)
 
+    def netcat_sender_listens(self) -> bool:
+        """ssh+netcat: whether the sending side listens (netcat.active_side names it); by default the receiving side does."""
+        nc = self.task.netcat
+        if nc is None:
+            return False
+        remote_listens = netcat.listener_is_remote(self.task.direction, nc.active_side)
+        return remote_listens == (self.task.direction == "pull")  # the sender is the remote host in pull mode
+
     def run_netcat(self, sender: list[Stage], counter: int | None, receiver: list[Stage]) -> PipelineResult:
-        """Data over a plain TCP connection (see _netcat): the receiving side listens, the sending side connects."""
+        """Data over a plain TCP connection (see _netcat): the active side (netcat.active_side, by default the receiving
+        side) listens, the other connects."""
         nc = self.task.netcat
         if nc is None or self.task.ssh is None:
             raise TaskError("transport ssh+netcat needs the ssh and netcat options")
         try:
-            listen_addr, connect_addr = netcat.addresses(self.task.direction, self.task.ssh.host, nc.listen_address, nc.connect_address)
+            listen_addr, connect_addr = netcat.addresses(self.task.direction, self.task.ssh.host, nc.listen_address, nc.connect_address,
+                                                         nc.active_side)
         except ValueError as exc:
             raise TaskError(str(exc)) from exc
-        port = self.free_port(self.dst, nc.port_min, nc.port_max)
-        stream = netcat.build(self.dst, self.src, listen_addr, connect_addr, port, sender, receiver)
-        self.log(f"  netcat: {self.dst.label} listens on {listen_addr}:{port}; data is NOT encrypted")
+        sender_listens = self.netcat_sender_listens()
+        listen_host = self.src if sender_listens else self.dst
+        port = self.free_port(listen_host, nc.port_min, nc.port_max)
+        stream = netcat.build(listen_host, self.src, listen_addr, connect_addr, port, sender, receiver, sender_listens)
+        side = "sending" if sender_listens else "receiving"
+        self.log(f"  netcat: {listen_host.label} ({side} side) listens on {listen_addr}:{port}; data is NOT encrypted")
         return netcat.run(stream, counter, self.port_listening)
 
     def free_port(self, host: Host, low: int, high: int) -> int:

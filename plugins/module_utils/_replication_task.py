@@ -32,7 +32,9 @@ COMPRESSORS = {
     "zstd": (["zstd", "-q", "-c", "-T0"], ["zstd", "-q", "-d", "-c"]),
     "pigz": (["pigz", "-c"], ["pigz", "-d", "-c"]),
     "xz": (["xz", "-c", "-T0"], ["xz", "-d", "-c"]),
+    "plzip": (["plzip", "-q", "-c"], ["plzip", "-q", "-d", "-c"]),  # TrueNAS's PLZIP (parallel lzip)
 }
+NETCAT_ACTIVE_SIDES = ("local", "remote")
 
 
 class TaskError(Exception):
@@ -43,8 +45,9 @@ class TaskError(Exception):
 class NetcatOptions:
     port_min: int
     port_max: int
-    listen_address: str | None = None  # where the receiving side listens
-    connect_address: str | None = None  # where the sending side connects
+    listen_address: str | None = None  # where the listening (active) side listens
+    connect_address: str | None = None  # where the connecting (passive) side connects
+    active_side: str | None = None  # local | remote: which side listens (TrueNAS "Netcat Active Side"); None: the receiving one
 
 
 @dataclass
@@ -125,6 +128,7 @@ class ReplicationTask:
                 port_max=int(n.get("port_max") or 0),
                 listen_address=n.get("listen_address"),
                 connect_address=n.get("connect_address"),
+                active_side=n.get("active_side") or None,
             )
         task = cls(
             name=p.get("name") or "",
@@ -303,8 +307,14 @@ class ReplicationTask:
                         SSHConnection(host=value).validate()
                     except ValueError as exc:
                         raise TaskError(f"netcat.{fname} {value!r} is not a valid address") from exc
-            if self.direction == "pull" and not nc.listen_address:
+            if nc.active_side is not None and nc.active_side not in NETCAT_ACTIVE_SIDES:
+                raise TaskError(f"netcat.active_side {nc.active_side!r}: use local (this host listens) or remote (the ssh host listens), "
+                                "or leave it unset for the receiving side")
+            if self.direction == "pull" and nc.active_side is None and not nc.listen_address:
                 raise TaskError("netcat.listen_address is required for pull over ssh+netcat: an address of this host that the source can reach")
+            if nc.active_side == "local" and not nc.listen_address:
+                raise TaskError("netcat.listen_address is required with netcat.active_side: local: an address of this host that the "
+                                f"{'target' if self.direction == 'push' else 'source'} host can reach")
         elif self.netcat is not None:
             raise TaskError("netcat options need transport: ssh+netcat")
 

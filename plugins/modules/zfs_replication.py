@@ -98,28 +98,40 @@ options:
     default: ssh
   netcat:
     description:
-      - Options of O(transport=ssh+netcat). The receiving side listens, the sending side connects.
-      - Needs the OpenBSD C(nc) (options C(-l) and C(-N)) on both hosts, and C(ss) and C(dd) on the receiving one.
+      - Options of O(transport=ssh+netcat). One side listens (the active side, O(netcat.active_side)), the other connects.
+      - Needs the OpenBSD C(nc) (options C(-l) and C(-N)) on both hosts, C(dd) on the receiving one and C(ss) on the listening one.
       - When a stream fails (or the run is stopped), both sides end their processes, and no C(nc -l) or C(zfs recv) is left behind.
     type: dict
     suboptions:
+      active_side:
+        description:
+          - Which host opens the port (TrueNAS "Netcat Active Side"). V(local) is the host the task runs on, V(remote) the
+            host in O(ssh). Unset means the receiving side listens (V(remote) for push, V(local) for pull).
+          - When the sending side listens, whoever connects to its port first is sent the stream (the receive then fails
+            and says so); the stream token still keeps foreign data out of C(zfs recv). Open the port range between the two
+            hosts only.
+          - V(local) needs O(netcat.listen_address).
+        type: str
+        choices: [local, remote]
       port_min:
-        description: Lowest port the receiving side may listen on.
+        description: Lowest port the listening side may listen on.
         type: int
         required: true
       port_max:
-        description: Highest port the receiving side may listen on.
+        description: Highest port the listening side may listen on.
         type: int
         required: true
       listen_address:
         description:
-          - Address the receiving side listens on (C(nc -l) binds only this address). Defaults to the address the
-            sending side connects to for push (O(netcat.connect_address), else O(ssh.host)); required for pull.
-          - Set it when the target reaches the source through an address it cannot bind (NAT).
+          - Address the listening side listens on (C(nc -l) binds only this address). When the remote host listens it
+            defaults to the address the other side connects to (O(netcat.connect_address), else O(ssh.host)); when this
+            host listens (pull, or O(netcat.active_side=local)) it is required.
+          - Set it when the other host reaches the listening one through an address it cannot bind (NAT).
         type: str
       connect_address:
         description:
-          - Address the sending side connects to. Defaults to O(ssh.host) for push and O(netcat.listen_address) for pull.
+          - Address the connecting side connects to. Defaults to O(ssh.host) when the remote host listens, else to
+            O(netcat.listen_address).
         type: str
   recursive:
     description:
@@ -285,8 +297,9 @@ options:
   compression:
     description:
       - Compress the stream in transit with this tool, which must exist on both hosts.
+      - V(plzip) is TrueNAS's PLZIP (parallel lzip, C(plzip -c) / C(plzip -d -c)).
     type: str
-    choices: [lz4, zstd, pigz, xz]
+    choices: [lz4, zstd, pigz, xz, plzip]
   speed_limit:
     description:
       - Limit the stream to this many bytes per second (C(pv -L) on the sending side, before compression).
@@ -601,6 +614,7 @@ def main() -> None:
                     port_max=dict(type="int", required=True),
                     listen_address=dict(type="str"),
                     connect_address=dict(type="str"),
+                    active_side=dict(type="str", choices=["local", "remote"]),
                 ),
             ),
             recursive=dict(type="bool", default=False),
@@ -625,7 +639,7 @@ def main() -> None:
             lifetime_value=dict(type="int"),
             lifetime_unit=dict(type="str", choices=["hour", "day", "week", "month", "year"]),
             lifetimes=dict(type="list", elements="dict", default=[]),
-            compression=dict(type="str", choices=["lz4", "zstd", "pigz", "xz"]),
+            compression=dict(type="str", choices=["lz4", "zstd", "pigz", "xz", "plzip"]),
             speed_limit=dict(type="int"),
             buffer_size=dict(type="str"),
             hold_base=dict(type="bool", default=True),
