@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+from ._pending import status_reasons
 from ._planner import PlanError, Selection, source_datasets, target_for
 from ._replication import Runner
 from ._replication_task import ReplicationTask, TaskError
@@ -139,6 +140,9 @@ def task_info(params: dict[str, Any], state_dir: str = DEFAULT_STATE_DIR, lag_wa
             datasets.append(dataset_info(src, tname, tgt, ptask.selection, tz, now))
     last = last_run(state_dir, task.name)
     health, reasons = verdict(datasets, last, lag_warning, lag_critical)
+    held = status_reasons(state_dir, task.name)  # a snapshot task feeding this one keeps snapshots for a target far behind
+    if held:
+        health, reasons = "critical", [why for _health, why in held] + reasons
     lags = [d["lag"] for d in datasets]
     return {
         "name": task.name,

@@ -59,6 +59,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
+from ._pending import metric_lines as pending_metric_lines
+from ._pending import record_replicated
+
 DEFAULT_STATE_DIR = "/var/lib/zfs-replication"
 DEFAULT_LOG_DIR = "/var/log/zfs-replication"
 DEFAULT_LOG_MAX_BYTES = 1024 * 1024
@@ -498,6 +501,8 @@ def _run_locked(config: TaskConfig, opts: RunOptions, log: TaskLog, engines: dic
         state["duration"] = round(time.monotonic() - t0, 3)
         if result == "ok":
             state["last_success"] = state["last_end"]
+        if config.kind == "replication":  # what the target has, for the snapshot tasks that feed it (hold_pending_snapshots)
+            state["replicated"] = record_replicated(previous.get("replicated"), config.params, state["details"], ended)
         newest = _newest_replicated(config, state["details"]) if result == "ok" else None
         state["newest_replicated"] = newest or previous.get("newest_replicated")
         if not opts.check_mode:
@@ -519,8 +524,9 @@ def _run_locked(config: TaskConfig, opts: RunOptions, log: TaskLog, engines: dic
             return finish("skipped", EXIT_OK)
         if config.depends_on:
             _wait_for_dependencies(config, opts, log)
-        # The replication engine keeps its own records (a first transfer in progress) next to the task's state.
-        params = {**config.params, "state_dir": str(opts.state_dir)} if config.kind == "replication" else config.params
+        # The replication engine keeps its own records (a first transfer in progress) next to the task's state; a snapshot
+        # task reads there what the replication tasks it feeds recorded (hold_pending_snapshots).
+        params = {**config.params, "state_dir": str(opts.state_dir)}
         result = outcome["result"] = engines[config.kind](params, opts.check_mode, log.info)
         errors, details = _summary(result)
     except Terminated as exc:
@@ -680,7 +686,7 @@ def render_metrics(state: dict[str, Any], now: datetime) -> str:
             lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
         number = float(value)
         lines.append(f"{name}{{{labels}{extra}}} {int(number) if number.is_integer() else round(number, 3)!r}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + pending_metric_lines(state, labels)) + "\n"
 
 
 def write_metrics(path: str | os.PathLike[str], state: dict[str, Any], now: datetime) -> None:

@@ -18,7 +18,9 @@ Rules:
   destruction of the snapshots of the datasets left out (the included ones stay one atomic set).
 * **Empty snapshots** (``allow_empty: false``): see :func:`changes_since` for how a change is detected.
 * **Pruning** is :func:`._retention.plan_retention`: only this schema's snapshots, never held
-  ones or those in ``keep_snapshots``, the newest per dataset always kept.
+  ones or those in ``keep_snapshots``, the newest per dataset always kept. With
+  ``hold_pending_snapshots`` (the default) it also keeps what a replication task fed by this task
+  has not sent to its target yet, as that task's runs recorded it (:mod:`._pending`).
 * **Constant cost.** probe, one listing before and one after, the snapshot call, and destroys
   batched per dataset (OpenZFS ``zfs destroy ds@a,b,c``; zfs-fuse has no comma syntax and needs one
   call per snapshot).
@@ -33,6 +35,7 @@ from typing import Any, Callable
 
 from ._lifetime import Lifetime, LifetimeError
 from ._naming import NamingSchema, NamingSchemaError
+from ._pending import DEFAULT_PENDING_LAG_CRITICAL, PendingHolds, describe, load_feeds, pending_holds
 from ._replication_task import TaskError
 from ._retention import RetentionPlan, plan_retention
 from ._retention import Snapshot as RetentionSnapshot
@@ -75,6 +78,9 @@ KNOWN_PARAMS = frozenset(
         "allow_empty",
         "timezone",
         "enabled",
+        "hold_pending_snapshots",
+        "pending_lag_critical",
+        "state_dir",  # where the replication tasks this task feeds record their runs (the runner passes its own)
     )
 )
 
@@ -98,6 +104,9 @@ class SnapshotTask:
     timezone: str | None = None
     enabled: bool = True
     name: str | None = None
+    hold_pending_snapshots: bool = True
+    pending_lag_critical: int = DEFAULT_PENDING_LAG_CRITICAL
+    state_dir: str | None = None
 
     @property
     def label(self) -> str:
@@ -112,7 +121,7 @@ class SnapshotTask:
             raise TaskError("snapshot task parameters must be a mapping of the module's options")
         unknown = sorted(str(k) for k in params if k not in KNOWN_PARAMS)
         if unknown:
-            raise TaskError(f"unknown option {', '.join(unknown)}: use {', '.join(sorted(KNOWN_PARAMS - {'name'}))}")
+            raise TaskError(f"unknown option {', '.join(unknown)}: use {', '.join(sorted(KNOWN_PARAMS - {'name', 'state_dir'}))}")
         p = {k: v for k, v in params.items() if v is not None}
 
         dataset = p.get("dataset")
@@ -160,6 +169,13 @@ class SnapshotTask:
         name = p.get("name")
         if name is not None and not isinstance(name, str):
             raise TaskError(f"name {name!r} must be a string")
+        critical = p.get("pending_lag_critical", DEFAULT_PENDING_LAG_CRITICAL)
+        if isinstance(critical, bool) or not isinstance(critical, int) or critical < 1:
+            raise TaskError(f"pending_lag_critical {critical!r}: give the seconds a snapshot may wait for replication before its "
+                            f"target is critical (a whole number, at least 1; default {DEFAULT_PENDING_LAG_CRITICAL})")
+        state_dir = p.get("state_dir")
+        if state_dir is not None and not isinstance(state_dir, str):
+            raise TaskError(f"state_dir {state_dir!r} must be a path")
         return cls(
             dataset=dataset,
             schema=schema,
@@ -173,6 +189,9 @@ class SnapshotTask:
             timezone=tz_name,
             enabled=_bool(p, "enabled", True),
             name=name or None,
+            hold_pending_snapshots=_bool(p, "hold_pending_snapshots", True),
+            pending_lag_critical=critical,
+            state_dir=state_dir,
         )
 
 
@@ -291,6 +310,7 @@ class SnapshotPlan:
     skip: list[tuple[str, str]] = field(default_factory=list)
     retention: RetentionPlan = field(default_factory=RetentionPlan)
     reason: str | None = None  # why nothing is taken at all (disabled, outside the window)
+    pending: list[dict[str, Any]] = field(default_factory=list)  # per replication task fed: what it still needs
 
     @property
     def take_names(self) -> list[str]:
@@ -310,13 +330,16 @@ class SnapshotPlan:
             "skip": [{"dataset": ds, "reason": why} for ds, why in self.skip],
             "destroy": [{"snapshot": name, "reason": why} for name, why in self.retention.destroy],
             "keep": [{"snapshot": name, "reason": why} for name, why in self.retention.keep],
+            "pending": [dict(f) for f in self.pending],
         }
 
 
-def plan_snapshot_task(task: SnapshotTask, listing: Listing, now: datetime) -> SnapshotPlan:
+def plan_snapshot_task(task: SnapshotTask, listing: Listing, now: datetime, pending: PendingHolds | None = None) -> SnapshotPlan:
     """Decide what one run at ``now`` takes and destroys. Pure: a listing and a clock in, a plan out.
 
-    ``now`` naive is wall time in the task's zone. Raises TaskError when a snapshot name would be too long.
+    ``pending`` (from :func:`._pending.pending_holds`) names snapshots that replication tasks fed by this one
+    still need: they are kept whatever their lifetime. ``now`` naive is wall time in the task's zone. Raises
+    TaskError when a snapshot name would be too long.
     """
     datasets = included_datasets(listing, task)
     if not task.enabled:
@@ -368,6 +391,12 @@ def plan_snapshot_task(task: SnapshotTask, listing: Listing, now: datetime) -> S
         now,
         tz=task.schedule.tz,
     )
+    if pending is not None:
+        plan.pending = pending.feeds
+        held = [(full, why) for full, why in plan.retention.destroy if full in pending.keep]
+        if held:
+            plan.retention.destroy = [(full, why) for full, why in plan.retention.destroy if full not in pending.keep]
+            plan.retention.keep += [(full, f"{pending.keep[full]}; {why}") for full, why in held]
     return plan
 
 
@@ -484,6 +513,7 @@ class SnapshotTaskResult:
             "taken": list(self.taken),
             "destroyed": list(self.destroyed),
             "kept": self.kept,
+            "pending": [dict(f) for f in self.plan.pending],
             "skipped_datasets": [{"dataset": ds, "reason": why} for ds, why in self.plan.skip],
             "plan": self.plan.as_dict(),
             "duration": round(self.duration, 3),
@@ -530,6 +560,20 @@ class _Run:
         except (ZfsError, TransportError) as exc:
             raise TaskError(str(exc)) from None
 
+    def pending(self, listing: Listing, now: datetime) -> PendingHolds | None:
+        """What the replication tasks fed by this task still need, from their recorded runs (None: plain lifetimes)."""
+        task = self.task
+        if not task.enabled or not task.hold_pending_snapshots:
+            return None
+        feeds = load_feeds(task.state_dir)
+        snaps = {ds: listing.datasets[ds].snapshots for ds in included_datasets(listing, task)}
+        holds = pending_holds(snaps, task.schema, feeds, now, task.schedule.tz, task.pending_lag_critical)
+        for feed in holds.feeds:
+            self.log(describe(feed))
+            for note in feed["notes"]:
+                self.log(f"note: {note}")
+        return holds
+
     def run(self, check_mode: bool, now: datetime) -> SnapshotTaskResult:
         start = time.monotonic()
         task = self.task
@@ -539,7 +583,7 @@ class _Run:
             raise TaskError(str(exc)) from None
         extra = () if task.allow_empty else empty_check_props(caps)
         before = self.list(caps, extra)
-        plan = plan_snapshot_task(task, before, now)
+        plan = plan_snapshot_task(task, before, now, self.pending(before, now))
         self.log(
             f"snapshot task {task.label}: {caps.family}; {len(plan.datasets)} dataset(s)"
             + (f"; slot {_iso(plan.slot)} -> @{plan.snapshot_name}" if plan.slot else "")

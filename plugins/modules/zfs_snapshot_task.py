@@ -21,6 +21,10 @@ description:
   - Then prunes the snapshots of this O(naming_schema) whose lifetime has passed, judged by the time in
     their names. Never touches manual snapshots or those of other schemas, never held snapshots
     (C(zfs hold)), never those in O(keep_snapshots), and always keeps the newest one per dataset.
+  - With O(hold_pending_snapshots=true) (the default) pruning also keeps every snapshot that a push replication task
+    fed by this task has not sent to its target yet, and that task's incremental base, as the replication task's runs
+    recorded them in O(state_dir). With several replication tasks the slowest target decides. Once the target has
+    them, their lifetime applies again.
   - One listing before and one after the run, whatever the number of datasets; destroys are batched
     per dataset on OpenZFS (C(zfs destroy ds@a,b,c)).
 author:
@@ -137,6 +141,32 @@ options:
       - When V(false), the task takes and destroys nothing (the options are still checked).
     type: bool
     default: true
+  hold_pending_snapshots:
+    description:
+      - TrueNAS's "Hold Pending Snapshots". When V(true), pruning never destroys a snapshot that a replication task fed
+        by this task still has to send to its target, nor the newest snapshot that target has (the next incremental
+        base), even when its lifetime has passed. A target that is down or slow thus never forces a full resend.
+      - Which replication tasks it feeds is read from their records in O(state_dir) (C(repl-NAME.json), written by
+        every run of a replication task, from the scheduler role's timer, a playbook or C(zfs_replication) with
+        C(name)). As TrueNAS matches them, it feeds a push task whose source datasets include a dataset of this task and whose
+        naming schemas (or name regex) select this task's snapshots. The record holds, per source dataset, the
+        newest snapshot the target has, as the run verified it by guid. A replication task that never completed a
+        run holds nothing yet; a removed or disabled one (its config file gone, or C(enabled=false) in it) holds
+        nothing. A pull task records on the target host and cannot hold the source's snapshots.
+      - Bounded, and seen. A replication task whose oldest pending snapshot waits longer than
+        O(pending_lag_critical) is C(critical) in RV(pending), the task's log, state and metrics, and in
+        M(zfs.replication.zfs_replication_info)'s status of that replication task.
+      - When V(false), only lifetimes decide (and holds, O(keep_snapshots), the newest snapshot per dataset).
+      - Unlike TrueNAS, where a replication task's field defaults to off, this is on by default.
+    type: bool
+    default: true
+  pending_lag_critical:
+    description:
+      - Seconds a snapshot may wait to be sent by a replication task fed by this task before that task is
+        C(critical) (see O(hold_pending_snapshots)). The default is 49 hours, as
+        M(zfs.replication.zfs_replication_info)'s O(zfs.replication.zfs_replication_info#module:lag_critical).
+    type: int
+    default: 176400
 notes:
   - Runs on the host that holds the datasets; it needs the C(zfs) command there.
 seealso:
@@ -234,7 +264,7 @@ destroyed:
   elements: str
   sample: [tank/data@auto-2026-11-14_09-00]
 kept:
-  description: Snapshots of this naming schema that stay, each with the reason (not expired yet, held, kept for replication, newest).
+  description: Snapshots of this naming schema that stay, each with the reason (not expired yet, held, pending replication, newest).
   returned: always
   type: list
   elements: dict
@@ -248,6 +278,56 @@ kept:
   sample:
     - snapshot: tank/data@auto-2026-11-28_10-00
       reason: newest snapshot of naming schema 'auto-%Y-%m-%d_%H-%M' on tank/data
+pending:
+  description:
+    - One entry per replication task this task feeds (see O(hold_pending_snapshots)); empty when it feeds none or
+      O(hold_pending_snapshots=false).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    replication:
+      description: The replication task's name.
+      type: str
+    target:
+      description: Where it replicates to (host and dataset).
+      type: str
+    datasets:
+      description: How many of this task's datasets it replicates.
+      type: int
+    held:
+      description: Snapshots kept for it (its incremental bases and its pending snapshots).
+      type: int
+    pending:
+      description: Snapshots it has not sent yet, over all its datasets.
+      type: int
+    oldest_pending:
+      description: Its oldest pending snapshot (full name); null when nothing is pending.
+      type: str
+    behind:
+      description: Seconds since the oldest pending snapshot was taken (by the time in its name); 0 when nothing is pending.
+      type: int
+    lag_critical:
+      description: The O(pending_lag_critical) it is judged by.
+      type: int
+    health:
+      description: V(critical) when RV(pending[].behind) exceeds RV(pending[].lag_critical), else V(ok).
+      type: str
+    notes:
+      description: Records that could not be used (the recorded snapshot is gone from the source).
+      type: list
+      elements: str
+  sample:
+    - replication: offsite
+      target: "backup.example.net:backup/data"
+      datasets: 1
+      held: 4
+      pending: 3
+      oldest_pending: tank/data@auto-2026-11-28_08-00
+      behind: 7200
+      lag_critical: 176400
+      health: ok
+      notes: []
 skipped_datasets:
   description: Datasets that get no snapshot this run, with the reason (already has the slot's snapshot, nothing written).
   returned: always
@@ -355,6 +435,8 @@ def main() -> None:
             allow_empty=dict(type="bool", default=True),
             timezone=dict(type="str"),
             enabled=dict(type="bool", default=True),
+            hold_pending_snapshots=dict(type="bool", default=True),
+            pending_lag_critical=dict(type="int", default=176400),
             **TASK_RUN_SPEC,
         ),
         supports_check_mode=True,
@@ -363,7 +445,7 @@ def main() -> None:
     engine_params = {k: v for k, v in module.params.items() if k not in TASK_RUN_SPEC}
     if name is None:  # no declared task: nothing to lock or record
         try:
-            result = run_snapshot_task(engine_params, check_mode=module.check_mode)
+            result = run_snapshot_task({**engine_params, "state_dir": module.params["state_dir"]}, check_mode=module.check_mode)
         except TaskError as exc:
             module.fail_json(msg=str(exc), changed=False)
     else:
