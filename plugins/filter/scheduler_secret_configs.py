@@ -27,11 +27,11 @@ options:
     elements: dict
     default: []
   snapshot_defaults:
-    description: Options merged into every snapshot task (the task's own values win).
+    description: As for P(zfs.replication.scheduler_tasks#filter) (merged recursively into every snapshot task).
     type: dict
     default: {}
   replication_defaults:
-    description: Options merged into every replication task (the task's own values win).
+    description: As for P(zfs.replication.scheduler_tasks#filter) (merged recursively into every replication task).
     type: dict
     default: {}
   run_now:

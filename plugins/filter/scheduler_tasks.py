@@ -28,11 +28,15 @@ options:
     elements: dict
     default: []
   snapshot_defaults:
-    description: Options merged into every snapshot task (the task's own values win).
+    description:
+      - Options merged into every snapshot task, recursively (a task's own values win, lists replace the default
+        whole, a null in the task keeps the default); the same merge as the playbooks' and M(zfs.replication.zfs_replication_info)'s.
     type: dict
     default: {}
   replication_defaults:
-    description: Options merged into every replication task (the task's own values win).
+    description:
+      - Options merged into every replication task, recursively (a task's C(ssh.host) keeps the defaults' C(ssh.user),
+        key and known_hosts; lists replace the default whole; a null in the task keeps the default).
     type: dict
     default: {}
   run_now:
@@ -144,6 +148,7 @@ from typing import Any
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.zfs.replication.plugins.module_utils._defaults import DefaultsError, merge_defaults
 from ansible_collections.zfs.replication.plugins.module_utils._naming import NamingSchema, NamingSchemaError
 from ansible_collections.zfs.replication.plugins.module_utils._replication import ReplicationTask, TaskError
 from ansible_collections.zfs.replication.plugins.module_utils._schedule import Schedule, ScheduleError
@@ -168,11 +173,10 @@ def _systemd_quote(arg: str) -> str:
 
 
 def _merge(defaults: Any, task: Any, what: str, index: int) -> dict[str, Any]:
-    if not isinstance(task, Mapping):
-        raise AnsibleFilterError(f"{what}[{index}] is not a dict: declare each task as a mapping of options")
-    merged = dict(defaults or {})
-    merged.update({k: v for k, v in task.items() if v is not None})
-    return merged
+    try:
+        return merge_defaults(defaults, task, f"{what}[{index}]", what.replace("_tasks", "_defaults"))
+    except DefaultsError as exc:
+        raise AnsibleFilterError(str(exc)) from None
 
 
 def _oncalendar(schedule: Any, tz: str | None, where: str) -> list[str]:

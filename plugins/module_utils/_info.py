@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+from ._defaults import DefaultsError, merge_defaults
 from ._pending import status_reasons
 from ._planner import PlanError, Selection, source_datasets, target_for
 from ._replication import Runner
@@ -172,11 +173,13 @@ def secret_values(*values: Any) -> set[str]:
 
 
 def tasks_info(tasks: list[dict[str, Any]], defaults: dict[str, Any] | None = None, **kwargs: Any) -> list[dict[str, Any]]:
-    """task_info for each task, each merged over ``defaults`` (the task's own values win)."""
+    """task_info for each task, each merged over ``defaults`` as the scheduler role and the playbooks merge them."""
     out = []
     for i, raw in enumerate(tasks):
-        params = dict(defaults or {})
-        params.update({k: v for k, v in raw.items() if v is not None})
+        try:
+            params = merge_defaults(defaults, raw, f"tasks[{i}]", "task_defaults")
+        except DefaultsError as exc:
+            raise TaskError(str(exc)) from exc
         try:
             out.append(task_info(params, **kwargs))
         except TaskError as exc:

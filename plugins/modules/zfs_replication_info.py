@@ -44,7 +44,9 @@ options:
     required: true
   task_defaults:
     description:
-      - Options merged into every task; a task's own values win (like the scheduler role's defaults).
+      - Options merged into every task, the way the P(zfs.replication.scheduler#role) role and the playbooks merge their
+        defaults, recursively (a task's C(ssh.host) keeps the defaults' C(ssh.user), key and known_hosts); a task's lists
+        replace the default whole; a null in a task keeps the default.
     type: dict
     default: {}
   state_dir:
