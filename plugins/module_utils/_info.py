@@ -12,14 +12,14 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ._defaults import DefaultsError, merge_defaults
+from ._lag import CREATION, creation_time, iso, lag_seconds, newest_snapshot, parse_iso, task_recovery_point
 from ._pending import status_reasons
 from ._planner import PlanError, Selection, source_datasets, target_for
 from ._replication import Runner
 from ._replication_task import ReplicationTask, TaskError
 from ._runner import DEFAULT_STATE_DIR, KIND_PREFIX, read_state, state_path
 from ._transport import ConnectionFailed, TransportError
-from ._tz import zone
-from ._zfs import Dataset, DatasetMissing, Listing, Snapshot, ZfsError, list_tree, probe
+from ._zfs import Dataset, DatasetMissing, Listing, ZfsError, list_tree, probe
 
 # Options the status never needs: the target's encryption is a matter of the sends. Dropped before the task is read,
 # so a status check neither needs the key nor handles it.
@@ -32,45 +32,34 @@ DEFAULT_LAG_CRITICAL = 49 * 3600
 HEALTH_ORDER = ("ok", "warning", "critical")
 
 
-def _snapshot_time(snap: Snapshot, selection: Selection, tz: Any) -> datetime | None:
-    """When a snapshot was taken: its ``creation`` property, else the time in its name."""
-    creation = snap.props.get("creation", "")
-    if creation.isdigit():
-        return datetime.fromtimestamp(int(creation), timezone.utc)
-    when = selection.time_of(snap.name)
-    if when is None:
-        return None
-    return when if when.tzinfo is not None else when.replace(tzinfo=tz)
+def dataset_info(src: Dataset, target_name: str, tgt: Dataset | None, selection: Selection, now: datetime) -> dict[str, Any]:
+    """Status of one source dataset and its replica (the target listed with its snapshots' ``creation``).
 
-
-def _iso(when: datetime | None) -> str | None:
-    return when.astimezone(timezone.utc).isoformat(timespec="seconds") if when else None
-
-
-def dataset_info(src: Dataset, target_name: str, tgt: Dataset | None, selection: Selection, tz: Any, now: datetime) -> dict[str, Any]:
-    """Status of one source dataset and its replica."""
+    The lag is _lag's: from the newest snapshot on the target, dated by its ``creation``, to ``now``.
+    """
     selected = [s for s in src.snapshots if selection.matches(s.name)]
     target_snaps = tgt.snapshots if tgt is not None else []
     src_by_guid = src.by_guid()
     common = next((s for s in reversed(target_snaps) if s.guid in src_by_guid), None)
     base = src_by_guid[common.guid] if common is not None else None
     pending = [s.name for s in selected if base is None or s.createtxg > base.createtxg]
-    taken = _snapshot_time(base, selection, tz) if base is not None else None
-    lag = max(0, int((now - taken).total_seconds())) if taken is not None else None
+    newest = newest_snapshot(target_snaps)
+    point = creation_time(newest) if newest is not None else None
     return {
         "source": src.name,
         "target": target_name,
         "target_exists": tgt is not None,
         "source_newest": selected[-1].name if selected else None,
         "source_snapshots": len(selected),
-        "target_newest": target_snaps[-1].name if target_snaps else None,
+        "target_newest": newest.name if newest is not None else None,
         "target_snapshots": len(target_snaps),
         "common": common.name if common is not None else None,
         "common_guid": common.guid if common is not None else None,
-        "common_time": _iso(taken),
+        "common_time": iso(creation_time(common)) if common is not None else None,
         "pending": len(pending),
         "pending_snapshots": pending,
-        "lag": lag,
+        "recovery_point": iso(point),
+        "lag": lag_seconds(point, now),
     }
 
 
@@ -114,12 +103,12 @@ def task_info(params: dict[str, Any], state_dir: str = DEFAULT_STATE_DIR, lag_wa
         src_caps = probe(runner.src)
         dst_caps = src_caps if runner.dst is runner.src else probe(runner.dst)
         try:
-            source = list_tree(runner.src, src_caps, task.source_datasets, extra_props=("creation",))
+            source = list_tree(runner.src, src_caps, task.source_datasets)
         except DatasetMissing as exc:
             raise TaskError(f"source_datasets: {', '.join(exc.names)} does not exist on {runner.src.label}") from exc
         target: Listing | None
         try:
-            target = list_tree(runner.dst, dst_caps, task.target_dataset)
+            target = list_tree(runner.dst, dst_caps, task.target_dataset, extra_props=(CREATION,))
         except DatasetMissing:
             target = None
     except (ConnectionFailed, ZfsError, TransportError) as exc:
@@ -127,7 +116,6 @@ def task_info(params: dict[str, Any], state_dir: str = DEFAULT_STATE_DIR, lag_wa
     finally:
         runner.close()
     ptask = task.plan_task(now)
-    tz = zone(task.timezone, "timezone")
     datasets = []
     for root in task.source_datasets:
         troot = target_for(ptask, root)
@@ -138,13 +126,13 @@ def task_info(params: dict[str, Any], state_dir: str = DEFAULT_STATE_DIR, lag_wa
         for src in members:
             tname = troot + src.name[len(root):]
             tgt = target.get(tname) if target is not None else None
-            datasets.append(dataset_info(src, tname, tgt, ptask.selection, tz, now))
+            datasets.append(dataset_info(src, tname, tgt, ptask.selection, now))
     last = last_run(state_dir, task.name)
     health, reasons = verdict(datasets, last, lag_warning, lag_critical)
     held = status_reasons(state_dir, task.name)  # a snapshot task feeding this one keeps snapshots for a target far behind
     if held:
         health, reasons = "critical", [why for _health, why in held] + reasons
-    lags = [d["lag"] for d in datasets]
+    point = task_recovery_point(parse_iso(d["recovery_point"]) for d in datasets) if datasets else None
     return {
         "name": task.name,
         "direction": task.direction,
@@ -153,7 +141,9 @@ def task_info(params: dict[str, Any], state_dir: str = DEFAULT_STATE_DIR, lag_wa
         "target": runner.dst.label,
         "datasets": datasets,
         "pending": sum(d["pending"] for d in datasets),
-        "lag": None if not lags or any(v is None for v in lags) else max(lags),
+        "recovery_point": iso(point),
+        "lag": lag_seconds(point, now),
+        "checked_at": iso(now),
         "last_run": last,
         "health": health,
         "reasons": reasons,

@@ -19,6 +19,7 @@ from typing import Any, Callable, TypeVar
 from . import _netcat as netcat
 from ._executor import PipelineError, PipelineResult, Stage, remote_stage, run_pipeline
 from ._first_full import FirstFulls, prepare_retry, settle, stuck_message
+from ._lag import CREATION, listing_recovery_points
 from ._planner import DatasetPlan, Plan, PlanError, PlanTask, Send, plan, target_retention, target_root
 from ._replication_task import COMPRESSORS, ReplicationTask, TaskError, suggest_name
 from ._transport import ConnectionFailed, Host, LocalHost, SSHHost, TransportError
@@ -47,6 +48,7 @@ class DatasetResult:
     estimated_bytes: int | None = None
     resumed: bool = False
     error: str | None = None
+    recovery_point: str | None = None  # _lag: creation of the target's newest snapshot after the run (ISO, UTC)
 
 
 @dataclass
@@ -96,6 +98,7 @@ class RunResult:
                     "estimated_bytes": d.estimated_bytes,
                     "resumed": d.resumed,
                     "error": d.error,
+                    "recovery_point": d.recovery_point,
                 }
                 for d in self.datasets
             },
@@ -304,7 +307,7 @@ class Runner:
         try:
             # allow_rollback plans a rollback only when the target was written to since the base (`written`, OpenZFS).
             written = ["written"] if self.task.allow_rollback and caps.list_parsable else []
-            listing = list_tree(self.dst, caps, target, [*self.fixed_properties(caps), *written])
+            listing = list_tree(self.dst, caps, target, [*self.fixed_properties(caps), *written, CREATION])
         except DatasetMissing:
             listing = None
         if listing is not None:
@@ -1090,7 +1093,7 @@ class Runner:
                 done = self.execute(the_plan, results, errors)
             finally:
                 try:
-                    after = list_tree(self.dst, self.dst_caps, self.task.target_dataset)
+                    after = list_tree(self.dst, self.dst_caps, self.task.target_dataset, (CREATION,))
                 except DatasetMissing:
                     after = None
             self.verify(the_plan, source, after, errors, results)
@@ -1105,6 +1108,8 @@ class Runner:
                 snapshot_names(before) != names_after or bool(the_plan.set_readonly) or the_plan.create_target_root
                 or bool(self.resumed) or rolled_back
             )
+        for target, point in listing_recovery_points(after, results).items():
+            results[target].recovery_point = point
         result = RunResult(
             task=self.task.name,
             changed=changed,

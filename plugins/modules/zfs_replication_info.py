@@ -11,8 +11,10 @@ version_added: 0.1.0
 description:
   - For each replication task and each dataset it covers, reports the newest selected snapshot on the source,
     the newest snapshot on the target, the common base (the newest target snapshot whose guid the source has),
-    the number of selected source snapshots newer than that base (pending), and the lag (age of the newest
-    replicated snapshot, that is the recovery point).
+    the number of selected source snapshots newer than that base (pending), the recovery point (the C(creation) time
+    of the newest snapshot on the target) and the lag (seconds from the recovery point to the check).
+  - The lag is the one C(zfs_replication_lag_seconds) of the runner's metrics reports (same definition, same code),
+    dated at the end of the task's last run instead of at this check.
   - Reads the last run's result from the state file that C(zfs-replication-run) (the P(zfs.replication.scheduler#role)
     role's timers) writes, and gives a health verdict from thresholds on the lag.
   - Run it on the host that runs the task (the source for C(direction=push)), with the same task options as
@@ -68,7 +70,8 @@ notes:
   - Health is V(critical) when a dataset's lag reaches O(lag_critical), or when a dataset has selected snapshots
     and nothing was replicated yet; V(warning) when a lag reaches O(lag_warning), when the last run failed, or when
     no snapshot matches the selection; V(ok) otherwise.
-  - Snapshot times come from the C(creation) property, so lags are exact whatever the naming schema.
+  - Snapshot times come from the C(creation) property (a received snapshot keeps the source's), so lags are exact
+    whatever the naming schema; with a task of several datasets, the task's recovery point is the oldest of theirs.
 """
 
 EXAMPLES = r"""
@@ -117,9 +120,16 @@ tasks:
     pending:
       description: Selected source snapshots not yet on the target, summed over the datasets.
       type: int
+    recovery_point:
+      description:
+        - The oldest of the datasets' recovery points (ISO 8601, UTC); null when a target dataset has no snapshot.
+      type: str
     lag:
-      description: The largest lag of the task's datasets in seconds; null when a dataset has nothing replicated.
+      description: Seconds from RV(tasks[].recovery_point) to RV(tasks[].checked_at) (the largest lag of the datasets).
       type: int
+    checked_at:
+      description: When the task was checked (ISO 8601, UTC, whole seconds); the lags are counted up to it.
+      type: str
     health:
       description: V(ok), V(warning) or V(critical).
       type: str
@@ -154,7 +164,7 @@ tasks:
           description: Number of source snapshots the task selects.
           type: int
         target_newest:
-          description: Newest snapshot on the target.
+          description: Newest snapshot on the target (by its C(creation)), the recovery point.
           type: str
         target_snapshots:
           description: Number of snapshots on the target.
@@ -166,7 +176,7 @@ tasks:
           description: The guid of the common base.
           type: str
         common_time:
-          description: When the common base was taken (ISO 8601, UTC).
+          description: The C(creation) of the common base (ISO 8601, UTC).
           type: str
         pending:
           description: Number of selected source snapshots newer than the common base (all of them without one).
@@ -175,8 +185,11 @@ tasks:
           description: Their names.
           type: list
           elements: str
+        recovery_point:
+          description: The C(creation) of the newest snapshot on the target (ISO 8601, UTC); null when it has none.
+          type: str
         lag:
-          description: Seconds since the common base was taken; null without one.
+          description: Seconds from the recovery point to the check; null without one.
           type: int
   sample:
     - name: data-to-backup
@@ -185,7 +198,9 @@ tasks:
       source: local
       target: root@backup.example.net:22
       pending: 1
+      recovery_point: "2026-11-28T11:00:00+00:00"
       lag: 3720
+      checked_at: "2026-11-28T12:02:00+00:00"
       health: ok
       reasons: []
       last_run: {result: ok, last_success: "2026-11-28T11:00:04+00:00", bytes: 1048576, duration: 2.3}
@@ -202,6 +217,7 @@ tasks:
           common_time: "2026-11-28T11:00:00+00:00"
           pending: 1
           pending_snapshots: [auto-2026-11-28_12-00]
+          recovery_point: "2026-11-28T11:00:00+00:00"
           lag: 3720
 """
 
