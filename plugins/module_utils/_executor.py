@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ._log import trace_line
 from ._transport import Host, command_env, quote_remote, start_process
 
 STDERR_LIMIT = 4000
@@ -192,6 +193,11 @@ def _collect(stages: Sequence[Stage], rcs: list[int], errfiles: list, counter_in
     return results, nbytes
 
 
+def _trace_end(results: list[StageResult], duration: float) -> None:
+    """logging_level debug: the pipeline's end, each stage's exit status and the duration."""
+    trace_line(f"debug: pipeline ended after {duration:.3f}s: " + ", ".join(f"{s.name} on {s.host} exit {s.rc}" for s in results))
+
+
 def _raise_on_failure(results: list[StageResult], blame_first: list[StageResult] | None = None) -> None:
     """Raise for the culprit; ``blame_first`` (a subset of ``results``) is searched first: the part that failed first."""
     bad = (culprit(blame_first) if blame_first else None) or culprit(results)
@@ -226,6 +232,7 @@ def run_pipeline(stages: Sequence[Stage], counter_index: int | None = None) -> P
     rcs = [p.wait() for p in procs]
     duration = time.monotonic() - start
     results, nbytes = _collect(stages, rcs, errfiles, counter_index)
+    _trace_end(results, duration)
     _raise_on_failure(results)
     return PipelineResult(results, duration, nbytes)
 
@@ -342,5 +349,6 @@ def run_chains(
     sres, sbytes = _collect(sender, [p.returncode for p in sprocs], serr, None if data_from_listener else counter_index)
     lres, lbytes = _collect(listener, [p.returncode for p in lprocs], lerr, counter_index if data_from_listener else None)
     results = lres + sres if data_from_listener else sres + lres
+    _trace_end(results, duration)
     _raise_on_failure(results, lres if first_failed == 1 else sres if first_failed == 0 else None)
     return PipelineResult(results, duration, lbytes if data_from_listener else sbytes)

@@ -20,7 +20,9 @@ A run of one task:
 * for a replication task with a ``schedule`` that has a begin/end window, skips (exit 0, result
   ``skipped``) when started outside the window, e.g. by ``Persistent=true`` catching up at boot.
   Snapshot tasks pass their schedule to the snapshot engine, which honours it;
-* logs every line to stdout (the journal, under systemd) and to ``LOG_DIR/ID.log``, rotated by size;
+* logs every line to stdout (the journal, under systemd) and to ``LOG_DIR/ID.log``, rotated by size, at the
+  task's ``logging_level`` (TrueNAS "Logging Level": default/info, debug, warning, error; see ``_log``): at
+  ``debug`` also every command the engine runs, with its exit status and duration;
 * records the run in ``STATE_DIR/ID.json`` (written atomically): last start and end, result
   (``ok``, ``failed``, ``skipped``), error, snapshots sent, bytes, duration, last success;
 * with ``--metrics-dir``, writes ``METRICS_DIR/zfs_replication_ID.prom`` (atomically) for node_exporter's
@@ -59,6 +61,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
+from ._log import LoggingLevelError, level_of, tracing
+from ._lag import lag_seconds, run_recovery_point
 from ._pending import metric_lines as pending_metric_lines
 from ._pending import record_replicated
 
@@ -140,6 +144,10 @@ class TaskConfig:
         tz = data.get("timezone")
         if tz is not None and not isinstance(tz, str):
             raise ConfigError(f"{where}: timezone {tz!r} is not a time zone name")
+        try:
+            level_of(params.get("logging_level"), "params.logging_level")
+        except LoggingLevelError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
         return cls(kind=kind, name=name, params=params, schedule=data.get("schedule"), timezone=tz,
                    depends_on=list(depends), path=path)
 
@@ -239,13 +247,13 @@ def write_state(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
 
 
 def make_logger(task_id: str, log_file: str | os.PathLike[str] | None, stream: TextIO | None,
-                max_bytes: int = DEFAULT_LOG_MAX_BYTES, keep: int = DEFAULT_LOG_KEEP) -> logging.Logger:
-    """A logger of its own (not in logging's global registry) writing to ``stream`` and ``log_file``.
+                max_bytes: int = DEFAULT_LOG_MAX_BYTES, keep: int = DEFAULT_LOG_KEEP, level: int = logging.INFO) -> logging.Logger:
+    """A logger of its own (not in logging's global registry) writing to ``stream`` and ``log_file`` at ``level``.
 
     The journal stamps time and unit itself, so stream lines are bare; file lines carry an ISO time
     with offset, the task id and the pid. The file rotates at ``max_bytes``, keeping ``keep`` old files.
     """
-    logger = logging.Logger(f"zfs-replication.{task_id}", logging.INFO)
+    logger = logging.Logger(f"zfs-replication.{task_id}", level)
     logger.addHandler(logging.NullHandler())  # a check-mode module run has neither: never fall back to stderr
     if stream is not None:
         handler: logging.Handler = logging.StreamHandler(stream)
@@ -276,6 +284,9 @@ class TaskLog:
 
     def __init__(self, logger: logging.Logger) -> None:
         self.logger = logger
+
+    def debug(self, line: str) -> None:
+        self.logger.debug("%s", line)
 
     def info(self, line: str) -> None:
         self.logger.info("%s", line)
@@ -442,8 +453,12 @@ def execute_task(config: TaskConfig, opts: RunOptions, stream: TextIO | None = N
     engines = engines or ENGINES
     clock = clock or _utc_now
     task_id = config.task_id
+    try:
+        level = level_of(config.params.get("logging_level"))
+    except LoggingLevelError as exc:
+        raise ConfigError(str(exc)) from None
     log = TaskLog(make_logger(task_id, None if opts.check_mode else log_path(opts.log_dir, task_id), stream,
-                              opts.log_max_bytes, opts.log_keep))
+                              opts.log_max_bytes, opts.log_keep, level))
     try:
         if opts.check_mode:
             return _run_locked(config, opts, log, engines, clock)
@@ -527,7 +542,9 @@ def _run_locked(config: TaskConfig, opts: RunOptions, log: TaskLog, engines: dic
         # The replication engine keeps its own records (a first transfer in progress) next to the task's state; a snapshot
         # task reads there what the replication tasks it feeds recorded (hold_pending_snapshots).
         params = {**config.params, "state_dir": str(opts.state_dir)}
-        result = outcome["result"] = engines[config.kind](params, opts.check_mode, log.info)
+        params = {k: v for k, v in params.items() if k != "logging_level"}  # the runner's, not the engine's
+        with tracing(log.debug if log.logger.isEnabledFor(logging.DEBUG) else None):
+            result = outcome["result"] = engines[config.kind](params, opts.check_mode, log.info)
         errors, details = _summary(result)
     except Terminated as exc:
         outcome["error"] = exc
@@ -623,30 +640,8 @@ def metrics_path(metrics_dir: str | os.PathLike[str], task_id: str) -> Path:
 
 
 def _newest_replicated(config: TaskConfig, details: dict[str, Any]) -> str | None:
-    """ISO time of the oldest 'newest replicated snapshot' over the task's datasets (the task's recovery point).
-
-    Read from the snapshot names by the task's naming schemas; None when a name does not parse (name_regex).
-    """
-    datasets = details.get("datasets")
-    if config.kind != "replication" or not isinstance(datasets, dict) or not datasets:
-        return None
-    try:
-        from ._replication_task import ReplicationTask
-        from ._tz import zone
-
-        task = ReplicationTask.from_params(config.params)
-        selection, tz = task.selection(), zone(task.timezone, "timezone")
-    except Exception:  # the run already reported any problem with the task
-        return None
-    times = []
-    for item in datasets.values():
-        sent = item.get("snapshots_sent") or []
-        name = sent[-1] if sent else item.get("base")
-        when = selection.time_of(name) if name else None
-        if when is None:
-            return None
-        times.append(when if when.tzinfo is not None else when.replace(tzinfo=tz))
-    return _now_iso(min(times))
+    """The task's recovery point after a run (ISO), as zfs_replication_info dates it (module_utils/_lag.py)."""
+    return run_recovery_point(details) if config.kind == "replication" else None
 
 
 def _label(value: str) -> str:
@@ -672,9 +667,9 @@ def render_metrics(state: dict[str, Any], now: datetime) -> str:
         ("zfs_replication_last_run_bytes", "gauge", "Bytes sent by the last run.", state.get("bytes"), ""),
         ("zfs_replication_last_run_snapshots_sent", "gauge", "Snapshots sent by the last run.", state.get("snapshots_sent"), ""),
         ("zfs_replication_newest_replicated_timestamp_seconds", "gauge",
-         "Time of the newest snapshot replicated on every dataset of the task (the recovery point).", newest, ""),
-        ("zfs_replication_lag_seconds", "gauge", "Age of the newest replicated snapshot when the last run ended.",
-         None if newest is None else max(0.0, now.timestamp() - newest), ""),
+         "Creation time of the newest snapshot on the task's targets, the oldest over its datasets (the recovery point).", newest, ""),
+        ("zfs_replication_lag_seconds", "gauge", "Seconds from the recovery point to the end of the last run.",
+         None if newest is None else lag_seconds(datetime.fromtimestamp(newest, timezone.utc), now), ""),
     ]
     rows += [("zfs_replication_last_run_result", "gauge", "Result of the last run: 1 for the result it had, 0 for the others.",
               1 if state.get("result") == r else 0, f',result="{r}"') for r in RESULTS]

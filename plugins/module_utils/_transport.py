@@ -15,9 +15,12 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
+
+from ._log import command_started, show, trace_line
 
 # OpenSSH's "fast" choice: AES-GCM runs at line rate on CPUs with AES-NI.
 FAST_CIPHER = "aes128-gcm@openssh.com"
@@ -84,11 +87,17 @@ class SSHConnection:
 
 # The engine runs under the systemd timer without Ansible, so it cannot use
 # AnsibleModule.run_command: these two functions are the only places that start processes.
+# At logging_level debug both log each command (see _log).
 def run_process(cmd: Sequence[str], *, check: bool = False, **kwargs: Any) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, check=check, **kwargs)  # pylint: disable=ansible-bad-function
+    started = command_started(cmd)
+    proc = subprocess.run(cmd, check=check, **kwargs)  # pylint: disable=ansible-bad-function
+    if started is not None:
+        started.ended(proc.returncode)
+    return proc
 
 
 def start_process(cmd: Sequence[str], **kwargs: Any) -> subprocess.Popen:
+    command_started(cmd, detached=True)
     return subprocess.Popen(cmd, **kwargs)  # pylint: disable=ansible-bad-function
 
 
@@ -145,6 +154,7 @@ class Host:
         (exit status, what ``consume`` returned or None when the command failed, stderr). An error
         raised by ``consume`` stands only when the command itself succeeded.
         """
+        t0 = time.monotonic()
         with tempfile.TemporaryFile() as errf:
             try:
                 proc = start_process(
@@ -174,6 +184,7 @@ class Host:
                 stdout.close()
             errf.seek(0)
             stderr = errf.read().decode("utf-8", "replace")
+        trace_line(f"debug: exit {rc} after {time.monotonic() - t0:.3f}s: {show(self.command(argv))}")
         self.check_connection(rc, stderr, argv)
         if rc != 0:
             return rc, None, stderr

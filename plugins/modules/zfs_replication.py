@@ -202,6 +202,15 @@ options:
       - Run once for these snapshots only (names after the C(@)), still subject to the selection.
     type: list
     elements: str
+  logging_level:
+    description:
+      - TrueNAS's "Logging Level" for this task's log file (O(log_dir)) and the journal, in module and timer runs alike.
+      - V(default) is V(info). V(debug) also logs every command the engine runs (the local command line, ssh included,
+        with secret-looking C(name=value) arguments redacted), each command's exit status and duration, and each
+        stream pipeline's stages and duration. V(warning) and V(error) keep only those lines (a failed run logs its errors).
+    type: str
+    choices: [default, debug, info, warning, error]
+    default: default
   timezone:
     description:
       - Time zone of the times in snapshot names without C(%z) and of the schedules (IANA name or C(UTC)).
@@ -656,6 +665,7 @@ def main() -> None:
             retries=dict(type="int", default=5),
             parallel_transfers=dict(type="int", default=4),
             retry_delay=dict(type="float", default=2.0),
+            logging_level=dict(type="str", default="default", choices=["default", "debug", "info", "warning", "error"]),
             **TASK_RUN_SPEC,
         ),
         required_if=[

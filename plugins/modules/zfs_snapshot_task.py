@@ -141,6 +141,15 @@ options:
       - When V(false), the task takes and destroys nothing (the options are still checked).
     type: bool
     default: true
+  logging_level:
+    description:
+      - TrueNAS's "Logging Level" for this task's log file (O(log_dir)) and the journal, in module and timer runs alike.
+      - V(default) is V(info). V(debug) also logs every command the engine runs (the local command line, ssh included,
+        with secret-looking C(name=value) arguments redacted), each command's exit status and duration, and each
+        stream pipeline's stages and duration. V(warning) and V(error) keep only those lines (a failed run logs its errors).
+    type: str
+    choices: [default, debug, info, warning, error]
+    default: default
   hold_pending_snapshots:
     description:
       - TrueNAS's "Hold Pending Snapshots". When V(true), pruning never destroys a snapshot that a replication task fed
@@ -435,6 +444,7 @@ def main() -> None:
             allow_empty=dict(type="bool", default=True),
             timezone=dict(type="str"),
             enabled=dict(type="bool", default=True),
+            logging_level=dict(type="str", default="default", choices=["default", "debug", "info", "warning", "error"]),
             hold_pending_snapshots=dict(type="bool", default=True),
             pending_lag_critical=dict(type="int", default=176400),
             **TASK_RUN_SPEC,
@@ -442,7 +452,7 @@ def main() -> None:
         supports_check_mode=True,
     )
     name = module.params["name"]
-    engine_params = {k: v for k, v in module.params.items() if k not in TASK_RUN_SPEC}
+    engine_params = {k: v for k, v in module.params.items() if k not in TASK_RUN_SPEC and k != "logging_level"}
     if name is None:  # no declared task: nothing to lock or record
         try:
             result = run_snapshot_task({**engine_params, "state_dir": module.params["state_dir"]}, check_mode=module.check_mode)
