@@ -61,8 +61,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from ._log import LoggingLevelError, level_of, tracing
 from ._lag import lag_seconds, run_recovery_point
+from ._log import LoggingLevelError, level_of, tracing
 from ._pending import metric_lines as pending_metric_lines
 from ._pending import record_replicated
 
