@@ -13,6 +13,7 @@ import hashlib
 import json
 import secrets
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -52,7 +53,8 @@ def sandbox_declaration(sandbox, tmp: Path, tag: str) -> tuple[str, dict]:
                 "scheduler_log_dir": str(tmp / "log"),
                 "scheduler_unit_dir": str(tmp / "units"),
                 "scheduler_metrics_dir": str(tmp / "metrics"),
-                "zfs_replication_snapshot_task_defaults": {"naming_schema": SCHEMA, "schedule": "daily",
+                # daily in UTC: the slot a run takes is the UTC day it ran on (see daily_names)
+                "zfs_replication_snapshot_task_defaults": {"naming_schema": SCHEMA, "schedule": "daily", "timezone": "UTC",
                                                            "lifetime_value": 2, "lifetime_unit": "week"},
                 "zfs_replication_replication_task_defaults": {
                     "recursive": True,
@@ -81,14 +83,41 @@ def changed_tasks(result) -> list[str]:
     return [f"{t['task']['name']} ({h})" for t in result.tasks_run for h, r in t["hosts"].items() if r.get("changed")]
 
 
+SNAPSHOT_TASKS = "Run the periodic snapshot tasks"
+REPLICATION_TASKS = "Run the replication tasks"
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def daily_names(before: datetime, after: datetime) -> set[str]:
+    """The snapshot names the daily schedule (00:00 UTC) can give a run that happened between BEFORE and AFTER (real
+    times read around it): its UTC day's slot; two candidates only when the run straddled midnight. The module's clock
+    is the real one, so a test compares what the module reports against these, on whichever day it runs."""
+    days = (after.date() - before.date()).days
+    return {f"auto-{before.date() + timedelta(days=i):%Y-%m-%d}_00-00" for i in range(days + 1)}
+
+
+def snapshot_run(result, task: str) -> dict:
+    """What the site's snapshot task TASK reported on fileserver (one item of the loop over its snapshot tasks)."""
+    items = [i for i in result.task(SNAPSHOT_TASKS, "fileserver")["results"] if i["item"]["name"] == task]
+    assert len(items) == 1, items
+    return items[0]
+
+
 def test_site_twice_run_now_status_log(sandbox, ansible_playbook, tmp_path):
     tag = secrets.token_hex(3)
     inventory, d = sandbox_declaration(sandbox, tmp_path, tag)
 
-    ansible_playbook(playbook("site.yml"), inventory_text=inventory)
-    # The snapshot task took today's snapshot of both datasets; the replication sent them over the sshd.
+    t0 = utc_now()
+    first = ansible_playbook(playbook("site.yml"), inventory_text=inventory)
+    t1 = utc_now()
+    # The snapshot task took the slot of the UTC day it ran on, of both datasets; the replication sent them over the sshd.
+    day1 = snapshot_run(first, f"data{tag}")["snapshot_name"]
+    assert day1 in daily_names(t0, t1), (day1, t0, t1)
     src_snaps = snapshots_with_guids(d["src"])
-    assert len(src_snaps) == 2 and snapshots_with_guids(d["dst"]) == src_snaps  # {"@snap": guid, "/web@snap": guid}
+    assert set(src_snaps) == {f"@{day1}", f"/web@{day1}"} and snapshots_with_guids(d["dst"]) == src_snaps
     # SSH trust: the key is authorized with restrict + from=, the host key is known.
     auth = sandbox.sshd.authorized_keys.read_text()
     assert 'restrict,from="127.0.0.1" ssh-ed25519 ' in auth and "zfs.replication@fileserver" in auth
@@ -100,18 +129,24 @@ def test_site_twice_run_now_status_log(sandbox, ansible_playbook, tmp_path):
     assert f"--metrics-dir {tmp_path / 'metrics'}" in unit
     assert (tmp_path / "bin" / "zfs-replication-run").exists()
 
+    t2 = utc_now()
     second = ansible_playbook(playbook("site.yml"), inventory_text=inventory)
-    new = sorted(k for k in snapshots_with_guids(d["src"]) if k not in src_snaps)
-    if not new:
+    t3 = utc_now()
+    day2 = snapshot_run(second, f"data{tag}")["snapshot_name"]
+    assert day2 in daily_names(t2, t3), (day2, t2, t3)
+    new = {k for k in snapshots_with_guids(d["src"]) if k not in src_snaps}
+    if day2 == day1:
+        # Same UTC day: the second apply has nothing to do anywhere.
+        assert new == set()
         assert changed_tasks(second) == [], changed_tasks(second)
         assert second.stats["fileserver"]["changed"] == 0 and second.stats["backup"]["changed"] == 0
     else:
-        # The daily slot rolled over between the two runs (the test crossed midnight): the second run took that
-        # day's snapshot of both datasets and replicated it, and changed nothing else.
-        day = {k.split("@")[1] for k in new}
-        assert len(new) == 2 and len(day) == 1 and min(day) > max(k.split("@")[1] for k in src_snaps), new
+        # Midnight (UTC) passed between the runs: the second run took the new day's slot of both datasets,
+        # replicated it, and changed nothing else.
+        assert day2 > day1 and new == {f"@{day2}", f"/web@{day2}"}, (day1, day2, new)
         assert snapshots_with_guids(d["dst"]) == snapshots_with_guids(d["src"])
-        assert len(changed_tasks(second)) <= 2 and second.stats["backup"]["changed"] == 0, changed_tasks(second)
+        assert changed_tasks(second) == [f"{SNAPSHOT_TASKS} (fileserver)", f"{REPLICATION_TASKS} (fileserver)"], changed_tasks(second)
+        assert second.stats["backup"]["changed"] == 0
 
     # Run now: a new (manual, schema-named) snapshot goes over with the task's timer config.
     newest = "auto-2099-01-01_00-00"
@@ -136,7 +171,7 @@ def test_site_twice_run_now_status_log(sandbox, ansible_playbook, tmp_path):
 
     # Status: one table with both tasks; log viewer.
     status = ansible_playbook(playbook("status.yml"), inventory_text=inventory)
-    table = status.task("Print the table", "fileserver")["msg"].splitlines()
+    table = status.task("Print the table", "fileserver")["zr_status_table"]
     assert table[0].split()[:4] == ["HOST", "TASK", "KIND", "HEALTH"]
     row = next(line for line in table if d["task"] in line).split()
 
@@ -166,13 +201,19 @@ def test_site_check_mode_on_a_configured_host_changes_nothing(sandbox, ansible_p
     there is to make (the replication of a snapshot taken since); no file, unit, key, snapshot or hold changes."""
     tag = secrets.token_hex(3)
     inventory, d = sandbox_declaration(sandbox, tmp_path, tag)
-    ansible_playbook(playbook("site.yml"), inventory_text=inventory)
+    t0 = utc_now()
+    applied = ansible_playbook(playbook("site.yml"), inventory_text=inventory)
+    t1 = utc_now()
+    day1 = snapshot_run(applied, f"data{tag}")["snapshot_name"]
+    assert day1 in daily_names(t0, t1), (day1, t0, t1)
     newest = "auto-2099-01-01_00-00"  # something to replicate: the check run must plan it and not send it
     zfs("snapshot", "-r", f"{d['src']}@{newest}")
     before = (_files(tmp_path), sandbox.sshd.authorized_keys.read_text(), snapshots_with_guids(d["src"]),
               snapshots_with_guids(d["dst"]), _holds(d["src"]), _holds(d["dst"]))
 
+    t2 = utc_now()
     check = ansible_playbook(playbook("site.yml"), inventory_text=inventory, check=True, expect_rc=0)
+    t3 = utc_now()
 
     after = (_files(tmp_path), sandbox.sshd.authorized_keys.read_text(), snapshots_with_guids(d["src"]),
              snapshots_with_guids(d["dst"]), _holds(d["src"]), _holds(d["dst"]))
@@ -180,15 +221,20 @@ def test_site_check_mode_on_a_configured_host_changes_nothing(sandbox, ansible_p
     changed_state = [n for n, b, a in zip(names, before, after) if b != a]
     assert not changed_state, f"check mode changed {changed_state}"
     assert f"@{newest}" not in snapshots_with_guids(d["dst"])
-    # Changed as planned: the replication would send the new snapshot (and, only if a new daily slot began
-    # since the apply, the snapshot task would take it); nothing else reports a change.
-    assert {h for t in check.tasks_run for h, r in t["hosts"].items() if r.get("changed")} <= {"fileserver"}, changed_tasks(check)
-    results = [(t["task"]["name"], item) for t in check.tasks_run for h, r in t["hosts"].items() if h == "fileserver"
-               for item in (r.get("results") or [r]) if item.get("changed")]
-    pending = [p.get("pending") for _name, item in results for p in item.get("plan") or [] if isinstance(p, dict)]
-    assert any(newest in (p or []) for p in pending), f"check mode did not plan the pending replication: {results}"
-    # A snapshot task reports a change only if a new daily slot began since the apply (the test can cross midnight):
-    # then it names the snapshot it would take, which is not on the source.
-    taken = {k.split("@")[1] for k in before[2]}
-    for name, item in results:
-        assert "plan" in item or item.get("snapshot_name") not in (None, *taken), (name, item)
+    # Changed as planned: the replication would send the new snapshot; the snapshot task would take a snapshot only
+    # if the check ran on a later UTC day than the apply (then it names that day's slot, not on the source).
+    snap = snapshot_run(check, f"data{tag}")
+    day2 = snap["snapshot_name"]
+    assert day2 in daily_names(t2, t3), (day2, t2, t3)
+    would_take = {t["snapshot"] for t in snap["plan"]["take"]}
+    if day2 == day1:
+        assert snap["changed"] is False and would_take == set(), snap
+        expected_changes = [f"{REPLICATION_TASKS} (fileserver)"]
+    else:
+        assert snap["changed"] is True and would_take == {f"{d['src']}@{day2}", f"{d['src']}/web@{day2}"}, snap
+        assert f"@{day2}" not in before[2]
+        expected_changes = [f"{SNAPSHOT_TASKS} (fileserver)", f"{REPLICATION_TASKS} (fileserver)"]
+    assert changed_tasks(check) == expected_changes
+    replication = check.task(REPLICATION_TASKS, "fileserver")["results"]
+    pending = [p.get("pending") for item in replication for p in item.get("plan") or [] if isinstance(p, dict)]
+    assert any(newest in (p or []) for p in pending), f"check mode did not plan the pending replication: {replication}"
