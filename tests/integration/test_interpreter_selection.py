@@ -3,7 +3,7 @@
 """The README's set-up on the machines users have: stock Debian 12 and 13, no pyenv.
 
 Each distribution is a debootstrap root (minbase + python3, nothing else: no python3-venv, no pip), built once per
-recipe and cached as $ZR_CACHE_DIR/distro-roots-<recipe hash>/<suite>. Every test works in a throwaway copy of it,
+recipe and cached as $ZR_CACHE_DIR/distro-roots-<recipe hash>/<suite>. Every test works on a throwaway overlay of it,
 entered with chroot in a private mount namespace (its own /proc, the host's /dev, the checkout bound in read-only,
 the host's DNS and TLS trust for the Debian archive and PyPI),
 and runs the checkout's own scripts there: `scripts/select-python` (which interpreter and which pinned ansible-core)
@@ -21,6 +21,7 @@ import shlex
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -101,12 +102,28 @@ def pin(requirements: str) -> str:
     return found[0]
 
 
-def in_root(root: Path, command: str, *, timeout: float = 900, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run COMMAND (bash) in ROOT as root, in private mount and pid namespaces; the checkout is /src (read-only)."""
+@dataclass
+class Machine:
+    """A throwaway machine: the cached root of SUITE (never written) under an overlay of this machine's changes."""
+
+    suite: str
+    lower: Path
+    upper: Path  # what the machine changed (or a test put there)
+
+    def path(self, name: str) -> Path:
+        """NAME (absolute, inside the machine) as the host sees it when not entered."""
+        changed = self.upper / name.lstrip('/')
+        return changed if changed.exists() else self.lower / name.lstrip('/')
+
+
+def in_root(machine: Machine, command: str, *, timeout: float = 900, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run COMMAND (bash) in MACHINE as root, in private mount and pid namespaces; the checkout is /src (read-only)."""
     setup = r"""
 set -e
-root=$1
 mount --make-rprivate /
+root=$1
+mkdir -p "$root"
+mount -t overlay overlay -o "lowerdir=$4,upperdir=$5,workdir=$6" "$root"
 mount -t proc proc "$root/proc"
 mount --rbind /dev "$root/dev"
 mkdir -p "$root/src"
@@ -124,11 +141,13 @@ if [ -d /usr/local/share/ca-certificates ]; then
     mkdir -p "$root/usr/local/share/ca-certificates"
     cp -a /usr/local/share/ca-certificates/. "$root/usr/local/share/ca-certificates/"
 fi
-shift 2
+shift 6
 exec chroot "$root" /usr/bin/env -i "$@"
 """
     assignments = {'PATH': CHROOT_PATH, 'HOME': '/root', 'LC_ALL': 'C.UTF-8', **(env or {})}
-    argv = ['unshare', '--mount', '--pid', '--fork', '--kill-child', '/bin/sh', '-c', setup, 'in-root', str(root), str(REPO),
+    base = machine.upper.parent
+    argv = ['unshare', '--mount', '--pid', '--fork', '--kill-child', '/bin/sh', '-c', setup, 'in-root', str(base / 'merged'),
+            str(REPO), '-', str(machine.lower), str(machine.upper), str(base / 'work'),
             *(f'{k}={v}' for k, v in assignments.items()), '/bin/bash', '-c', command]
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL)
 
@@ -146,17 +165,19 @@ def distro(request: pytest.FixtureRequest) -> tuple[str, Path]:
 
 @pytest.fixture
 def machine(distro: tuple[str, Path], tmp_path: Path):
-    """A throwaway copy of the suite's cached root: a stock machine of that release, without pyenv."""
+    """A throwaway machine of the suite's release (its cached root under an overlay): stock, without pyenv."""
     suite, cached = distro
-    root = tmp_path / suite
-    _run(['cp', '-a', str(cached), str(root)], timeout=300)
+    base = tmp_path / suite
+    for name in ('upper', 'work'):
+        (base / name).mkdir(parents=True)
+    root = Machine(suite, cached, base / 'upper')
     proc = in_root(root, 'python3 -c "import sys; print(\'%d.%d\' % sys.version_info[:2])"; command -v pyenv || true; '
                          'ls -d /root/.pyenv 2>/dev/null || true; python3 -c "import ensurepip" 2>/dev/null && echo ensurepip || true')
     assert proc.returncode == 0, proc.stderr
     # Stock: one python3, no pyenv anywhere, and no python3-venv (so no ensurepip).
     assert proc.stdout.split() == [DEMO_EXPECTED[suite][0]], proc.stdout
     yield suite, root
-    shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def test_select_python_takes_the_distributions_python3_with_the_newest_ansible_core_supporting_it(machine):
@@ -192,12 +213,12 @@ def test_bootstrap_for_the_test_matrix_names_every_missing_python_and_installs_n
     have = DEMO_EXPECTED[suite][0]
     proc = in_root(root, '/src/scripts/bootstrap --venvs-only')
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    missing = [venv for venv, (version, _) in MATRIX.items() if version != have]
+    missing = [venv for venv, (version, _req) in MATRIX.items() if version != have]
     for venv in missing:
         assert f'{venv} (ansible-core {pin(MATRIX[venv][1])}: sanity and unit tests) needs Python {MATRIX[venv][0]}' in proc.stderr
     assert 'nothing was installed' in proc.stderr
-    assert not (root / 'var/cache/zfs-replication').exists()
-    assert not (root / f'usr/share/doc/python{have}-venv').exists()
+    assert not root.path('/var/cache/zfs-replication').exists()
+    assert not root.path(f'/usr/share/doc/python{have}-venv').exists()
 
 
 def test_bootstrap_demo_builds_venv_demo_from_the_distributions_python3(machine):
@@ -229,7 +250,7 @@ def test_bootstrap_demo_builds_venv_demo_from_the_distributions_python3(machine)
     assert installed == [f'python{version}-venv'], dpkg.stdout
 
     # A second run changes nothing.
-    marker = root / venv.lstrip('/') / '.requirements.sha256'
+    marker = root.path(f'{venv}/.requirements.sha256')
     before = marker.stat().st_mtime_ns
     again = in_root(root, '/src/scripts/bootstrap --demo --venvs-only')
     assert again.returncode == 0, again.stdout + again.stderr
@@ -239,16 +260,16 @@ def test_bootstrap_demo_builds_venv_demo_from_the_distributions_python3(machine)
 
     # pyenv, when present, comes first for the test matrix (now that this interpreter can build venvs); the demo keeps
     # the distribution's python3. The pyenv build is the distribution's binary copied into a pyenv layout.
-    matrix_venv = next(name for name, (v, _) in MATRIX.items() if v == version)
-    pyenv_python = root / f'opt/pyenv/versions/{version}.99/bin/python'
-    pyenv_python.parent.mkdir(parents=True)
-    shutil.copy2(root / f'usr/bin/python{version}', pyenv_python)
+    matrix_venv = next(name for name, (v, _req) in MATRIX.items() if v == version)
+    pyenv_python = f'/opt/pyenv/versions/{version}.99/bin/python'
+    (root.upper / pyenv_python.lstrip('/')).parent.mkdir(parents=True)
+    shutil.copy2(root.path(f'/usr/bin/python{version}'), root.upper / pyenv_python.lstrip('/'))
     picked = {}
     for what in (matrix_venv, 'demo'):
         proc = in_root(root, f'/src/scripts/select-python {what}', env={'PYENV_ROOT': '/opt/pyenv'})
         assert proc.returncode == 0, proc.stderr
         picked[what] = assignments(proc.stdout)['ZR_PYTHON']
-    assert picked == {matrix_venv: f'/{pyenv_python.relative_to(root)}', 'demo': '/usr/bin/python3'}
+    assert picked == {matrix_venv: pyenv_python, 'demo': '/usr/bin/python3'}
 
 
 def test_the_controller_python_table_matches_the_installed_ansible_core_releases():
@@ -256,7 +277,7 @@ def test_the_controller_python_table_matches_the_installed_ansible_core_releases
     table = dict(re.findall(r'^\s*\[(\d+\.\d+)\]="([^"]+)"', (REPO / 'scripts/select-python').read_text(), re.M))
     probe = ('import ansible.release; from ansible_test._util.target.common import constants; '
              'print(ansible.release.__version__, *constants.CONTROLLER_PYTHON_VERSIONS)')
-    for venv, (_, requirements) in MATRIX.items():
+    for venv, (_version, requirements) in MATRIX.items():
         python = CACHE_DIR / venv / 'bin/python'
         assert python.exists(), f'{python} is missing: run scripts/bootstrap'
         version, *controller = _run([str(python), '-c', probe], timeout=60).stdout.split()
