@@ -61,8 +61,9 @@ def test_info_numbers_match_listings(sandbox, ansible_playbook, tmp_path):
         lag_warning: 1
         lag_critical: 999999999
 """
-    t0 = int(time.time())
+    t0 = time.time()
     result = ansible_playbook(play, check=False)
+    t1 = time.time()
     before = result.task("Before")["tasks"][0]
     assert before["health"] == "critical" and before["pending"] == 8 and before["lag"] is None
     assert [d["target_exists"] for d in before["datasets"]] == [False, False]
@@ -77,8 +78,10 @@ def test_info_numbers_match_listings(sandbox, ansible_playbook, tmp_path):
         assert d["source_newest"] == names[-1] and d["source_snapshots"] == 4
         assert d["target_newest"] == names[1] and d["target_snapshots"] == len(t) == 2
         assert d["pending_snapshots"] == names[2:] and d["pending"] == 2
-        expected_lag = t0 - creation(f"{d['source']}@{common}")
-        assert expected_lag - 2 <= d["lag"] <= expected_lag + 60
+        # lag = the module's now - the common snapshot's creation; its now lies between the times read around the
+        # run (whole seconds: the creation time and the lag are both rounded down)
+        created = creation(f"{d['source']}@{common}")
+        assert int(t0) - created - 1 <= d["lag"] <= int(t1) - created + 1, (t0, t1, created, d["lag"])
     assert info["pending"] == 4
     assert info["last_run"]["result"] == "failed"
     assert info["health"] == "warning" and any("last run failed: boom" in r for r in info["reasons"])

@@ -77,14 +77,11 @@ def run(ansible_playbook, params: dict, **kw):
     return ansible_playbook(playbook(snapshot_task(params)), **kw).task("snapshot")
 
 
-def run_until_same_slot(ansible_playbook, params: dict, first: dict) -> dict:
-    """Run again; if the schedule moved on to the next slot between the runs, run once more."""
-    again = run(ansible_playbook, params)
-    if again["slot"] != first["slot"]:
-        first = again
-        again = run(ansible_playbook, params)
-    assert again["slot"] == first["slot"]
-    return again
+def slot_name(result: dict) -> str:
+    """The schema's name for the hourly UTC slot the module reports (e.g. 2026-11-28T10:00:00+00:00 -> auto-2026-11-28_10-00)."""
+    slot = result["slot"]
+    assert slot.endswith(":00:00+00:00"), slot
+    return f"auto-{slot[:10]}_{slot[11:13]}-00"
 
 
 def test_take_prune_idempotent_and_what_survives(tree, ansible_playbook):
@@ -129,13 +126,21 @@ def test_take_prune_idempotent_and_what_survives(tree, ansible_playbook):
     assert kept[f"{root}@auto-2020-01-03_00-00"] == "kept for replication (incremental base or pending)"
     assert kept[f"{root}@{new}"].startswith("newest snapshot")
 
-    # Same slot again: nothing to do, nothing changes.
+    # Same slot again: nothing to do, nothing changes. The module's clock is the real one: if the hour turned
+    # between the runs, that run took the new hour's snapshot (checked too), and the run after it is the same-slot run.
     guids = snapshots_with_guids(root)
-    again = run_until_same_slot(ansible_playbook, params, first)
+    again = run(ansible_playbook, params)
+    if again["slot"] != slot:
+        turned = slot_name(again)
+        assert again["slot"] > slot and again["snapshot_name"] == turned
+        assert again["changed"] is True and sorted(again["taken"]) == sorted([f"{root}@{turned}", f"{root}/a@{turned}"])
+        assert again["destroyed"] == [] and snaps(root)[f"{root}/a"] == [new, turned]
+        slot, guids = again["slot"], snapshots_with_guids(root)
+        again = run(ansible_playbook, params)
+        assert again["slot"] == slot, "the hour turned twice during two short runs"
     assert again["changed"] is False and again["taken"] == [] and again["destroyed"] == []
     assert {s["dataset"] for s in again["skipped_datasets"]} == {root, f"{root}/a"}
-    if again["snapshot_name"] == new:
-        assert snapshots_with_guids(root) == guids
+    assert snapshots_with_guids(root) == guids
 
 
 def test_check_mode_returns_the_plan_and_changes_nothing(tree, ansible_playbook):
@@ -156,10 +161,12 @@ def test_check_mode_returns_the_plan_and_changes_nothing(tree, ansible_playbook)
     assert f"{root}@auto-2020-01-01_00-00\n" in res["diff"]["before"]
     assert f"{root}@auto-2020-01-01_00-00" not in res["diff"]["after"] and f"{root}/b/c@{new}\n" in res["diff"]["after"]
 
-    # A real run then does exactly the plan.
+    # A real run then does exactly the plan, for the slot it runs in: the check's slot, or the next hour's if the
+    # hour turned in between (the same datasets, that slot's name).
     real = run(ansible_playbook, params, diff=True)
-    if real["snapshot_name"] == new:
-        assert sorted(real["taken"]) == sorted(t["snapshot"] for t in res["plan"]["take"])
+    assert real["slot"] >= res["slot"] and real["snapshot_name"] == slot_name(real)
+    planned = [t["snapshot"].replace(f"@{new}", f"@{real['snapshot_name']}") for t in res["plan"]["take"]]
+    assert sorted(real["taken"]) == sorted(planned)
     assert sorted(real["destroyed"]) == sorted(destroy)
     assert all(names == [real["snapshot_name"]] for names in snaps(root).values())
 
