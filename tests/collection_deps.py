@@ -44,7 +44,9 @@ def _complete(path: Path) -> bool:
 
 
 def _download_wheel(directory: Path) -> Path:
-    argv = [sys.executable, '-m', 'pip', 'download', '--quiet', '--no-deps', '--only-binary=:all:',
+    # Only the wheel's collections are unpacked: the package's own Python floor (3.12 for ansible 14) does not apply
+    # to the demo's venv on a distribution python3.11.
+    argv = [sys.executable, '-m', 'pip', 'download', '--quiet', '--no-deps', '--only-binary=:all:', '--ignore-requires-python',
             '--disable-pip-version-check', '--dest', str(directory), ANSIBLE_PACKAGE]
     proc = subprocess.run(argv, capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL, timeout=900)
     wheels = sorted(directory.glob('ansible-*.whl'))
