@@ -55,6 +55,10 @@ options:
     description: As for P(zfs.replication.scheduler_tasks#filter).
     type: path
     default: /var/log/zfs-replication
+  metrics_dir:
+    description: As for P(zfs.replication.scheduler_tasks#filter).
+    type: str
+    default: ""
   zfs_units:
     description: As for P(zfs.replication.scheduler_tasks#filter).
     type: list

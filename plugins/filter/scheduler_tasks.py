@@ -60,6 +60,12 @@ options:
     description: The runner's log directory on the host.
     type: path
     default: /var/log/zfs-replication
+  metrics_dir:
+    description:
+      - Directory of the runner's Prometheus textfile metrics on the host (C(--metrics-dir) in each C(exec_start));
+        empty for none.
+    type: str
+    default: ""
   zfs_units:
     description: ZFS units present on the host; every unit orders itself after them and wants them.
     type: list
@@ -192,6 +198,8 @@ def _entry(kind: str, name: str, params: dict[str, Any], task: dict[str, Any], s
     unit = f"{UNIT_PREFIX}{task_id}"
     config_path = f"{paths['config_dir'].rstrip('/')}/{task_id}.json"
     argv = [paths["launcher"], "run", "--config", config_path, "--state-dir", paths["state_dir"], "--log-dir", paths["log_dir"]]
+    if paths.get("metrics_dir"):
+        argv += ["--metrics-dir", paths["metrics_dir"]]
     return {
         "id": task_id,
         "kind": kind,
@@ -221,15 +229,18 @@ def _without_secrets(entry: dict[str, Any]) -> dict[str, Any]:
 def scheduler_tasks(snapshot_tasks: Any, replication_tasks: Any = None, snapshot_defaults: Any = None,
                     replication_defaults: Any = None, run_now: Any = None, launcher: str = "/usr/local/sbin/zfs-replication-run",
                     config_dir: str = "/etc/zfs-replication/tasks", state_dir: str = "/var/lib/zfs-replication",
-                    log_dir: str = "/var/log/zfs-replication", zfs_units: Any = None, secrets: bool = True) -> list[dict[str, Any]]:
+                    log_dir: str = "/var/log/zfs-replication", zfs_units: Any = None, secrets: bool = True,
+                    metrics_dir: Any = "") -> list[dict[str, Any]]:
     entries = _plan(snapshot_tasks, replication_tasks, snapshot_defaults, replication_defaults, run_now, launcher, config_dir,
-                    state_dir, log_dir, zfs_units)
+                    state_dir, log_dir, zfs_units, metrics_dir)
     return entries if secrets else [_without_secrets(e) for e in entries]
 
 
 def _plan(snapshot_tasks: Any, replication_tasks: Any, snapshot_defaults: Any, replication_defaults: Any, run_now: Any,
-          launcher: str, config_dir: str, state_dir: str, log_dir: str, zfs_units: Any) -> list[dict[str, Any]]:
+          launcher: str, config_dir: str, state_dir: str, log_dir: str, zfs_units: Any, metrics_dir: Any = "") -> list[dict[str, Any]]:
     paths = {"launcher": launcher, "config_dir": config_dir, "state_dir": state_dir, "log_dir": log_dir}
+    if metrics_dir:
+        paths["metrics_dir"] = metrics_dir
     for key, value in paths.items():
         if not isinstance(value, str) or not value.startswith("/"):
             raise AnsibleFilterError(f"{key} {value!r} must be an absolute path")

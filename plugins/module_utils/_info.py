@@ -175,3 +175,57 @@ def tasks_info(tasks: list[dict[str, Any]], defaults: dict[str, Any] | None = No
         except TaskError as exc:
             raise TaskError(f"tasks[{i}] ({raw.get('name') or 'unnamed'}): {exc}") from exc
     return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The status table (playbooks/status.yml, the info module's ``table``): rows, then lines of aligned columns
+# ----------------------------------------------------------------------------------------------------------------
+
+TABLE_COLUMNS = (("host", "HOST"), ("task", "TASK"), ("kind", "KIND"), ("health", "HEALTH"), ("lag", "LAG"),
+                 ("pending", "PENDING"), ("result", "LAST"), ("last_end", "LAST RUN (UTC)"), ("reason", "NOTE"))
+
+
+def format_age(seconds: Any) -> str:
+    """A lag for people: ``-``, ``42m``, ``5h07m`` (under two days), ``3d04h``."""
+    if seconds is None:
+        return "-"
+    s = max(0, int(seconds))
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 172800:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
+
+
+def replication_rows(tasks: list[dict[str, Any]], host: str | None = None) -> list[dict[str, Any]]:
+    """One table row per task of ``tasks_info``'s result."""
+    return [{"host": host, "task": t["name"], "kind": "replication", "health": t["health"], "lag": t["lag"], "pending": t["pending"],
+             "result": (t.get("last_run") or {}).get("result"), "last_end": (t.get("last_run") or {}).get("last_end"),
+             "reason": t["reasons"][0] if t.get("reasons") else ""} for t in tasks]
+
+
+def snapshot_row(name: str, state: dict[str, Any], host: str | None = None) -> dict[str, Any]:
+    """The table row of a snapshot task from its runner state (empty when it never ran)."""
+    return {"host": host, "task": name, "kind": "snapshot", "health": "warning" if state.get("result") == "failed" else "ok",
+            "lag": None, "pending": None, "result": state.get("result"), "last_end": state.get("last_end"),
+            "reason": state.get("error") or ""}
+
+
+def status_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The table's lines: a header and one line per row, columns as wide as their widest cell (HOST only when some
+    row names a host); no line ends in spaces."""
+    columns = [(key, title) for key, title in TABLE_COLUMNS if key != "host" or any(r.get("host") for r in rows)]
+
+    def cell(row: dict[str, Any], key: str) -> str:
+        value = row.get(key)
+        if key == "lag":
+            return format_age(value)
+        if key == "result":
+            return str(value or "never")
+        if value is None or value == "":
+            return "-" if key not in ("reason",) else ""
+        return str(value)
+
+    table = [[title for _key, title in columns]] + [[cell(r, key) for key, _title in columns] for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    return [" ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in table]

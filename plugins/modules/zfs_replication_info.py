@@ -96,6 +96,16 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+table:
+  description:
+    - The status as a table, one line per task after a header (TASK, KIND, HEALTH, LAG, PENDING, LAST, LAST RUN, NOTE),
+      columns aligned; C(ansible.builtin.debug) with C(var) prints one line per item.
+  returned: always
+  type: list
+  elements: str
+  sample:
+    - "TASK           KIND        HEALTH LAG   PENDING LAST LAST RUN (UTC)            NOTE"
+    - "data-to-backup replication ok     1h02m 1       ok   2026-11-28T11:00:04+00:00"
 tasks:
   description: One entry per task, in the order given.
   returned: always
@@ -223,7 +233,7 @@ tasks:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.zfs.replication.plugins.module_utils._info import secret_values, tasks_info
+from ansible_collections.zfs.replication.plugins.module_utils._info import replication_rows, secret_values, status_table, tasks_info
 from ansible_collections.zfs.replication.plugins.module_utils._replication_task import TaskError
 
 
@@ -259,7 +269,7 @@ def main() -> None:
                            lag_critical=p["lag_critical"])
     except TaskError as exc:
         module.fail_json(msg=str(exc), changed=False)
-    module.exit_json(changed=False, tasks=tasks)
+    module.exit_json(changed=False, tasks=tasks, table=status_table(replication_rows(tasks)))
 
 
 if __name__ == "__main__":

@@ -179,6 +179,6 @@ def test_site_playbook_runs_leave_the_history_status_and_log_read(task, ansible_
     assert summary.startswith(f"repl-{name}: ok at ") and "2 snapshots" in summary, summary
 
     status_play = f"- name: status\n  ansible.builtin.import_playbook: {REPO / 'playbooks' / 'status.yml'}\n"
-    table = ansible_playbook(status_play, inventory_text=inventory).task("Print the table", "fileserver")["msg"]
-    rows = {tuple(line.split()[1:3]): line.split() for line in table.splitlines()[1:] if line.strip()}
+    table = ansible_playbook(status_play, inventory_text=inventory).task("Print the table", "fileserver")["zr_status_table"]
+    rows = {tuple(line.split()[1:3]): line.split() for line in table[1:]}
     assert rows[(name, "snapshot")][6] == "ok" and rows[(name, "replication")][6] == "ok", table
