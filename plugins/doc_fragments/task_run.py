@@ -27,6 +27,8 @@ options:
     description:
       - Write Prometheus textfile metrics of the run into this directory (node_exporter's textfile collector),
         the role's C(scheduler_metrics_dir). Omitted, no metrics are written.
+      - A replication task's C(zfs_replication_lag_seconds) is the lag M(zfs.replication.zfs_replication_info) reports
+        (from the creation of the newest snapshot on the target), counted up to the end of the run.
     type: path
   lock_wait:
     description:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: zfs_replication
-short_description: Replicate ZFS snapshots from this host to another host or dataset
+short_description: Replicate ZFS snapshots to or from another host over SSH, or between datasets of this host
 version_added: 0.1.0
 description:
   - Replicates the snapshots of one or more ZFS datasets (filesystems or zvols) that match a naming schema
@@ -23,7 +23,9 @@ description:
     retention. C(zfs recv -F) is used only for a full stream into an existing target that O(allow_from_scratch)
     allows; incremental streams never use it.
   - One recursive listing per side per run, whatever the number of datasets. The data goes
-    C(zfs send | pv | ssh host zfs recv) as an OS pipeline; Python only starts it and checks every stage.
+    C(zfs send [| pv] [| compress] | ssh host '[mbuffer |] [decompress |] zfs recv') as an OS pipeline (with
+    O(transport=ssh+netcat) over C(nc) instead of ssh, with O(transport=local) without either); Python only starts it
+    and checks every stage.
   - Works with OpenZFS 2.x and with older command lines such as zfs-fuse; the capabilities of each host are
     probed once per run and reported.
 author:
@@ -60,7 +62,8 @@ options:
     type: str
   source_datasets:
     description:
-      - Datasets or zvols on this host whose snapshots are replicated.
+      - Datasets or zvols on the source host whose snapshots are replicated (this host with O(direction=push) or
+        O(transport=local), the O(ssh) host with O(direction=pull)).
       - With one source, O(target_dataset) is its copy. With several, each lands in
         O(target_dataset)/<last component of the source>, and O(target_dataset) is created when missing.
     type: list

@@ -17,7 +17,9 @@ description:
   - With O(recursive=true) every included dataset is snapshotted atomically in one call
     (C(zfs snapshot -r), or C(zfs snapshot a@x b@x ...) on OpenZFS when some are excluded). Older
     command lines such as zfs-fuse take one name per call; there C(zfs snapshot -r) is followed by the
-    destruction of the excluded datasets' new snapshots, so the included ones still form one atomic set.
+    destruction of the excluded datasets' new snapshots, so the included ones still form one atomic set (when an
+    excluded dataset there already has a snapshot of that name, each included dataset is snapshotted on its own,
+    not atomically, and the log says so).
   - Then prunes the snapshots of this O(naming_schema) whose lifetime has passed, judged by the time in
     their names. Never touches manual snapshots or those of other schemas, never held snapshots
     (C(zfs hold)), never those in O(keep_snapshots), and always keeps the newest one per dataset.
