@@ -11,10 +11,14 @@ The scheduler role, the playbooks (``playbooks/tasks/declared.yml``) and ``zfs_r
   never the defaults' list plus its own);
 * a ``None`` (YAML ``null`` or an option left empty) in the task, at any depth, means "not set": the default
   applies. The defaults are never changed (each task gets its own copy).
+
+The copy is rebuilt as plain dicts and lists, never ``copy.deepcopy``: inside a filter, ansible-core hands over
+lazy-templating containers that hold the templar, and deep-copying one deep-copies the templar with its filter and
+test plugin loaders (on ansible-core 2.21 each such copy prints "Instantiating filter PluginLoader with aliases is
+deprecated"). Reading the containers item by item renders them and leaves no templar in the result.
 """
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,8 +27,17 @@ class DefaultsError(ValueError):
     """A task or the defaults is not a mapping of options."""
 
 
+def _plain(value: Any) -> Any:
+    """A copy of ``value`` made of plain dicts and lists (scalars are immutable and kept as they are)."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
 def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    out = {k: copy.deepcopy(v) for k, v in base.items()}
+    out = {k: _plain(v) for k, v in base.items()}
     for key, value in over.items():
         if value is None:
             continue
@@ -34,7 +47,7 @@ def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
         elif isinstance(value, Mapping):
             out[key] = _merge({}, value)
         else:
-            out[key] = copy.deepcopy(value)
+            out[key] = _plain(value)
     return out
 
 

@@ -58,18 +58,9 @@ def run(argv: list[str], **kwargs) -> subprocess.CompletedProcess[str]:
     return proc
 
 
-# ansible-core 2.21 emits this deprecation about itself: PluginLoader.__getstate__ passes aliases= back to __init__
-# when it pickles a loader. No content can cause or avoid it; any other warning fails the test.
-CORE_OWN_DEPRECATIONS = ("PluginLoader with aliases is deprecated",)
-DEPRECATIONS_FOOTER = "[WARNING]: Deprecation warnings can be disabled"
-
-
 def warnings_in(text: str) -> list[str]:
-    found = [line for line in text.splitlines() if ("[WARNING]" in line or "[DEPRECATION WARNING]" in line)
-             and not any(own in line for own in CORE_OWN_DEPRECATIONS)]
-    if all(line.startswith(DEPRECATIONS_FOOTER) for line in found):  # the footer alone: only the core's own ones
-        return []
-    return found
+    """Every warning or deprecation line: none is allowed, whatever it is about."""
+    return [line for line in text.splitlines() if "[WARNING]" in line or "[DEPRECATION WARNING]" in line]
 
 
 @pytest.fixture(scope="module")

@@ -91,3 +91,40 @@ def test_the_role_filter_the_playbook_filter_and_the_info_module_merge_alike() -
     via_playbook = scheduler_tasks([], replication_tasks=merge_filter([task], DEFAULTS))[0]["config"]["params"]
     assert via_role == via_playbook == merge_defaults(DEFAULTS, task)
     assert via_role["ssh"]["user"] == "zrepl" and via_role["ssh"]["host"] == "b.example.net"
+
+
+class TemplarLike:
+    """Stands for the templar ansible-core's lazy containers carry: deep-copying it copies plugin loaders (a
+    deprecation on ansible-core 2.21), so here it cannot be copied at all."""
+
+    def __deepcopy__(self, memo: dict) -> TemplarLike:
+        raise AssertionError("the templar a lazy container holds was deep-copied")
+
+
+class LazyDict(dict):
+    templar = TemplarLike()
+
+    def __deepcopy__(self, memo: dict) -> LazyDict:
+        return LazyDict(copy.deepcopy(dict(self), memo), templar=copy.deepcopy(self.templar, memo))
+
+
+class LazyList(list):
+    templar = TemplarLike()
+
+    def __deepcopy__(self, memo: dict) -> LazyList:
+        copy.deepcopy(self.templar, memo)
+        return LazyList(self)
+
+
+def test_containers_a_filter_is_given_come_out_as_plain_dicts_and_lists() -> None:
+    """Inside a filter the defaults and tasks are ansible-core's lazy containers: the merge reads them item by item
+    into plain dicts and lists, so the result holds no templar and no container of theirs is deep-copied."""
+    defaults = LazyDict(ssh=LazyDict(user="zrepl", port=2222), exclude=LazyList(["tank/a"]), recursive=True)
+    tasks = LazyList([LazyDict(name="t", ssh=LazyDict(host="b"), naming_schema=LazyList(["x-%Y"]))])
+    (merged,) = merge_all(defaults, tasks)
+    assert merged == {"name": "t", "recursive": True, "exclude": ["tank/a"], "naming_schema": ["x-%Y"],
+                      "ssh": {"user": "zrepl", "port": 2222, "host": "b"}}
+    kinds = {type(merged), type(merged["ssh"]), type(merged["exclude"]), type(merged["naming_schema"])}
+    assert kinds == {dict, list}
+    merged["exclude"].append("tank/b")
+    assert defaults["exclude"] == ["tank/a"]
