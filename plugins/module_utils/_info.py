@@ -14,7 +14,7 @@ from typing import Any
 from ._defaults import DefaultsError, merge_defaults
 from ._lag import CREATION, creation_time, iso, lag_seconds, newest_snapshot, parse_iso, task_recovery_point
 from ._pending import status_reasons
-from ._planner import PlanError, Selection, source_datasets, target_for
+from ._planner import PlanError, PlanTask, Selection, first_run_skips, source_datasets, target_for
 from ._replication import Runner
 from ._replication_task import ReplicationTask, TaskError
 from ._runner import DEFAULT_STATE_DIR, KIND_PREFIX, read_state, state_path
@@ -32,17 +32,21 @@ DEFAULT_LAG_CRITICAL = 49 * 3600
 HEALTH_ORDER = ("ok", "warning", "critical")
 
 
-def dataset_info(src: Dataset, target_name: str, tgt: Dataset | None, selection: Selection, now: datetime) -> dict[str, Any]:
+def dataset_info(src: Dataset, target_name: str, tgt: Dataset | None, selection: Selection, now: datetime,
+                 task: PlanTask | None = None) -> dict[str, Any]:
     """Status of one source dataset and its replica (the target listed with its snapshots' ``creation``).
 
-    The lag is _lag's: from the newest snapshot on the target, dated by its ``creation``, to ``now``.
+    The lag is _lag's: from the newest snapshot on the target, dated by its ``creation``, to ``now``. Before the
+    first transfer, pending leaves out what that transfer would skip (``first_run_skips``: expired under the
+    target's retention), as the run itself does.
     """
     selected = [s for s in src.snapshots if selection.matches(s.name)]
     target_snaps = tgt.snapshots if tgt is not None else []
     src_by_guid = src.by_guid()
     common = next((s for s in reversed(target_snaps) if s.guid in src_by_guid), None)
     base = src_by_guid[common.guid] if common is not None else None
-    pending = [s.name for s in selected if base is None or s.createtxg > base.createtxg]
+    skipped = {name for name, _why in first_run_skips(task, selected)} if base is None and task is not None else set()
+    pending = [s.name for s in selected if (base is None or s.createtxg > base.createtxg) and s.name not in skipped]
     newest = newest_snapshot(target_snaps)
     point = creation_time(newest) if newest is not None else None
     return {
@@ -93,25 +97,56 @@ def last_run(state_dir: str, task_name: str) -> dict[str, Any]:
     return out
 
 
+def unreachable_info(task: ReplicationTask, runner: Runner, side: str, exc: Exception, state_dir: str) -> dict[str, Any]:
+    """The status of a task whose source or target host cannot be reached: critical, with the error and the last
+    successful run; what is on the unreachable side (datasets, pending, lag) is unknown, so it is not guessed."""
+    label = runner.src.label if side == "source" else runner.dst.label
+    last = last_run(state_dir, task.name)
+    since = f" (last successful run: {last['last_success']})" if last.get("last_success") else " (never replicated)"
+    held = [why for _health, why in status_reasons(state_dir, task.name)]
+    return {
+        "name": task.name,
+        "direction": task.direction,
+        "transport": task.transport,
+        "source": runner.src.label,
+        "target": runner.dst.label,
+        "reachable": False,
+        "datasets": [],
+        "pending": None,
+        "recovery_point": None,
+        "lag": None,
+        "checked_at": iso(datetime.now(timezone.utc)),
+        "last_run": last,
+        "health": "critical",
+        "reasons": [f"{side} {label} unreachable: {exc}{since}"] + held,
+    }
+
+
 def task_info(params: dict[str, Any], state_dir: str = DEFAULT_STATE_DIR, lag_warning: int = DEFAULT_LAG_WARNING,
               lag_critical: int = DEFAULT_LAG_CRITICAL, now: datetime | None = None) -> dict[str, Any]:
     """Status of one replication task (``params`` as for zfs_replication). Raises TaskError."""
     now = now or datetime.now(timezone.utc)
     task = ReplicationTask.from_params({k: v for k, v in params.items() if k not in SEND_ONLY_OPTIONS})
     runner = Runner(task)
+    target: Listing | None = None
+    side = "source"
     try:
         src_caps = probe(runner.src)
-        dst_caps = src_caps if runner.dst is runner.src else probe(runner.dst)
         try:
             source = list_tree(runner.src, src_caps, task.source_datasets)
         except DatasetMissing as exc:
             raise TaskError(f"source_datasets: {', '.join(exc.names)} does not exist on {runner.src.label}") from exc
-        target: Listing | None
+        side = "target"
+        dst_caps = src_caps if runner.dst is runner.src else probe(runner.dst)
         try:
             target = list_tree(runner.dst, dst_caps, task.target_dataset, extra_props=(CREATION,))
         except DatasetMissing:
             target = None
-    except (ConnectionFailed, ZfsError, TransportError) as exc:
+    except ConnectionFailed as exc:
+        # A host that cannot be reached is the status a dead target (or source) has: critical, said in the
+        # reasons, never a failed status call that hides the other tasks.
+        return unreachable_info(task, runner, side, exc, state_dir)
+    except (ZfsError, TransportError) as exc:
         raise TaskError(str(exc)) from exc
     finally:
         runner.close()
@@ -126,7 +161,7 @@ def task_info(params: dict[str, Any], state_dir: str = DEFAULT_STATE_DIR, lag_wa
         for src in members:
             tname = troot + src.name[len(root):]
             tgt = target.get(tname) if target is not None else None
-            datasets.append(dataset_info(src, tname, tgt, ptask.selection, now))
+            datasets.append(dataset_info(src, tname, tgt, ptask.selection, now, ptask))
     last = last_run(state_dir, task.name)
     health, reasons = verdict(datasets, last, lag_warning, lag_critical)
     held = status_reasons(state_dir, task.name)  # a snapshot task feeding this one keeps snapshots for a target far behind
@@ -139,6 +174,7 @@ def task_info(params: dict[str, Any], state_dir: str = DEFAULT_STATE_DIR, lag_wa
         "transport": task.transport,
         "source": runner.src.label,
         "target": runner.dst.label,
+        "reachable": True,
         "datasets": datasets,
         "pending": sum(d["pending"] for d in datasets),
         "recovery_point": iso(point),

@@ -127,8 +127,16 @@ tasks:
     target:
       description: The target host.
       type: str
+    reachable:
+      description:
+        - Whether both hosts answered. When one cannot be reached (ssh refused, timed out, host key or login
+          refused), the task's status is still returned: RV(tasks[].health) is V(critical), the first reason names
+          the host, the error and the last successful run, and what the unreachable side holds (RV(tasks[].datasets),
+          RV(tasks[].pending), RV(tasks[].lag)) is unknown (empty and null), never guessed.
+      type: bool
     pending:
-      description: Selected source snapshots not yet on the target, summed over the datasets.
+      description:
+        - Selected source snapshots not yet on the target, summed over the datasets; null when a host is unreachable.
       type: int
     recovery_point:
       description:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import socket
 import time
 
 import pytest
@@ -94,3 +95,47 @@ def test_info_numbers_match_listings(sandbox, ansible_playbook, tmp_path):
 
     assert strip(checked.task("After")["tasks"][0]["datasets"]) == strip(info["datasets"])
     assert guids(dst) == {n: guids(src)[n] for n in names[:2]}
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released): ssh to it is refused at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_unreachable_target_is_critical_in_status_and_the_other_tasks_still_report(sandbox, ansible_playbook, tmp_path):
+    """A target host that refuses the connection: the status call succeeds, that task is critical with the host, the
+    error and its last success in the first reason and nothing guessed about the target; a reachable task in the same
+    call reports its real numbers."""
+    tag = secrets.token_hex(3)
+    src = f"{sandbox.src_pool}/dead{tag}"
+    zfs("create", src)
+    zfs("snapshot", f"{src}@auto-2026-01-01_00-00")
+    port = closed_port()
+    ssh = {"host": "127.0.0.1", "port": port, "user": "root", "private_key_file": str(sandbox.sshd.private_key),
+           "known_hosts_file": str(sandbox.sshd.known_hosts)}
+    dead = {"name": f"dead{tag}", "source_datasets": [src], "target_dataset": f"{sandbox.dst_pool}/dead{tag}",
+            "naming_schema": [SCHEMA], "ssh": ssh}
+    alive = {"name": f"alive{tag}", "source_datasets": [src], "target_dataset": f"{sandbox.dst_pool}/alive{tag}",
+             "naming_schema": [SCHEMA], "transport": "local", "hold_base": False}
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / f"repl-dead{tag}.json").write_text(json.dumps({"result": "ok", "last_success": "2026-01-01T00:05:00Z"}))
+    play = f"""
+- name: Info
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Status
+      zfs.replication.zfs_replication_info:
+        tasks: [{json.dumps(dead)}, {json.dumps(alive)}]
+        state_dir: {tmp_path / 'state'}
+"""
+    result = ansible_playbook(play, check=False)
+    down, up = result.task("Status")["tasks"]
+    assert down["reachable"] is False and down["health"] == "critical", down
+    assert down["reasons"][0].startswith(f"target root@127.0.0.1:{port} unreachable: "), down["reasons"]
+    assert "last successful run: 2026-01-01T00:05:00Z" in down["reasons"][0], down["reasons"]
+    assert down["datasets"] == [] and down["pending"] is None and down["lag"] is None, down
+    assert up["reachable"] is True and up["pending"] == 1 and up["datasets"][0]["source_snapshots"] == 1, up
+    assert up["health"] == "critical" and up["reasons"][0].endswith("nothing replicated yet (1 snapshots pending)"), up

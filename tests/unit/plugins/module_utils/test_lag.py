@@ -17,6 +17,7 @@ from ansible_collections.zfs.replication.plugins.module_utils._lag import (
     task_recovery_point,
 )
 from ansible_collections.zfs.replication.plugins.module_utils._planner import Selection
+from ansible_collections.zfs.replication.plugins.module_utils._replication_task import ReplicationTask
 from ansible_collections.zfs.replication.plugins.module_utils._runner import render_metrics
 from ansible_collections.zfs.replication.plugins.module_utils._zfs import parse_get_output
 
@@ -68,3 +69,18 @@ def test_info_metrics_and_engine_read_the_same_point() -> None:
     metrics = render_metrics({"task": "t", "kind": "replication", "newest_replicated": info["recovery_point"], "last_end": iso(ended)}, ended)
     assert f'zfs_replication_lag_seconds{{task="t",kind="replication"}} {3604}' in metrics.splitlines()
     assert f'zfs_replication_newest_replicated_timestamp_seconds{{task="t",kind="replication"}} {T0 - 3600}' in metrics.splitlines()
+
+
+def test_before_the_first_transfer_pending_leaves_out_what_the_first_run_skips() -> None:
+    """Custom retention of one day over a month-old snapshot and a fresh one: the first run would skip the old one
+    (retention would destroy it right after), so status does not count it as pending; source retention counts both."""
+    now = datetime(2026, 9, 21, 12, 0, tzinfo=timezone.utc)
+    src = listing("a/data", [("auto-2026-08-20_12-00", "11", 10, T0 - 86400 * 30), ("auto-2026-09-21_11-00", "12", 11, T0 - 60)])
+    base = {"name": "t", "source_datasets": ["a/data"], "target_dataset": "b/data", "naming_schema": ["auto-%Y-%m-%d_%H-%M"],
+            "transport": "local"}
+    custom = ReplicationTask.from_params({**base, "retention_policy": "custom", "lifetime_value": 1, "lifetime_unit": "day"}).plan_task(now)
+    info = dataset_info(src.get("a/data"), "b/data", None, custom.selection, now, custom)
+    assert info["pending_snapshots"] == ["auto-2026-09-21_11-00"] and info["pending"] == 1
+    plain = ReplicationTask.from_params({**base, "retention_policy": "source"}).plan_task(now)
+    info = dataset_info(src.get("a/data"), "b/data", None, plain.selection, now, plain)
+    assert info["pending_snapshots"] == ["auto-2026-08-20_12-00", "auto-2026-09-21_11-00"]
