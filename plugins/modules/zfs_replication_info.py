@@ -129,10 +129,11 @@ tasks:
       type: str
     reachable:
       description:
-        - Whether both hosts answered. When one cannot be reached (ssh refused, timed out, host key or login
-          refused), the task's status is still returned: RV(tasks[].health) is V(critical), the first reason names
-          the host, the error and the last successful run, and what the unreachable side holds (RV(tasks[].datasets),
-          RV(tasks[].pending), RV(tasks[].lag)) is unknown (empty and null), never guessed.
+        - Whether both hosts answered.
+        - When one cannot be reached (ssh refused, timed out, host key or login refused), the task's status is still
+          returned. RV(tasks[].health) is V(critical); the first reason names the host, the error and the last
+          successful run; what the unreachable side holds (RV(tasks[].datasets), RV(tasks[].pending),
+          RV(tasks[].lag)) is unknown (empty and null), never guessed.
       type: bool
     pending:
       description:
