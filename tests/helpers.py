@@ -8,6 +8,7 @@ import ast
 import contextlib
 import hashlib
 import os
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -167,3 +168,16 @@ def module_options(module: str) -> dict[str, Any]:
             path = REPO_ROOT / 'plugins' / 'doc_fragments' / f'{fragment.split(".")[-1]}.py'
             options.update(yaml.safe_load(_string_constant(path, 'DOCUMENTATION', 'ModuleDocFragment')).get('options') or {})
     return options
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, then released): a listener may take it, ssh to it is refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sandbox_ssh(sandbox: Any, port: int | None = None) -> dict[str, Any]:
+    """The task's ``ssh`` option for the sandbox's sshd (root, its key, its verified host key), or another PORT."""
+    return {"host": "127.0.0.1", "port": port or sandbox.sshd.port, "user": "root", "private_key_file": str(sandbox.sshd.private_key),
+            "known_hosts_file": str(sandbox.sshd.known_hosts)}

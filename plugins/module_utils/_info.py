@@ -97,6 +97,11 @@ def last_run(state_dir: str, task_name: str) -> dict[str, Any]:
     return out
 
 
+def _task_head(task: ReplicationTask, runner: Runner) -> dict[str, Any]:
+    return {"name": task.name, "direction": task.direction, "transport": task.transport, "source": runner.src.label,
+            "target": runner.dst.label}
+
+
 def unreachable_info(task: ReplicationTask, runner: Runner, side: str, exc: Exception, state_dir: str) -> dict[str, Any]:
     """The status of a task whose source or target host cannot be reached: critical, with the error and the last
     successful run; what is on the unreachable side (datasets, pending, lag) is unknown, so it is not guessed."""
@@ -105,11 +110,7 @@ def unreachable_info(task: ReplicationTask, runner: Runner, side: str, exc: Exce
     since = f" (last successful run: {last['last_success']})" if last.get("last_success") else " (never replicated)"
     held = [why for _health, why in status_reasons(state_dir, task.name)]
     return {
-        "name": task.name,
-        "direction": task.direction,
-        "transport": task.transport,
-        "source": runner.src.label,
-        "target": runner.dst.label,
+        **_task_head(task, runner),
         "reachable": False,
         "datasets": [],
         "pending": None,
@@ -169,11 +170,7 @@ def task_info(params: dict[str, Any], state_dir: str = DEFAULT_STATE_DIR, lag_wa
         health, reasons = "critical", [why for _health, why in held] + reasons
     point = task_recovery_point(parse_iso(d["recovery_point"]) for d in datasets) if datasets else None
     return {
-        "name": task.name,
-        "direction": task.direction,
-        "transport": task.transport,
-        "source": runner.src.label,
-        "target": runner.dst.label,
+        **_task_head(task, runner),
         "reachable": True,
         "datasets": datasets,
         "pending": sum(d["pending"] for d in datasets),

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import socket
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -24,19 +23,12 @@ from ansible_collections.zfs.replication.plugins.module_utils._pending import st
 from ansible_collections.zfs.replication.plugins.module_utils._replication import run_replication
 from ansible_collections.zfs.replication.plugins.module_utils._runner import RunOptions, TaskConfig, execute_task
 from ansible_collections.zfs.replication.plugins.module_utils._snapshot_task import run_snapshot_task
-from helpers import destroy_retrying, snapshots_with_guids, zfs
+from helpers import destroy_retrying, free_port, sandbox_ssh, snapshots_with_guids, zfs
 
 pytestmark = pytest.mark.integration
 
 SCHEMA = "auto-%Y-%m-%d_%H-%M"
 START = datetime(2030, 3, 1, 10, 0, tzinfo=timezone.utc)
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released): ssh to it is refused at once."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def name_at(when: datetime) -> str:
@@ -64,14 +56,13 @@ class Site:
         self.repl = [self._replication(f"up{tag}", self.targets[0], custom), self._replication(f"down{tag}", self.targets[1], {})]
 
     def _replication(self, name: str, target: str, more: dict) -> TaskConfig:
-        ssh = {"host": "127.0.0.1", "port": self.sandbox.sshd.port, "user": "root", "private_key_file": str(self.sandbox.sshd.private_key),
-               "known_hosts_file": str(self.sandbox.sshd.known_hosts)}
+        ssh = sandbox_ssh(self.sandbox)
         return TaskConfig(kind="replication", name=name, params={
             "name": name, "source_datasets": [self.src], "target_dataset": target, "recursive": True, "naming_schema": [SCHEMA],
             "timezone": "UTC", "hold_base": False, "retries": 0, "ssh": ssh, **more})
 
     def set_down(self, down: bool) -> None:
-        self.repl[1].params["ssh"]["port"] = closed_port() if down else self.sandbox.sshd.port
+        self.repl[1].params["ssh"]["port"] = free_port() if down else self.sandbox.sshd.port
 
     def run(self, config: TaskConfig, now: datetime):
         engines = {

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import json
 import secrets
-import socket
 import time
 
 import pytest
 
-from helpers import zfs
+from helpers import free_port, sandbox_ssh, zfs
 
 pytestmark = pytest.mark.integration
 
@@ -97,13 +96,6 @@ def test_info_numbers_match_listings(sandbox, ansible_playbook, tmp_path):
     assert guids(dst) == {n: guids(src)[n] for n in names[:2]}
 
 
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released): ssh to it is refused at once."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_an_unreachable_target_is_critical_in_status_and_the_other_tasks_still_report(sandbox, ansible_playbook, tmp_path):
     """A target host that refuses the connection: the status call succeeds, that task is critical with the host, the
     error and its last success in the first reason and nothing guessed about the target; a reachable task in the same
@@ -112,9 +104,8 @@ def test_an_unreachable_target_is_critical_in_status_and_the_other_tasks_still_r
     src = f"{sandbox.src_pool}/dead{tag}"
     zfs("create", src)
     zfs("snapshot", f"{src}@auto-2026-01-01_00-00")
-    port = closed_port()
-    ssh = {"host": "127.0.0.1", "port": port, "user": "root", "private_key_file": str(sandbox.sshd.private_key),
-           "known_hosts_file": str(sandbox.sshd.known_hosts)}
+    port = free_port()
+    ssh = sandbox_ssh(sandbox, port)
     dead = {"name": f"dead{tag}", "source_datasets": [src], "target_dataset": f"{sandbox.dst_pool}/dead{tag}",
             "naming_schema": [SCHEMA], "ssh": ssh}
     alive = {"name": f"alive{tag}", "source_datasets": [src], "target_dataset": f"{sandbox.dst_pool}/alive{tag}",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import stat
 import subprocess
 import time
@@ -23,7 +22,17 @@ import pytest
 
 from ansible_collections.zfs.replication.plugins.module_utils._replication import run_replication
 from ansible_collections.zfs.replication.plugins.module_utils._replication_task import TaskError
-from helpers import dataset_exists, destroy_retrying, mounted_checksums, mountpoint, own_checksums, snapshots_with_guids, zfs
+from helpers import (
+    dataset_exists,
+    destroy_retrying,
+    free_port,
+    mounted_checksums,
+    mountpoint,
+    own_checksums,
+    sandbox_ssh,
+    snapshots_with_guids,
+    zfs,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -42,12 +51,6 @@ def guids(dataset: str) -> dict[str, str]:
     return {k[1:]: v for k, v in snapshots_with_guids(dataset).items() if k.startswith("@")}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def params(sandbox, src: str, dst: str, port: int, **more) -> dict:
     p = {
         "name": f"ncas-{secrets.token_hex(3)}",
@@ -56,8 +59,7 @@ def params(sandbox, src: str, dst: str, port: int, **more) -> dict:
         "naming_schema": [SCHEMA],
         "transport": "ssh+netcat",
         "netcat": {"port_min": port, "port_max": port, "listen_address": "127.0.0.1", "connect_address": "127.0.0.1"},
-        "ssh": {"host": "127.0.0.1", "port": sandbox.sshd.port, "user": "root", "private_key_file": str(sandbox.sshd.private_key),
-                "known_hosts_file": str(sandbox.sshd.known_hosts)},
+        "ssh": sandbox_ssh(sandbox),
         "retries": 0,
         "hold_base": False,  # held snapshots would keep the teardown's zfs destroy -r from removing the datasets
     }
