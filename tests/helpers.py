@@ -181,3 +181,14 @@ def sandbox_ssh(sandbox: Any, port: int | None = None) -> dict[str, Any]:
     """The task's ``ssh`` option for the sandbox's sshd (root, its key, its verified host key), or another PORT."""
     return {"host": "127.0.0.1", "port": port or sandbox.sshd.port, "user": "root", "private_key_file": str(sandbox.sshd.private_key),
             "known_hosts_file": str(sandbox.sshd.known_hosts)}
+
+
+def warning_lines(result: Any) -> list[str]:
+    """The [WARNING] and [DEPRECATION WARNING] lines of an ansible-playbook run (a PlaybookResult)."""
+    return [line for line in (result.stdout + result.stderr).splitlines()
+            if "[WARNING]" in line or "[DEPRECATION WARNING]" in line]
+
+
+def changed_tasks(result: Any) -> list[str]:
+    """'TASK NAME (HOST)' for every task result of a PlaybookResult that reported changed."""
+    return [f"{t['task']['name']} ({h})" for t in result.tasks_run for h, r in t["hosts"].items() if r.get("changed")]
