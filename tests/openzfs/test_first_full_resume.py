@@ -156,7 +156,7 @@ def test_first_full_cut_is_resumed_by_the_retry_in_the_same_run(guest, guest_cle
               'ssh': self_ssh, 'speed_limit': 1_000_000, 'retry_delay': 1}
     res, cut_at = cut_run(guest, ansible_playbook, guest_inventory, params, dst, int(size * offset), expect_rc=0)
     assert cut_at.isdigit() and int(cut_at) < size, f'the stream was not cut: {cut_at}\n{res.get("log")}'
-    assert res.get('failed') is not True, res
+    assert res.get('failed') is not True, f'{res.get("msg")}\n' + '\n'.join(res.get('log') or [])
     ds = res['datasets'][dst]
     assert ds['attempts'] == 2 and ds['resumed'] is True, ds
     assert any('attempt 1 failed' in line for line in res['log']), res['log']
