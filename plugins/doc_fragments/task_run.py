@@ -30,6 +30,15 @@ options:
       - A replication task's C(zfs_replication_lag_seconds) is the lag M(zfs.replication.zfs_replication_info) reports
         (from the creation of the newest snapshot on the target), counted up to the end of the run.
     type: path
+  logging_level:
+    description:
+      - TrueNAS's "Logging Level" for this task's log file (O(log_dir)) and the journal, in module and timer runs alike.
+      - V(default) is V(info). V(debug) also logs every command the engine runs (the local command line, ssh included,
+        with secret-looking C(name=value) arguments redacted), each command's exit status and duration, and each
+        stream pipeline's stages and duration. V(warning) and V(error) keep only those lines (a failed run logs its errors).
+    type: str
+    choices: [default, debug, info, warning, error]
+    default: default
   lock_wait:
     description:
       - Seconds to wait when another run of the same task (its timer, C(run_now.yml), another playbook) holds

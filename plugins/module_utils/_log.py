@@ -33,6 +33,8 @@ LEVELS = {
     "error": logging.ERROR,
 }
 DEFAULT_LEVEL = "default"
+# The option as both modules declare it (documented once, in the task_run doc fragment).
+LOGGING_LEVEL_SPEC = {"type": "str", "default": DEFAULT_LEVEL, "choices": list(LEVELS)}
 REDACTED = "<redacted>"
 # name=value arguments whose value could be a secret (none is put on argv by the engine; this is a second line).
 _SECRET_ARG = re.compile(r"(?i)^(-o)?([A-Za-z0-9_.:-]*(pass|passphrase|password|secret|token|key)=)(.+)$")
@@ -108,4 +110,4 @@ def command_started(argv: Sequence[str], detached: bool = False) -> _Started | N
     return _Started(text)
 
 
-__all__ = ["DEFAULT_LEVEL", "LEVELS", "LoggingLevelError", "command_started", "level_of", "redact", "show", "trace_line", "tracing"]
+__all__ = ["DEFAULT_LEVEL", "LEVELS", "LOGGING_LEVEL_SPEC", "LoggingLevelError", "command_started", "level_of", "redact", "show", "trace_line", "tracing"]

@@ -205,15 +205,6 @@ options:
       - Run once for these snapshots only (names after the C(@)), still subject to the selection.
     type: list
     elements: str
-  logging_level:
-    description:
-      - TrueNAS's "Logging Level" for this task's log file (O(log_dir)) and the journal, in module and timer runs alike.
-      - V(default) is V(info). V(debug) also logs every command the engine runs (the local command line, ssh included,
-        with secret-looking C(name=value) arguments redacted), each command's exit status and duration, and each
-        stream pipeline's stages and duration. V(warning) and V(error) keep only those lines (a failed run logs its errors).
-    type: str
-    choices: [default, debug, info, warning, error]
-    default: default
   timezone:
     description:
       - Time zone of the times in snapshot names without C(%z) and of the schedules (IANA name or C(UTC)).
@@ -605,6 +596,7 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.zfs.replication.plugins.module_utils._args import SSH_SPEC, snapshot_diff
+from ansible_collections.zfs.replication.plugins.module_utils._log import LOGGING_LEVEL_SPEC
 from ansible_collections.zfs.replication.plugins.module_utils._replication import ReplicationTask, TaskError, release_holds
 from ansible_collections.zfs.replication.plugins.module_utils._runner import TASK_RUN_SPEC, ConfigError, TaskBusy, run_from_module
 
@@ -668,7 +660,7 @@ def main() -> None:
             retries=dict(type="int", default=5),
             parallel_transfers=dict(type="int", default=4),
             retry_delay=dict(type="float", default=2.0),
-            logging_level=dict(type="str", default="default", choices=["default", "debug", "info", "warning", "error"]),
+            logging_level=LOGGING_LEVEL_SPEC,
             **TASK_RUN_SPEC,
         ),
         required_if=[

@@ -143,15 +143,6 @@ options:
       - When V(false), the task takes and destroys nothing (the options are still checked).
     type: bool
     default: true
-  logging_level:
-    description:
-      - TrueNAS's "Logging Level" for this task's log file (O(log_dir)) and the journal, in module and timer runs alike.
-      - V(default) is V(info). V(debug) also logs every command the engine runs (the local command line, ssh included,
-        with secret-looking C(name=value) arguments redacted), each command's exit status and duration, and each
-        stream pipeline's stages and duration. V(warning) and V(error) keep only those lines (a failed run logs its errors).
-    type: str
-    choices: [default, debug, info, warning, error]
-    default: default
   hold_pending_snapshots:
     description:
       - TrueNAS's "Hold Pending Snapshots". When V(true), pruning never destroys a snapshot that a replication task fed
@@ -398,6 +389,7 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.zfs.replication.plugins.module_utils._args import snapshot_diff
+from ansible_collections.zfs.replication.plugins.module_utils._log import LOGGING_LEVEL_SPEC
 from ansible_collections.zfs.replication.plugins.module_utils._runner import TASK_RUN_SPEC, ConfigError, TaskBusy, run_from_module
 from ansible_collections.zfs.replication.plugins.module_utils._snapshot_task import SnapshotTask, TaskError, run_snapshot_task
 
@@ -446,7 +438,7 @@ def main() -> None:
             allow_empty=dict(type="bool", default=True),
             timezone=dict(type="str"),
             enabled=dict(type="bool", default=True),
-            logging_level=dict(type="str", default="default", choices=["default", "debug", "info", "warning", "error"]),
+            logging_level=LOGGING_LEVEL_SPEC,
             hold_pending_snapshots=dict(type="bool", default=True),
             pending_lag_critical=dict(type="int", default=176400),
             **TASK_RUN_SPEC,
