@@ -131,6 +131,11 @@ def is_transient(exc: PipelineError) -> bool:
     return any(h in str(exc) for h in TRANSIENT_HINTS) and not any("cannot receive" in s.stderr for s in exc.stages)
 
 
+def target_appeared(exc: PipelineError) -> bool:
+    """zfs recv of a full stream refused because its target exists ("destination ... exists, must specify -F")."""
+    return any(s.rc != 0 and "destination" in s.stderr and "exists" in s.stderr for s in exc.stages)
+
+
 class Runner:
     """One run of a replication task."""
 
@@ -575,13 +580,17 @@ class Runner:
     def send_with_retries(self, send: Send, res: DatasetResult) -> PipelineResult:
         delay = self.task.retry_delay
         attempt = 0
+        resent_first_full = False  # a cut first full found nothing on the target and is sent again in full
         while True:
             attempt += 1
             res.attempts += 1
             try:
                 return self.run_stream(send)
             except PipelineError as exc:
-                if attempt > self.task.retries or not is_transient(exc):
+                # The receive of the cut stream may still be saving its state when the target is read (a slow target):
+                # the full sent again then finds the target there; read it again, it now carries a token to resume.
+                late = resent_first_full and target_appeared(exc)
+                if attempt > self.task.retries or not (is_transient(exc) or late):
                     raise
                 self.log(f"  {send.target}: attempt {attempt} failed ({exc}); retrying in {delay:g}s")
                 self._sleep(delay)
@@ -593,6 +602,7 @@ class Runner:
                     if why is not None:
                         raise PipelineError(f"{exc}; {why}", exc.stages) from exc
                     res.resumed = res.resumed or bool(send.token)
+                    resent_first_full = send.mode == "full" and not send.token and not send.replicate and self.is_first_full(send)
 
     def rollback(self, dplan: DatasetPlan) -> None:
         self.log(f"rollback {dplan.target}@{dplan.base} on {self.dst.label} (allow_rollback: discards changes made on the target after it)")

@@ -18,7 +18,10 @@ from ansible_collections.zfs.replication.plugins.module_utils._first_full import
     prepare_retry,
     settle,
 )
+from ansible_collections.zfs.replication.plugins.module_utils._executor import PipelineError, PipelineResult, StageResult
 from ansible_collections.zfs.replication.plugins.module_utils._planner import DatasetPlan, Plan, Send
+from ansible_collections.zfs.replication.plugins.module_utils._replication import DatasetResult, Runner
+from ansible_collections.zfs.replication.plugins.module_utils._replication_task import ReplicationTask
 from ansible_collections.zfs.replication.plugins.module_utils._zfs import LEGACY, Dataset, Listing, Snapshot, parse_version_output
 
 OPENZFS = parse_version_output("zfs-2.3.2-1\n")
@@ -169,6 +172,57 @@ def test_retry_of_an_incremental_resumes_one_snapshot_or_aborts_several():
     host = ScriptedHost([Leftover(True)], token="1-xyz")
     assert prepare_retry(many, host, OPENZFS, True, False, lambda s: None, lambda s: None) is None
     assert many.token is None and ["zfs", "recv", "-A", T] in host.calls
+
+
+def test_a_full_resent_into_a_target_that_appeared_late_is_read_again_and_resumed():
+    """The target was still absent when the cut was settled (its receive was saving state on a slow host), so the
+    retry sent the full again and zfs recv refused it: the run reads the target again and resumes the token."""
+    task = ReplicationTask.from_params({"name": "t", "source_datasets": ["p/a"], "target_dataset": T, "transport": "local",
+                                        "naming_schema": ["auto-%Y-%m-%d_%H-%M"], "retries": 3, "retry_delay": 1})
+    runner = Runner(task, sleep=lambda s: None)
+    runner.dst = ScriptedHost([Leftover(False)] * 4 + [Leftover(True, token="1-abc")])
+    runner.dst_caps = runner.src_caps = OPENZFS
+    runner.target_listing = None  # the target did not exist when the run listed it: a first full of this run
+    cut = PipelineError("cut", [StageResult("ssh", "target", ["ssh"], 255, "Connection closed")])
+    exists = PipelineError("refused", [StageResult("zfs recv", "target", ["zfs", "recv"], 1,
+                                                   f"cannot receive new filesystem stream: destination '{T}' exists\n"
+                                                   "must specify -F to overwrite it")])
+    outcomes = [cut, exists, PipelineResult([], 1.0, 10)]
+    streams: list[str] = []
+
+    def run_stream(send):
+        streams.append(send.describe())
+        out = outcomes.pop(0)
+        if isinstance(out, Exception):
+            raise out
+        return out
+
+    runner.run_stream = run_stream
+    res = DatasetResult("p/a", T, "full", None)
+    send = full()
+    assert runner.send_with_retries(send, res).bytes == 10
+    assert res.attempts == 3 and send.token == "1-abc" and res.resumed
+    assert streams[0].startswith("full") and streams[1].startswith("full") and streams[2].startswith("resume")
+    assert destroyed(runner.dst) == 0
+
+
+def test_a_refused_full_that_was_not_resent_after_a_cut_is_not_retried():
+    task = ReplicationTask.from_params({"name": "t", "source_datasets": ["p/a"], "target_dataset": T, "transport": "local",
+                                        "naming_schema": ["auto-%Y-%m-%d_%H-%M"], "retries": 3})
+    runner = Runner(task, sleep=lambda s: None)
+    runner.dst = ScriptedHost([Leftover(True)])
+    runner.dst_caps = runner.src_caps = OPENZFS
+    runner.target_listing = None
+    exists = PipelineError("refused", [StageResult("zfs recv", "target", ["zfs", "recv"], 1, f"destination '{T}' exists")])
+
+    def run_stream(send):
+        raise exists
+
+    runner.run_stream = run_stream
+    res = DatasetResult("p/a", T, "full", None)
+    with pytest.raises(PipelineError):
+        runner.send_with_retries(full(), res)
+    assert res.attempts == 1 and destroyed(runner.dst) == 0
 
 
 # ---------------------------------------------------------------------------------------------------- across runs
