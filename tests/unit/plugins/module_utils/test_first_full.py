@@ -10,6 +10,7 @@ import subprocess
 
 import pytest
 
+from ansible_collections.zfs.replication.plugins.module_utils._executor import PipelineError, PipelineResult, StageResult
 from ansible_collections.zfs.replication.plugins.module_utils._first_full import (
     FirstFulls,
     Leftover,
@@ -18,7 +19,6 @@ from ansible_collections.zfs.replication.plugins.module_utils._first_full import
     prepare_retry,
     settle,
 )
-from ansible_collections.zfs.replication.plugins.module_utils._executor import PipelineError, PipelineResult, StageResult
 from ansible_collections.zfs.replication.plugins.module_utils._planner import DatasetPlan, Plan, Send
 from ansible_collections.zfs.replication.plugins.module_utils._replication import DatasetResult, Runner
 from ansible_collections.zfs.replication.plugins.module_utils._replication_task import ReplicationTask
