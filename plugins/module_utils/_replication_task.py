@@ -89,6 +89,7 @@ class ReplicationTask:
     timezone: str | None = None
     hold_base: bool = True
     create_snapshot: bool = False
+    auto_snapshot_task: bool = False  # the role derives a snapshot task from this task (_auto_snapshot)
     mount: bool = False
     large_block: bool | None = None
     embed: bool | None = None
@@ -168,6 +169,7 @@ class ReplicationTask:
             timezone=p.get("timezone") or None,
             hold_base=bool(p.get("hold_base", True)),
             create_snapshot=bool(p.get("create_snapshot", False)),
+            auto_snapshot_task=bool(p.get("auto_snapshot_task", False)),
             mount=bool(p.get("mount", False)),
             large_block=p.get("large_block"),
             embed=p.get("embed"),
@@ -214,10 +216,25 @@ class ReplicationTask:
             raise TaskError("create_snapshot takes snapshots of local sources: it needs direction push")
         if self.create_snapshot and not (self.naming_schema or self.periodic_snapshot_tasks):
             raise TaskError("create_snapshot names the new snapshot with the task's naming_schema: give one")
+        if self.auto_snapshot_task:
+            self._validate_auto_snapshot_task()
         if self.replicate and self.exclude:
             raise TaskError("exclude cannot be used with replicate (full filesystem replication sends the whole tree with zfs send -R)")
         if self.replicate and not self.recursive:
             raise TaskError("replicate (full filesystem replication) needs recursive: true")
+
+    def _validate_auto_snapshot_task(self) -> None:
+        """The snapshot task derived from this one (_auto_snapshot) snapshots the local sources on the task's schedule,
+        named by its first naming schema."""
+        if self.direction != "push":
+            raise TaskError("auto_snapshot_task snapshots the sources on the host that runs the task: it needs direction push "
+                            "(for pull, declare the snapshot task on the source host and select its snapshots with naming_schema)")
+        if not self.schedule:
+            raise TaskError("auto_snapshot_task runs its snapshot task on the replication's schedule: give schedule "
+                            "(like schedule: hourly), or declare the snapshot task and name it in periodic_snapshot_tasks")
+        if not self.naming_schema:
+            raise TaskError("auto_snapshot_task names its snapshots with the first naming_schema: give one "
+                            "(like naming_schema: ['auto-%Y-%m-%d_%H-%M'])")
 
     def _validate_encryption(self) -> None:
         if not self.encryption:

@@ -319,6 +319,19 @@ options:
       - Needs O(direction=push).
     type: bool
     default: false
+  auto_snapshot_task:
+    description:
+      - Give the sources a periodic snapshot task of their own, derived from this task (TrueNAS's replication wizard
+        creates one for local sources that have none), one per source dataset, with this task's O(recursive) and
+        O(exclude), its first O(naming_schema), its O(schedule) and O(timezone), and the target's lifetime with
+        O(retention_policy=custom) (else 2 weeks, as TrueNAS). Unlike O(create_snapshot), which takes one snapshot
+        when a run finds none, it keeps taking and pruning snapshots on the schedule.
+      - It is for the P(zfs.replication.scheduler#role) role and C(playbooks/site.yml), which install that snapshot task
+        (C(NAME-auto), or C(NAME-auto-LEAF) per source with several) as a timer of its own, run it before this task,
+        and remove it with this task or when this option is turned off. This module only validates it; it needs
+        O(direction=push), a O(schedule) and a O(naming_schema).
+    type: bool
+    default: false
   mount:
     description:
       - Mount the filesystems that received snapshots, after the run (not those with C(canmount=off), no mountpoint,
@@ -648,6 +661,7 @@ def main() -> None:
             buffer_size=dict(type="str"),
             hold_base=dict(type="bool", default=True),
             create_snapshot=dict(type="bool", default=False),
+            auto_snapshot_task=dict(type="bool", default=False),
             mount=dict(type="bool", default=False),
             large_block=dict(type="bool"),
             embed=dict(type="bool"),
