@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ._defaults import DefaultsError, merge_defaults
+from ._keys import key_path, keyed_targets
 from ._lag import CREATION, creation_time, iso, lag_seconds, newest_snapshot, parse_iso, task_recovery_point
 from ._pending import status_reasons
 from ._planner import PlanError, PlanTask, Selection, first_run_skips, source_datasets, target_for
@@ -23,7 +24,7 @@ from ._zfs import Dataset, DatasetMissing, Listing, ZfsError, list_tree, probe
 
 # Options the status never needs: the target's encryption is a matter of the sends. Dropped before the task is read,
 # so a status check neither needs the key nor handles it.
-SEND_ONLY_OPTIONS = ("encryption", "encryption_key_format", "encryption_key", "encryption_key_location")
+SEND_ONLY_OPTIONS = ("encryption", "encryption_key_format", "encryption_key", "encryption_key_location", "encryption_key_generate")
 # Options whose values are secrets (the module masks them in every output).
 SECRET_OPTIONS = ("encryption_key",)
 
@@ -123,6 +124,14 @@ def unreachable_info(task: ReplicationTask, runner: Runner, side: str, exc: Exce
     }
 
 
+def key_file_info(params: dict[str, Any], name: str, state_dir: str) -> dict[str, Any] | None:
+    """Where a task with encryption_key_generate keeps its key on this host, and whether the file is there (never the key)."""
+    if not (params.get("encryption") and params.get("encryption_key_generate")):
+        return None
+    path = key_path(state_dir, name)
+    return {"path": str(path), "exists": path.is_file()}
+
+
 def task_info(params: dict[str, Any], state_dir: str = DEFAULT_STATE_DIR, lag_warning: int = DEFAULT_LAG_WARNING,
               lag_critical: int = DEFAULT_LAG_CRITICAL, now: datetime | None = None) -> dict[str, Any]:
     """Status of one replication task (``params`` as for zfs_replication). Raises TaskError."""
@@ -146,7 +155,7 @@ def task_info(params: dict[str, Any], state_dir: str = DEFAULT_STATE_DIR, lag_wa
     except ConnectionFailed as exc:
         # A host that cannot be reached is the status a dead target (or source) has: critical, said in the
         # reasons, never a failed status call that hides the other tasks.
-        return unreachable_info(task, runner, side, exc, state_dir)
+        return {**unreachable_info(task, runner, side, exc, state_dir), "encryption_key_file": key_file_info(params, task.name, state_dir)}
     except (ZfsError, TransportError) as exc:
         raise TaskError(str(exc)) from exc
     finally:
@@ -168,6 +177,11 @@ def task_info(params: dict[str, Any], state_dir: str = DEFAULT_STATE_DIR, lag_wa
     held = status_reasons(state_dir, task.name)  # a snapshot task feeding this one keeps snapshots for a target far behind
     if held:
         health, reasons = "critical", [why for _health, why in held] + reasons
+    key_file = key_file_info(params, task.name, state_dir)
+    keyed = keyed_targets(target, task.target_dataset) if key_file is not None and not key_file["exists"] else []
+    if keyed:  # the next run fails, and nobody can read the replica without the key
+        lost = f"the generated key of {', '.join(keyed)} is missing from {key_path(state_dir, task.name)} on this host: restore it from your export"
+        health, reasons = "critical", [lost] + reasons
     point = task_recovery_point(parse_iso(d["recovery_point"]) for d in datasets) if datasets else None
     return {
         **_task_head(task, runner),
@@ -180,6 +194,7 @@ def task_info(params: dict[str, Any], state_dir: str = DEFAULT_STATE_DIR, lag_wa
         "last_run": last,
         "health": health,
         "reasons": reasons,
+        "encryption_key_file": key_file,
     }
 
 

@@ -19,6 +19,7 @@ from typing import Any, Callable, TypeVar
 from . import _netcat as netcat
 from ._executor import PipelineError, PipelineResult, Stage, remote_stage, run_pipeline
 from ._first_full import FirstFulls, prepare_retry, settle, stuck_message
+from ._keys import KeyStoreError, key_path, keyed_targets, obtain_key
 from ._lag import CREATION, listing_recovery_points
 from ._planner import DatasetPlan, Plan, PlanError, PlanTask, Send, plan, target_retention, target_root
 from ._replication_task import COMPRESSORS, ReplicationTask, TaskError, suggest_name
@@ -64,6 +65,7 @@ class RunResult:
     target_capabilities: Capabilities | None = None
     before: dict[str, list[str]] = field(default_factory=dict)
     after: dict[str, list[str]] = field(default_factory=dict)
+    key_file: str | None = None  # encryption_key_generate: where the key is kept on this host (the path, never the key)
 
     @property
     def failed(self) -> bool:
@@ -107,6 +109,7 @@ class RunResult:
             "duration": round(self.duration, 3),
             "errors": self.errors,
             "log": self.log,
+            **({"encryption_key_file": self.key_file} if self.key_file else {}),
             "capabilities": {
                 "source": self.source_capabilities.as_dict() if self.source_capabilities else None,
                 "target": self.target_capabilities.as_dict() if self.target_capabilities else None,
@@ -161,6 +164,10 @@ class Runner:
         self.resumed: set[str] = set()
         self.parent_encrypted = False
         self.first_fulls = FirstFulls(state_dir, task.name, self.log)  # first transfers in progress, on this host
+        # encryption_key_generate: the key is kept on this host (_keys), read or made once per run, passed on stdin only.
+        self.key_file = key_path(state_dir, task.name) if task.encryption and task.encryption_key_generate else None
+        self.generated_key: str | None = None
+        self.key_new = False  # this run generated the key (in check mode: would)
 
     def log(self, line: str) -> None:
         with self._log_lock:  # datasets transfer in parallel: whole lines, one at a time
@@ -777,7 +784,7 @@ class Runner:
             return
         if self.target_listing is not None and self.target_listing.get(send.target) is not None and not send.force:
             return
-        key = t.encryption_key or ""
+        key = self.target_key()
         if t.encryption_key_location:
             path = t.encryption_key_location
             script = f"umask 077; mkdir -p {shlex.quote(path.rsplit('/', 1)[0] or '/')}; cat > {shlex.quote(path)}"
@@ -788,6 +795,22 @@ class Runner:
             send.key_file = proc.stdout.strip()
             send.key_is_temp = True
         self.log(f"  {send.target} is created encrypted (keyformat={t.encryption_key_format})")
+
+    def target_key(self) -> str:
+        """The new target's key: the task's encryption_key, or the one generated and kept on this host."""
+        return self.task.encryption_key or self.generated_key or ""
+
+    def obtain_generated_key(self, target: Listing | None, check_mode: bool) -> None:
+        """encryption_key_generate: read the task's key on this host, or make and keep it (first run). A missing key
+        with a target this task already encrypted is the run's error, before anything changes; never a new key."""
+        if self.key_file is None:
+            return
+        try:
+            key, generated = obtain_key(self.key_file, keyed_targets(target, self.task.target_dataset), check_mode, self.log)
+        except KeyStoreError as exc:
+            raise TaskError(str(exc)) from exc
+        self.generated_key = key
+        self.key_new = generated or key is None
 
     def finish_encryption(self, send: Send) -> None:
         if not send.key_file or not send.key_is_temp:
@@ -818,7 +841,7 @@ class Runner:
             if self.task.encryption_key_location:
                 self.dst.run(["zfs", "load-key", d.target])
             else:
-                self.dst.run(["zfs", "load-key", "-L", "prompt", d.target], input_text=self.task.encryption_key or "")
+                self.dst.run(["zfs", "load-key", "-L", "prompt", d.target], input_text=self.target_key())
 
     def resume_interrupted(self, listing: Listing, check_mode: bool) -> bool:
         """Finish receives that left a resume token, or abort stale ones. True when the target changed."""
@@ -1052,6 +1075,7 @@ class Runner:
         source, before = _both(lambda: self.list_source(src_caps), lambda: self.list_target(dst_caps))
         self.source = source
         self.check_encrypted_sources(source)
+        self.obtain_generated_key(before, check_mode)  # before anything changes: a lost key stops the run here
         if self.task.create_snapshot and self.take_missing_snapshots(source, now, check_mode):
             source = self.source = self.list_source(self.src_caps)
         if before is not None and self.dst_caps.resumable and self.resume_interrupted(before, check_mode):
@@ -1118,6 +1142,7 @@ class Runner:
                 snapshot_names(before) != names_after or bool(the_plan.set_readonly) or the_plan.create_target_root
                 or bool(self.resumed) or rolled_back
             )
+        changed = changed or self.key_new
         for target, point in listing_recovery_points(after, results).items():
             results[target].recovery_point = point
         result = RunResult(
@@ -1132,6 +1157,7 @@ class Runner:
             target_capabilities=self.dst_caps,
             before=snapshot_names(before),
             after=_planned_after(before, the_plan) if check_mode else names_after if names_after is not None else snapshot_names(after),
+            key_file=str(self.key_file) if self.key_file is not None else None,
         )
         self.log(
             f"task {self.task.name}: {'check mode, ' if check_mode else ''}{result.snapshots_sent} snapshot(s) sent, "

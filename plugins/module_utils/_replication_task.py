@@ -99,6 +99,7 @@ class ReplicationTask:
     encryption_key_format: str = "hex"
     encryption_key: str | None = None
     encryption_key_location: str | None = None
+    encryption_key_generate: bool = False  # _keys: a hex key made by the first run, kept on the host that runs the engine
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> ReplicationTask:
@@ -179,6 +180,7 @@ class ReplicationTask:
             encryption_key_format=p.get("encryption_key_format") or "hex",
             encryption_key=p.get("encryption_key"),
             encryption_key_location=p.get("encryption_key_location") or None,
+            encryption_key_generate=bool(p.get("encryption_key_generate", False)),
         )
         if not task.name:
             task.name = suggest_name(task)
@@ -238,9 +240,19 @@ class ReplicationTask:
 
     def _validate_encryption(self) -> None:
         if not self.encryption:
+            if self.encryption_key_generate:
+                raise TaskError("encryption_key_generate needs encryption: true (it generates the key of a new encrypted target): "
+                                "set encryption: true, or remove encryption_key_generate")
             if self.encryption_key or self.encryption_key_location:
                 raise TaskError("encryption_key and encryption_key_location need encryption: true")
             return
+        if self.encryption_key_generate:
+            if self.encryption_key:
+                raise TaskError("encryption_key_generate and encryption_key exclude each other: give the key in encryption_key, "
+                                "or remove it to have the first run generate one")
+            if self.encryption_key_format != "hex":
+                raise TaskError(f"encryption_key_generate makes a hex key, not a {self.encryption_key_format}: set "
+                                "encryption_key_format: hex, or give your passphrase in encryption_key instead")
         if self.raw:
             raise TaskError("encryption (a new key on the target) and raw (keep the source's encryption) exclude each other: choose one")
         if self.replicate:
@@ -248,8 +260,9 @@ class ReplicationTask:
         if self.encryption_key_format not in ("hex", "passphrase"):
             raise TaskError(f"encryption_key_format {self.encryption_key_format!r}: use hex or passphrase")
         key = self.encryption_key or ""
-        if self.encryption_key_format == "hex" and not re.fullmatch(r"[0-9a-fA-F]{64}", key):
-            raise TaskError("encryption_key: a hex key is 64 hexadecimal digits (32 bytes), e.g. from `openssl rand -hex 32`")
+        if self.encryption_key_format == "hex" and not self.encryption_key_generate and not re.fullmatch(r"[0-9a-fA-F]{64}", key):
+            raise TaskError("encryption_key: a hex key is 64 hexadecimal digits (32 bytes), e.g. from `openssl rand -hex 32`; "
+                            "or set encryption_key_generate: true to have the first run generate one")
         if self.encryption_key_format == "passphrase" and not 8 <= len(key) <= 512:
             raise TaskError("encryption_key: a passphrase has 8 to 512 characters")
         if "\n" in key or "\x00" in key:

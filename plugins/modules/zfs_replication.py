@@ -384,6 +384,7 @@ options:
   encryption_key:
     description:
       - The target's key. It goes to the target through the ssh connection's standard input, never on a command line.
+      - Or let the first run generate a hex key and keep it on this host, with O(encryption_key_generate).
     type: str
   encryption_key_location:
     description:
@@ -391,6 +392,26 @@ options:
       - When unset the key stays with the task (TrueNAS "store the key in the sending system"); the target's
         C(keylocation) is C(prompt) and the module loads the key itself when it needs to.
     type: path
+  encryption_key_generate:
+    description:
+      - Generate the target's key instead of giving it (TrueNAS "Generate Encryption Key"). Needs O(encryption=true) and
+        O(encryption_key_format=hex); O(encryption_key) must not be given.
+      - The first run makes a 32-byte key with the operating system's random generator and keeps it, as 64 hexadecimal
+        digits, in C(<state_dir>/keys/repl-<name>.key) on the host the module runs on (the source host with
+        O(direction=push) or O(transport=local), the B(target) host with O(direction=pull)), in a directory of mode 0700,
+        the file mode 0600, written atomically. Every later run reads it from there; the key is never generated again,
+        and it goes to C(zfs) on standard input only, never on a command line, in the log, the result, the state file
+        or the metrics. RV(encryption_key_file) and M(zfs.replication.zfs_replication_info) give the path.
+      - B(Export the key and keep it safe) (a vault, a password manager); without it the replica cannot be read. The
+        module never returns the key, so an ordinary run's output (at any verbosity, in registered results, in
+        callbacks and job logs) cannot carry it; export it with a task of its own that reads the file with
+        M(ansible.builtin.slurp) under C(no_log), as in the examples. Removing the task keeps the key file.
+      - When the key file is missing and the target already exists encrypted with the task's key, the run fails, says
+        where the key was expected and changes nothing; it never makes a new key, which could not unlock the target.
+        Put the exported key back there (mode 0600) to go on.
+      - Check mode writes no key; it reports the change a first run makes.
+    type: bool
+    default: false
   retries:
     description:
       - How often a stream is retried after a transient failure (a dropped connection), with exponential backoff.
@@ -460,6 +481,34 @@ EXAMPLES = r"""
     target_dataset: archive/vm
     transport: local
     naming_schema: ["daily-%Y%m%d-%H%M"]
+
+- name: Replicate into a new encrypted dataset whose key the first run generates (kept in /var/lib/zfs-replication/keys)
+  zfs.replication.zfs_replication:
+    name: data-offsite
+    source_datasets: [tank/data]
+    target_dataset: backup/tank-data
+    naming_schema: ["auto-%Y-%m-%d_%H-%M"]
+    encryption: true
+    encryption_key_format: hex
+    encryption_key_generate: true
+    ssh:
+      host: backup.example.net
+      known_hosts_file: /etc/zfs-replication/known_hosts
+  register: offsite
+
+- name: Export the generated key (without it the replica cannot be read)
+  ansible.builtin.slurp:
+    src: "{{ offsite.encryption_key_file }}"
+  register: offsite_key
+  no_log: true
+
+- name: Keep it on the controller, readable by its owner only (or put it in a vault)
+  ansible.builtin.copy:
+    content: "{{ offsite_key.content | b64decode }}"
+    dest: "{{ playbook_dir }}/keys/{{ inventory_hostname }}-data-offsite.key"
+    mode: "0600"
+  delegate_to: localhost
+  no_log: true
 
 - name: Show what would be sent
   zfs.replication.zfs_replication:
@@ -595,6 +644,13 @@ lock_holder:
   returned: when another run holds the task's lock
   type: int
   sample: 4242
+encryption_key_file:
+  description:
+    - With O(encryption_key_generate=true), where the task's key is kept on the host the module ran on (the path, never
+      the key).
+  returned: when O(encryption_key_generate=true) and O(state=present)
+  type: str
+  sample: /var/lib/zfs-replication/keys/repl-data-offsite.key
 capabilities:
   description: What the zfs command line of each side supports (C(source) and C(target)), from the probe.
   returned: when O(state=present)
@@ -671,6 +727,7 @@ def main() -> None:
             encryption_key_format=dict(type="str", default="hex", choices=["hex", "passphrase"]),
             encryption_key=dict(type="str", no_log=True),
             encryption_key_location=dict(type="path"),
+            encryption_key_generate=dict(type="bool", default=False),
             retries=dict(type="int", default=5),
             parallel_transfers=dict(type="int", default=4),
             retry_delay=dict(type="float", default=2.0),

@@ -38,8 +38,9 @@ options:
     description:
       - Replication tasks, each a dict of M(zfs.replication.zfs_replication) options (C(source_datasets),
         C(target_dataset), C(ssh), C(naming_schema), ...). Options that do not affect the status are ignored.
-      - The encryption options (C(encryption), C(encryption_key_format), C(encryption_key), C(encryption_key_location))
-        are ignored, since the status needs no key. A C(encryption_key) given here or in O(task_defaults) is masked in every
+      - The encryption options (C(encryption), C(encryption_key_format), C(encryption_key), C(encryption_key_location),
+        C(encryption_key_generate)) are ignored, since the status needs no key; for a task with C(encryption_key_generate),
+        RV(tasks[].encryption_key_file) says where its key is kept. A C(encryption_key) given here or in O(task_defaults) is masked in every
         output of the module, like an option with C(no_log), whatever the verbosity.
     type: list
     elements: dict
@@ -156,6 +157,15 @@ tasks:
       description: Why the health is not V(ok), worst first.
       type: list
       elements: str
+    encryption_key_file:
+      description:
+        - For a task with C(encryption=true) and C(encryption_key_generate=true), where its generated key is kept on this
+          host (C(path), C(<state_dir>/keys/repl-<name>.key)) and whether the file is there (C(exists)); never the key.
+          Null for other tasks.
+        - A missing key file while the target is already encrypted makes the health V(critical), as the next run fails and
+          the replica cannot be read without the key. Restore it there from your export.
+      type: dict
+      sample: {path: /var/lib/zfs-replication/keys/repl-data-offsite.key, exists: true}
     last_run:
       description:
         - The last run recorded by C(zfs-replication-run); all null when it never ran there.
