@@ -20,11 +20,16 @@ A run of one task:
 * for a replication task with a ``schedule`` that has a begin/end window, skips (exit 0, result
   ``skipped``) when started outside the window, e.g. by ``Persistent=true`` catching up at boot.
   Snapshot tasks pass their schedule to the snapshot engine, which honours it;
+* for a replication task with a ``restrict_schedule`` (TrueNAS "Restrict Replication Schedule"), replicates
+  only inside its run window (its days and begin..end, see ``_schedule.RunWindow``). Started outside it
+  (typically by a run of its snapshot task), the run sends nothing: it logs "outside restrict_schedule window
+  ...; next window starts at ..." and records result ``waiting`` with ``next_window`` (exit 0). The role's timer
+  of such a task also fires at the start of every window, so what waited goes then;
 * logs every line to stdout (the journal, under systemd) and to ``LOG_DIR/ID.log``, rotated by size, at the
   task's ``logging_level`` (TrueNAS "Logging Level": default/info, debug, warning, error; see ``_log``): at
   ``debug`` also every command the engine runs, with its exit status and duration;
 * records the run in ``STATE_DIR/ID.json`` (written atomically): last start and end, result
-  (``ok``, ``failed``, ``skipped``), error, snapshots sent, bytes, duration, last success;
+  (``ok``, ``failed``, ``skipped``, ``waiting``), error, snapshots sent, bytes, duration, last success;
 * with ``--metrics-dir``, writes ``METRICS_DIR/zfs_replication_ID.prom`` (atomically) for node_exporter's
   textfile collector: last run time, result, last success, bytes, duration, snapshots sent and, for a
   replication task, the time of the newest replicated snapshot and the lag (alert on RPO with
@@ -34,8 +39,8 @@ A run of one task:
 The modules ``zfs_replication`` and ``zfs_snapshot_task`` run a task through the same code
 (``run_from_module``): one task, one lock, one history, whoever starts the run. A module run that finds
 the lock held waits up to its ``lock_wait`` option, then fails naming the lock file and its holder, and
-changes nothing. A module run ignores the schedule's window and the dependencies: the playbook decides
-when it runs.
+changes nothing. A module run ignores the windows (``schedule``'s and ``restrict_schedule``'s, like TrueNAS's
+"Run Now") and the dependencies: the playbook decides when it runs; so does ``run --ignore-window``.
 
 Only the standard library and the engine: the role installs these files on hosts that have python3,
 zfs and ssh, without ansible-core.
@@ -354,6 +359,24 @@ def _outside_window(config: TaskConfig, now: datetime) -> str | None:
     return f"outside the schedule's window {begin}-{end} (now {local.strftime('%H:%M')} {config.timezone or 'local time'})"
 
 
+def _restrict_wait(config: TaskConfig, now: datetime) -> tuple[str, datetime] | None:
+    """(why, when the next window starts) for a replication run started outside its restrict_schedule window, else None."""
+    spec = config.params.get("restrict_schedule")
+    if config.kind != "replication" or spec is None:
+        return None
+    from ._schedule import RunWindow, ScheduleError
+
+    try:
+        window = RunWindow.from_spec(spec, timezone=config.timezone or config.params.get("timezone"))
+    except ScheduleError as exc:
+        raise TaskInputError(f"restrict_schedule: {exc}") from None
+    if window is None or window.contains(now):
+        return None
+    start = window.next_start(now)
+    return (f"outside restrict_schedule window {window.describe()}; next window starts at {start.isoformat(timespec='minutes')}",
+            start)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # One run
 # ----------------------------------------------------------------------------------------------------------------
@@ -537,6 +560,11 @@ def _run_locked(config: TaskConfig, opts: RunOptions, log: TaskLog, engines: dic
             state["reason"] = window
             log.info(f"{config.kind} task {config.name}: skipped: {window}")
             return finish("skipped", EXIT_OK)
+        waiting = None if opts.ignore_window else _restrict_wait(config, started)
+        if waiting:
+            state["reason"], state["next_window"] = waiting[0], _now_iso(waiting[1])
+            log.info(f"{config.kind} task {config.name}: waiting: {waiting[0]}")
+            return finish("waiting", EXIT_OK)
         if config.depends_on:
             _wait_for_dependencies(config, opts, log)
         # The replication engine keeps its own records (a first transfer in progress) next to the task's state; a snapshot
@@ -632,7 +660,7 @@ def run_from_module(kind: str, name: str, params: dict[str, Any], check_mode: bo
 # Prometheus textfile metrics (node_exporter --collector.textfile.directory)
 # ----------------------------------------------------------------------------------------------------------------
 
-RESULTS = ("ok", "failed", "skipped")
+RESULTS = ("ok", "failed", "skipped", "waiting")
 
 
 def metrics_path(metrics_dir: str | os.PathLike[str], task_id: str) -> Path:
@@ -671,6 +699,9 @@ def render_metrics(state: dict[str, Any], now: datetime) -> str:
         ("zfs_replication_lag_seconds", "gauge", "Seconds from the recovery point to the end of the last run.",
          None if newest is None else lag_seconds(datetime.fromtimestamp(newest, timezone.utc), now), ""),
     ]
+    if state.get("result") == "waiting":
+        rows.append(("zfs_replication_next_window_timestamp_seconds", "gauge",
+                     "Start of the restrict_schedule window a waiting replication runs in (Unix time).", stamp(state.get("next_window")), ""))
     rows += [("zfs_replication_last_run_result", "gauge", "Result of the last run: 1 for the result it had, 0 for the others.",
               1 if state.get("result") == r else 0, f',result="{r}"') for r in RESULTS]
     lines: list[str] = []
@@ -730,7 +761,8 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run one task from its config file")
     run.add_argument("--config", required=True, help="the task's JSON config file (written by the zfs.replication.scheduler role)")
     run.add_argument("--check", action="store_true", help="plan only: log what would be done, change nothing, write no state")
-    run.add_argument("--ignore-window", action="store_true", help="run a replication task even outside its begin/end window")
+    run.add_argument("--ignore-window", action="store_true",
+                     help="run a replication task even outside its schedule's begin/end and its restrict_schedule window (Run Now)")
     run.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS",
                      help="wait this long for a run of the same task in progress, then skip (default 0)")
     run.add_argument("--dependency-wait", type=float, default=DEFAULT_DEPENDENCY_WAIT, metavar="SECONDS",

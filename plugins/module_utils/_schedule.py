@@ -457,3 +457,98 @@ class Schedule:
                 minute_text = _numbers(set(minutes), 0, 59)
                 expressions.append(f"{prefix}*-{months}-{dom} {hour_text}:{minute_text}:00{suffix}")
         return expressions
+
+
+# --------------------------------------------------------------------- run windows (restrict_schedule)
+
+
+@dataclass(frozen=True)
+class RunWindow:
+    """When a replication task may run: ``restrict_schedule``'s days (``dom``, ``month``, ``dow``, with cron's OR rule)
+    and its ``begin``..``end`` time of day, in the schedule's zone.
+
+    A window that wraps past midnight (22:00-02:00) belongs to the day it begins on: a Friday window runs from
+    Friday 22:00 to Saturday 02:00. The ``minute`` and ``hour`` fields do not narrow the window (they pick snapshots
+    for ``only_matching_schedule``): a replication started by its snapshot task a few seconds after a slot would
+    miss a window one minute wide. Build with :meth:`from_spec`, which gives None for a window that is always open.
+    """
+
+    schedule: Schedule
+
+    @classmethod
+    def from_spec(cls, spec: SpecType | Schedule | None, timezone: str | None = None) -> RunWindow | None:
+        """The run window of ``restrict_schedule`` ``spec``; None when there is none or it never closes. Raises ScheduleError."""
+        if spec is None:
+            return None
+        window = cls(Schedule.from_spec(spec, timezone=timezone))
+        return None if window.always_open else window
+
+    @property
+    def whole_day(self) -> bool:
+        s = self.schedule
+        return s._begin == s._end or (s._begin, s._end) == (0, 23 * 60 + 59)
+
+    @property
+    def every_day(self) -> bool:
+        s = self.schedule
+        return s._months == frozenset(range(1, 13)) and all(s._day_matches(date(2000, 1, d)) for d in range(1, 8))
+
+    @property
+    def always_open(self) -> bool:
+        return self.whole_day and self.every_day
+
+    def describe(self) -> str:
+        """``22:00-02:00`` with the days and zone when they narrow it: ``22:00-02:00 on dow fri (UTC)``."""
+        s = self.schedule
+        days = [f"{name} {getattr(s, name)}" for name in ("dom", "month", "dow") if str(getattr(s, name)).strip() != "*"]
+        text = "all day" if self.whole_day else f"{s.begin}-{s.end}"
+        if days:
+            text += " on " + ", ".join(days)
+        return f"{text} ({s.timezone or 'local time'})"
+
+    def _day_of(self, local: datetime) -> date | None:
+        """The day whose window ``local`` (wall time in the zone) falls in, or None when it is outside every window."""
+        s = self.schedule
+        minute_of_day = local.hour * 60 + local.minute
+        day = local.date()
+        if self.whole_day:
+            return day
+        if s._begin < s._end:
+            return day if s._begin <= minute_of_day <= s._end else None
+        if minute_of_day >= s._begin:
+            return day
+        if minute_of_day <= s._end:
+            return date.fromordinal(day.toordinal() - 1)  # the morning part of yesterday's window
+        return None
+
+    def contains(self, when: datetime) -> bool:
+        """True when ``when`` is inside a window."""
+        day = self._day_of(self.schedule._aware(when))
+        return day is not None and self.schedule._day_matches(day)
+
+    def next_start(self, after: datetime) -> datetime:
+        """The start of the first window that opens after ``after`` (begin on the next day the schedule names), as an
+        aware datetime in the zone. A begin skipped by a spring-forward change opens at the first existing minute after it."""
+        s = self.schedule
+        local = s._aware(after)
+        begin = 0 if self.whole_day else s._begin
+        hour, minute = divmod(begin, 60)
+        for day in s._dates(local.date(), 1):
+            start = datetime(day.year, day.month, day.day, hour, minute, tzinfo=s.tz)
+            for later in range(1, _DST_SLACK + 1):
+                if exists(start):
+                    break
+                # a begin skipped by a spring-forward change: the window opens at the wall time the clock jumps to
+                wall = hour * 60 + minute + later
+                start = datetime(day.year, day.month, day.day, min(wall // 60, 23), wall % 60 if wall < 1440 else 59, tzinfo=s.tz)
+            if start.timestamp() > local.timestamp():
+                return start
+        raise ScheduleError(f"restrict_schedule {s.as_dict()} opens no window in the 40 years after {after.isoformat()}")
+
+    def to_oncalendar(self) -> list[str]:
+        """systemd ``OnCalendar=`` expressions firing at the start of each window (its begin, on each day it names)."""
+        s = self.schedule
+        begin = 0 if self.whole_day else s._begin
+        hour, minute = divmod(begin, 60)
+        starts = Schedule(minute=str(minute), hour=str(hour), dom=s.dom, month=s.month, dow=s.dow, timezone=s.timezone)
+        return starts.to_oncalendar()
