@@ -14,6 +14,13 @@ description:
     runner reads.
   - Fails with a message naming the task and the field when a task is invalid, before anything is changed on
     a host.
+  - A replication task with C(auto_snapshot_task=true) also gets a snapshot task per source dataset, derived from it
+    (TrueNAS's replication wizard creates one for local sources that have none), named C(NAME-auto) (C(NAME-auto-LEAF) with
+    several sources), the source with the task's C(recursive) and C(exclude), its first C(naming_schema), its
+    C(schedule) and C(timezone), and the target's lifetime with C(retention_policy=custom), else 2 weeks as TrueNAS.
+    It comes right after the declared snapshot tasks, feeds the replication task (C(periodic_snapshot_tasks), so
+    C(hold_pending_snapshots) keeps what is not sent yet) and starts it after each run. A declared or derived snapshot
+    task that already snapshots a source with that naming schema is an error that names it.
 author:
   - zfs.replication contributors
 options:
@@ -149,6 +156,10 @@ _value:
         - Whether the task has a secret (an encryption key), which its config file must hold; the role writes that
           file from P(zfs.replication.scheduler_secret_configs#filter) without diff or log.
       type: bool
+    derived_from:
+      description:
+        - For a snapshot task derived from a replication task (C(auto_snapshot_task)), that task's name; else null.
+      type: str
 """
 
 import re
@@ -157,10 +168,13 @@ from typing import Any
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.zfs.replication.plugins.module_utils._auto_snapshot import derive, shared_dataset
 from ansible_collections.zfs.replication.plugins.module_utils._defaults import DefaultsError, merge_defaults
 from ansible_collections.zfs.replication.plugins.module_utils._naming import NamingSchema, NamingSchemaError
 from ansible_collections.zfs.replication.plugins.module_utils._replication import ReplicationTask, TaskError
+from ansible_collections.zfs.replication.plugins.module_utils._replication_task import suggest_name
 from ansible_collections.zfs.replication.plugins.module_utils._schedule import RunWindow, Schedule, ScheduleError
+from ansible_collections.zfs.replication.plugins.module_utils._snapshot_task import SnapshotTask
 
 UNIT_PREFIX = "zfs-replication-"
 # Task options that are secrets: left out of the plan that is shown (secrets=false), kept only in the config file.
@@ -221,6 +235,7 @@ def _entry(kind: str, name: str, params: dict[str, Any], task: dict[str, Any], s
         "secret": any(params.get(k) for k in SECRET_PARAMS),
         "enabled": bool(task.get("enabled", True)),
         "run_now": bool(task.get("run_now", False)),
+        "derived_from": None,
     }
 
 
@@ -274,13 +289,19 @@ def _plan(snapshot_tasks: Any, replication_tasks: Any, snapshot_defaults: Any, r
         snapshots[name] = entry
         entries.append(entry)
 
+    merged = [_merge(replication_defaults, raw, "replication_tasks", i) for i, raw in enumerate(replication_tasks or [])]
+    derived = _auto_snapshot_tasks(merged, snapshots, entries, paths)
+
     names: set[str] = set()
-    for i, raw in enumerate(replication_tasks or []):
-        task = _merge(replication_defaults, raw, "replication_tasks", i)
+    for i, task in enumerate(merged):
         where = f"replication task {task['name']!r}" if task.get("name") else f"replication_tasks[{i}]"
         if "state" in task:
             raise AnsibleFilterError(f"{where}: state is not a task option here: remove a task from the list to remove it")
         params = {k: v for k, v in task.items() if k not in REPLICATION_ROLE_KEYS}
+        own = derived.get(i, [])
+        if own:  # fed by its derived snapshot tasks, after those it names itself
+            refs = list(params.get("periodic_snapshot_tasks") or [])
+            params["periodic_snapshot_tasks"] = refs + [n for n in own if n not in refs]
         # periodic_snapshot_tasks: a name refers to a declared snapshot task (its options go to the engine, and
         # the replication can run right after it); a dict describes a snapshot task elsewhere (e.g. for pull).
         deps: list[str] = []
@@ -331,6 +352,11 @@ def _plan(snapshot_tasks: Any, replication_tasks: Any, snapshot_defaults: Any, r
         if schedule is None and entry["enabled"]:
             for dep in deps:
                 snapshots[dep]["wants"].append(entry["service"])
+        # Its derived snapshot tasks run on its own schedule; their services start it too, so what they took goes
+        # right away even when the two timers drift apart (RandomizedDelaySec); at the same time it is one run.
+        elif entry["enabled"]:
+            for dep in own:
+                snapshots[dep]["wants"].append(entry["service"])
         entries.append(entry)
 
     wanted_now = {str(n) for n in (run_now or [])}
@@ -343,6 +369,56 @@ def _plan(snapshot_tasks: Any, replication_tasks: Any, snapshot_defaults: Any, r
         entry["wants"] = zfs + entry["wants"]
         entry["after"] = zfs + entry["after"]
     return entries
+
+
+def _auto_snapshot_tasks(merged: list[dict[str, Any]], snapshots: dict[str, dict[str, Any]], entries: list[dict[str, Any]],
+                         paths: dict[str, str]) -> dict[int, list[str]]:
+    """Add the snapshot tasks derived from replication tasks with auto_snapshot_task (module_utils/_auto_snapshot) to
+    ``snapshots`` and ``entries``; return their names by the index of the replication task they belong to."""
+    out: dict[int, list[str]] = {}
+    for i, task in enumerate(merged):
+        if not task.get("auto_snapshot_task"):
+            continue
+        name = task.get("name") or suggest_name(ReplicationTask(name="", source_datasets=list(task.get("source_datasets") or []),
+                                                               target_dataset=str(task.get("target_dataset") or "")))
+        where = f"replication task {name!r}"
+        params = {k: v for k, v in task.items() if k not in REPLICATION_ROLE_KEYS and k != "periodic_snapshot_tasks"}
+        try:  # the snapshot tasks it names are resolved later; they do not change what is derived
+            repl = ReplicationTask.from_params(params)
+        except TaskError as exc:
+            raise AnsibleFilterError(f"{where}: {exc}") from None
+        for snap in derive(repl, task.get("logging_level")):
+            snap_name = snap["name"]
+            if not TASK_NAME_RE.match(snap_name):
+                raise AnsibleFilterError(f"{where}: auto_snapshot_task: its snapshot task would be named {snap_name!r}, longer than "
+                                         "100 characters: give the replication task a shorter name")
+            for other, entry in snapshots.items():
+                both = shared_dataset(snap, entry["config"]["params"])
+                if both is None and other != snap_name:
+                    continue
+                if entry["derived_from"]:
+                    what = f"the snapshot task {other!r} of replication task {entry['derived_from']!r} (auto_snapshot_task)"
+                    fix = (f"set auto_snapshot_task on one of the two replication tasks and name {other!r} in the other's "
+                           "periodic_snapshot_tasks")
+                else:
+                    what = f"the declared snapshot task {other!r}"
+                    fix = f"name {other!r} in periodic_snapshot_tasks instead of setting auto_snapshot_task"
+                if both is None:
+                    raise AnsibleFilterError(f"{where}: auto_snapshot_task: its snapshot task would be named {snap_name!r}, like {what}: "
+                                             "rename one of them")
+                raise AnsibleFilterError(f"{where}: auto_snapshot_task would snapshot {both} with naming schema {snap['naming_schema']!r}, "
+                                         f"which {what} already does: {fix}, or give this task another naming_schema")
+            try:
+                SnapshotTask.from_params({k: v for k, v in snap.items() if k != "logging_level"})
+            except TaskError as exc:
+                raise AnsibleFilterError(f"{where}: auto_snapshot_task: its snapshot task {snap_name!r}: {exc}") from None
+            entry = _entry("snapshot", snap_name, snap, {"enabled": task.get("enabled", True)}, snap["schedule"],
+                           snap.get("timezone"), paths, f"{where}: auto_snapshot_task")
+            entry["derived_from"] = repl.name
+            snapshots[snap_name] = entry
+            entries.append(entry)
+            out.setdefault(i, []).append(snap_name)
+    return out
 
 
 class FilterModule:
