@@ -1,6 +1,10 @@
 # Copyright: zfs.replication contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Real test parts on this machine: zfs-fuse with file-backed pools and an sshd on 127.0.0.1.
+"""Real test parts on this machine: file-backed pools and an sshd on 127.0.0.1.
+
+The pools are made with the host's own OpenZFS when it has it (the zfs kernel module is loaded), otherwise with
+zfs-fuse, which is then started here. Either way they are named zrs<4 hex>src/dst, their images and mountpoints live
+in the sandbox's work directory, and nothing is ever read from or written to any other pool.
 
 Standard library only, so that pytest's conftest, the benchmarks and a person at a shell can use it:
 
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fnmatch
 import json
 import os
 import secrets
@@ -99,8 +104,19 @@ def _wait_pid_gone(pid: int, timeout: float) -> bool:
 # zfs-fuse
 # ----------------------------------------------------------------------------------------------------------------
 
+def native_openzfs() -> bool:
+    """True when this host runs OpenZFS itself: its kernel module is loaded and `zfs version` names it."""
+    if not Path('/sys/module/zfs').is_dir():
+        return False
+    try:
+        proc = _run([ZFS, 'version'], check=False, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return proc.returncode == 0 and 'zfs-kmod' in proc.stdout
+
+
 def zfs_fuse_answers(timeout: float = 10) -> bool:
-    """True when the zfs-fuse daemon answers `zpool list`."""
+    """True when ZFS answers `zpool list` (the zfs-fuse daemon, or the host's OpenZFS)."""
     try:
         return _run([ZPOOL, 'list', '-H', '-o', 'name'], check=False, timeout=timeout).returncode == 0
     except subprocess.TimeoutExpired:
@@ -391,7 +407,10 @@ class Sshd:
 # ----------------------------------------------------------------------------------------------------------------
 
 class Sandbox:
-    """zfs-fuse + two file-backed pools (src_pool, dst_pool) + an sshd on 127.0.0.1, in one work directory."""
+    """Two file-backed pools (src_pool, dst_pool) + an sshd on 127.0.0.1, in one work directory.
+
+    ZFS is the host's OpenZFS when it has it (``zfs`` is then 'openzfs'), otherwise zfs-fuse, started when needed.
+    """
 
     def __init__(self, workdir: str | os.PathLike[str] | None = None, pool_size: str = '512M',
                  stop_zfs_fuse: bool = False) -> None:
@@ -405,12 +424,15 @@ class Sandbox:
         self.mountpoints: dict[str, str] = {}
         self.sshd = Sshd(self.workdir / 'ssh')
         self.zfs_fuse_pid: int | None = None
+        self.zfs = ''  # 'openzfs' (the host's own) or 'zfs-fuse', decided by up()
         self.state_file = self.workdir / 'state.json'
 
     def up(self) -> Sandbox:
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
-            self.zfs_fuse_pid = ensure_zfs_fuse(self.workdir / 'zfs-fuse.log')
+            self.zfs = 'openzfs' if native_openzfs() else 'zfs-fuse'
+            if self.zfs == 'zfs-fuse':
+                self.zfs_fuse_pid = ensure_zfs_fuse(self.workdir / 'zfs-fuse.log')
             cleanup_stale_pools()
             for pool in (self.src_pool, self.dst_pool):
                 self.mountpoints[pool] = str(create_pool(pool, self.pool_size, directory=self.workdir))
@@ -463,6 +485,7 @@ class Sandbox:
             'src_pool': self.src_pool,
             'dst_pool': self.dst_pool,
             'mountpoints': self.mountpoints,
+            'zfs': self.zfs,
             'zfs_fuse_pid': self.zfs_fuse_pid,
             'stop_zfs_fuse': self.stop_zfs_fuse,
             'ssh': {'host': s.host, 'port': s.port, 'user': s.user, 'private_key': str(s.private_key),
@@ -482,6 +505,7 @@ class Sandbox:
         sb.prefix, sb.src_pool, sb.dst_pool = state['prefix'], state['src_pool'], state['dst_pool']
         sb.mountpoints = state['mountpoints']
         sb.zfs_fuse_pid = state['zfs_fuse_pid']
+        sb.zfs = state.get('zfs', 'zfs-fuse')
         sb.sshd = Sshd(state['ssh']['dir'])
         sb.sshd.port, sb.sshd.pid = state['ssh']['port'], state['ssh']['pid']
         return sb
@@ -493,6 +517,25 @@ class Sandbox:
 
 COPY_EXCLUDES = ('.git', 'tests/output', '__pycache__', '*.pyc', '.pytest_cache', '.ruff_cache', '.mypy_cache',
                  '.hypothesis', '*.tar.gz', 'bench/results')
+
+
+def _excluded(root: Path, directory: str, names: list[str]) -> set[str]:
+    """The NAMES in DIRECTORY that COPY_EXCLUDES leaves out (a pattern with a '/' is a path from ROOT)."""
+    rel = Path(directory).relative_to(root)
+    return {n for n in names for pattern in COPY_EXCLUDES
+            if fnmatch.fnmatch(str(rel / n) if '/' in pattern else n, pattern)}
+
+
+def _tracked_files(root: Path) -> list[str] | None:
+    """The checkout's tracked files plus untracked, not-ignored ones; None when ROOT is not a git checkout or git is
+    not installed (a demo host may have neither git nor rsync)."""
+    if not (root / '.git').exists() or not shutil.which('git'):
+        return None
+    listing = subprocess.run(['git', '-C', str(root), 'ls-files', '-z', '--cached', '--others', '--exclude-standard'],
+                             capture_output=True, check=False)
+    if listing.returncode != 0:
+        return None
+    return [n for n in listing.stdout.decode().split('\0') if n and (root / n).exists()]
 
 
 def prepare_collection(root: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:
@@ -508,15 +551,17 @@ def prepare_collection(root: str | os.PathLike[str], dest: str | os.PathLike[str
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
-    listing = subprocess.run(['git', '-C', str(root), 'ls-files', '-z', '--cached', '--others', '--exclude-standard'],
-                             capture_output=True, check=False)
-    if listing.returncode == 0 and (root / '.git').exists():
-        names = [n for n in listing.stdout.decode().split('\0') if n and (root / n).exists()]
+    names = _tracked_files(root)
+    if names is not None and shutil.which('rsync'):
         subprocess.run(['rsync', '-a', '--from0', '--files-from=-', f'{root}/', f'{target}/'],
                        input='\0'.join(names).encode(), check=True)
-    else:
-        excludes = [f'--exclude={e}' for e in COPY_EXCLUDES]
-        subprocess.run(['rsync', '-a', *excludes, f'{root}/', f'{target}/'], check=True)
+    elif names is not None:
+        for name in names:
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / name, target / name, follow_symlinks=False)
+    else:  # not a git checkout (or no git): the tree minus what is never part of the collection
+        shutil.rmtree(target)
+        shutil.copytree(root, target, symlinks=True, ignore=lambda d, names: _excluded(root, d, names))
     # The collections galaxy.yml depends on (ansible.posix), beside ours as `ansible-galaxy collection install` puts them.
     collection_deps.install_into(dest)
     return dest
