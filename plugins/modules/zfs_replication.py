@@ -200,10 +200,10 @@ options:
     description:
       - The schedule that O(only_matching_schedule) matches snapshot times against, when it differs from O(schedule).
       - It also restricts when the task runs (TrueNAS "Restrict Replication Schedule"), in its run window (its days and
-        C(begin)..C(end); a window past midnight belongs to the day it begins on): a run of the task's timer or unit
+        C(begin)..C(end); a window past midnight belongs to the day it begins on). A run of the task's timer or unit
         started outside the window sends nothing and records result C(waiting) with the next window's start, and
         the scheduler role's timer also fires at each window's start.
-      - This module runs when the playbook runs it, like TrueNAS's "Run Now": it ignores the window.
+      - This module runs when the playbook runs it, like TrueNAS's "Run Now", so it ignores the window.
     type: raw
   snapshots:
     description:
