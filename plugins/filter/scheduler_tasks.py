@@ -172,7 +172,6 @@ from ansible_collections.zfs.replication.plugins.module_utils._auto_snapshot imp
 from ansible_collections.zfs.replication.plugins.module_utils._defaults import DefaultsError, merge_defaults
 from ansible_collections.zfs.replication.plugins.module_utils._naming import NamingSchema, NamingSchemaError
 from ansible_collections.zfs.replication.plugins.module_utils._replication import ReplicationTask, TaskError
-from ansible_collections.zfs.replication.plugins.module_utils._replication_task import suggest_name
 from ansible_collections.zfs.replication.plugins.module_utils._schedule import RunWindow, Schedule, ScheduleError
 from ansible_collections.zfs.replication.plugins.module_utils._snapshot_task import SnapshotTask
 
@@ -379,14 +378,13 @@ def _auto_snapshot_tasks(merged: list[dict[str, Any]], snapshots: dict[str, dict
     for i, task in enumerate(merged):
         if not task.get("auto_snapshot_task"):
             continue
-        name = task.get("name") or suggest_name(ReplicationTask(name="", source_datasets=list(task.get("source_datasets") or []),
-                                                               target_dataset=str(task.get("target_dataset") or "")))
-        where = f"replication task {name!r}"
+        where = f"replication task {task['name']!r}" if task.get("name") else f"replication_tasks[{i}]"
         params = {k: v for k, v in task.items() if k not in REPLICATION_ROLE_KEYS and k != "periodic_snapshot_tasks"}
         try:  # the snapshot tasks it names are resolved later; they do not change what is derived
             repl = ReplicationTask.from_params(params)
         except TaskError as exc:
             raise AnsibleFilterError(f"{where}: {exc}") from None
+        where = f"replication task {repl.name!r}"
         for snap in derive(repl, task.get("logging_level")):
             snap_name = snap["name"]
             if not TASK_NAME_RE.match(snap_name):
