@@ -87,7 +87,7 @@ def mountpoint(dataset: str) -> str:
 
 def datasets_under(root: str) -> list[str]:
     """ROOT and its descendant filesystems."""
-    return zfs('list', '-H', '-o', 'name', '-r', '-t', 'filesystem', root).split()
+    return zfs('list', '-H', '-o', 'name', '-r', '-t', 'filesystem', root).splitlines()  # one name a line: names may have spaces
 
 
 def own_checksums(dataset: str) -> dict[str, str]:

@@ -19,8 +19,8 @@ name parses back in exactly one way:
            ``%z`` may not contain a literal ``:``
 =========  =================================================================
 
-Literal text may use letters, digits and ``_ . : -`` (the characters ZFS allows in a snapshot
-name, less the space). ``%%`` is refused because ``%`` is not allowed in ZFS names.
+Literal text may use letters, digits, spaces and ``_ . : -``: the characters ZFS allows in a snapshot
+name (``auto %Y-%m-%d %H:%M`` is a valid schema). ``%%`` is refused because ``%`` is not allowed in ZFS names.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from datetime import datetime, timedelta, timezone
 
 REQUIRED = ("Y", "m", "d", "H", "M")
 OPTIONAL = ("S", "z")
-_ALLOWED_LITERAL = re.compile(r"[A-Za-z0-9_.:-]")
+_ALLOWED_LITERAL = re.compile(r"[A-Za-z0-9_.: -]")  # _zfs.NAME_CHARS
 _GROUPS = {
     "Y": r"(?P<Y>[0-9]{4})",
     "m": r"(?P<m>[0-9]{2})",
@@ -98,7 +98,7 @@ class NamingSchema:
             shown = " ".join(repr(ch) for ch in bad)
             raise NamingSchemaError(
                 f"naming_schema {schema!r} contains {shown}, not allowed in ZFS snapshot names: "
-                "use only letters, digits and _ . : - besides the % directives"
+                "use only letters, digits, spaces and _ . : - besides the % directives"
             )
         letters = [text for kind, text in tokens if kind == "dir"]
         repeated = sorted({f"%{x}" for x in letters if letters.count(x) > 1})

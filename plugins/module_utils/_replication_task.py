@@ -19,7 +19,7 @@ from ._planner import PlanTask, Selection, TargetRetention
 from ._schedule import Schedule, ScheduleError
 from ._transport import SSHConnection
 from ._tz import zone
-from ._zfs import SNAPNAME_RE, is_within, validate_dataset
+from ._zfs import is_within, validate_dataset, validate_snapname
 
 TASK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\Z")
 PROPERTY_RE = re.compile(r"^[a-z][a-z0-9_]*(:[A-Za-z0-9_.:-]+)?\Z|^[a-z0-9_.-]+:[A-Za-z0-9_.:-]+\Z")
@@ -365,8 +365,10 @@ class ReplicationTask:
         if self.only_matching_schedule and not (self.restrict_schedule or self.schedule):
             raise TaskError("only_matching_schedule needs schedule (or restrict_schedule): the schedule whose slots the snapshot times must match")
         for i, name in enumerate(self.snapshots or []):
-            if not isinstance(name, str) or not SNAPNAME_RE.match(name):
-                raise TaskError(f"snapshots[{i}] {name!r} is not a snapshot name (the part after @)")
+            try:
+                validate_snapname(name, f"snapshots[{i}]")
+            except ValueError as exc:
+                raise TaskError(str(exc)) from None
         for i, t in enumerate(self.periodic_snapshot_tasks):
             if not isinstance(t, dict) or not t.get("naming_schema"):
                 raise TaskError(f"periodic_snapshot_tasks[{i}] needs naming_schema (the snapshot task's schema)")

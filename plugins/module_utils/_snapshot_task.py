@@ -27,6 +27,7 @@ Rules:
 """
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,7 +45,6 @@ from ._transport import Host, LocalHost, TransportError
 from ._tz import TimezoneError, zone
 from ._zfs import (
     MAX_NAME,
-    SNAPNAME_RE,
     Capabilities,
     Dataset,
     DatasetMissing,
@@ -55,6 +55,7 @@ from ._zfs import (
     list_tree,
     probe,
     validate_dataset,
+    validate_snapname,
 )
 
 DEFAULT_NAMING_SCHEMA = "auto-%Y-%m-%d_%H-%M"
@@ -163,9 +164,15 @@ class SnapshotTask:
         keep = _str_list(p, "keep_snapshots")
         for i, full in enumerate(keep):
             ds, at, snap = full.partition("@")
-            if not at or not SNAPNAME_RE.match(snap):
+            if not at:
                 raise TaskError(f"keep_snapshots[{i}] {full!r} is not a full snapshot name: use dataset@snapshot")
             _valid(ds, f"keep_snapshots[{i}]")
+            try:
+                validate_snapname(snap, f"keep_snapshots[{i}]")
+            except ValueError as exc:
+                raise TaskError(str(exc)) from None
+            if len(full) > MAX_NAME:
+                raise TaskError(f"keep_snapshots[{i}] {full!r} is longer than {MAX_NAME} characters, which ZFS refuses")
         name = p.get("name")
         if name is not None and not isinstance(name, str):
             raise TaskError(f"name {name!r} must be a string")
@@ -538,7 +545,7 @@ class _Run:
 
     def zfs(self, argv: list[str]) -> bool:
         """Run one mutating zfs call; log it; record a failure in errors and return False."""
-        self.log("  $ " + " ".join(argv))
+        self.log("  $ " + shlex.join(argv))  # quoted: a name with a space reads as one argument
         try:
             proc = self.host.run(argv, check=False)
         except TransportError as exc:
@@ -546,7 +553,7 @@ class _Run:
             self.log(f"  FAILED: {exc}")
             return False
         if proc.returncode != 0:
-            msg = f"{' '.join(argv)} failed (exit {proc.returncode}): {proc.stderr.strip()}"
+            msg = f"{shlex.join(argv)} failed (exit {proc.returncode}): {proc.stderr.strip()}"
             self.errors.append(msg)
             self.log(f"  FAILED: {msg}")
             return False

@@ -12,13 +12,16 @@ from types import MappingProxyType
 
 from ._transport import Host
 
-# Characters we accept in dataset and snapshot name components. ZFS itself also allows a
-# space; we refuse it (and everything else a shell or our parsers could trip on). \Z, not $: $ also matches
-# before a trailing newline, and a name ending in one would pass.
-_COMPONENT = r"[A-Za-z0-9_][A-Za-z0-9_.:-]*"
-DATASET_RE = re.compile(rf"^[A-Za-z][A-Za-z0-9_.:-]*(?:/{_COMPONENT})*\Z")
-SNAPNAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:+-]*\Z")
-MAX_NAME = 255
+# The characters OpenZFS allows in a dataset or snapshot name component (zfs_namecheck.c, valid_char): ASCII letters,
+# digits, _ - . : and space. '%' is refused too (ZFS keeps it for its own temporary clones: libzfs refuses it in
+# names it creates). Every command line is an argv, quoted once (shlex.join) for a remote shell, and listings are
+# tab-separated, so a space travels like any other character. \Z, not $: $ also matches before a trailing newline.
+NAME_CHARS = r"A-Za-z0-9_.:\- "  # for [...] classes; the - escaped so that a character added after it is no range
+SNAPNAME_RE = re.compile(rf"^[{NAME_CHARS}]+\Z")
+_BAD_CHAR_RE = re.compile(f"[^{NAME_CHARS}/]")
+MAX_NAME = 255  # ZFS_MAX_DATASET_NAME_LEN - 1, for the whole name (dataset@snapshot included)
+RESERVED_POOLS = ("mirror", "raidz", "draid")  # zfs_namecheck.c pool_namecheck
+NAME_RULE = "letters, digits, spaces and _ . : - (the characters ZFS allows)"
 NO_PROPS: Mapping[str, str] = MappingProxyType({})
 
 
@@ -32,25 +35,65 @@ class DatasetMissing(ZfsError):
         self.names = list(names)
 
 
+def _shown(chars: Iterable[str]) -> str:
+    return " ".join(repr(c) for c in sorted(set(chars)))
+
+
+def dataset_name_problem(name: str) -> str | None:
+    """Why ZFS would refuse ``name`` as a dataset name (OpenZFS's dataset_namecheck), or None when it is valid."""
+    if len(name) > MAX_NAME:
+        return f"is longer than {MAX_NAME} characters"
+    if name.startswith("/"):
+        return "starts with /: give the dataset's name (pool/path), not its mountpoint"
+    if "@" in name:
+        return "contains @, which starts a snapshot's name: give the dataset only (pool/path)"
+    bad = _BAD_CHAR_RE.findall(name)
+    if bad:
+        return f"contains {_shown(bad)}: use {NAME_RULE} in /-separated components"
+    parts = name.split("/")
+    if name.endswith("/"):
+        return "ends with /: remove it"
+    if "" in parts:
+        return "has an empty component (//): remove the extra /"
+    if any(part in (".", "..") for part in parts):
+        return "has a . or .. component, which ZFS refuses: name the dataset itself"
+    if not parts[0][0].isalpha():
+        return "starts with a pool name that does not start with a letter: ZFS pool names start with a letter"
+    if parts[0] in RESERVED_POOLS:
+        return f"starts with {parts[0]!r}, a name ZFS reserves (not a pool name)"
+    return None
+
+
 def validate_dataset(name: str, field_name: str) -> str:
-    """Return ``name`` if it is a safe dataset name, else raise ValueError naming the field."""
+    """Return ``name`` if ZFS accepts it as a dataset name, else raise ValueError naming the field, what is wrong and
+    the fix."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"{field_name}: a dataset name is required, like pool/data")
-    if len(name) > MAX_NAME:
-        raise ValueError(f"{field_name} {name!r} is longer than {MAX_NAME} characters")
-    if not DATASET_RE.match(name) or any(part in (".", "..") for part in name.split("/")):
-        raise ValueError(
-            f"{field_name} {name!r} is not a valid dataset name: use pool/path components of letters, "
-            "digits and _ . : - (no spaces, no @, no shell characters, no leading or trailing /)"
-        )
+    problem = dataset_name_problem(name)
+    if problem is not None:
+        raise ValueError(f"{field_name} {name!r} is not a valid dataset name: it {problem}")
     return name
 
 
+def snapshot_name_problem(name: str) -> str | None:
+    """Why ZFS would refuse ``name`` as the part of a snapshot name after @, or None when it is valid."""
+    if not name:
+        return "is empty"
+    if len(name) > MAX_NAME:
+        return f"is longer than {MAX_NAME} characters"
+    bad = [c for c in name if not SNAPNAME_RE.match(c)]
+    if bad:
+        return f"contains {_shown(bad)}: use {NAME_RULE}"
+    if name in (".", ".."):
+        return "is . or .., which ZFS refuses"
+    return None
+
+
 def validate_snapname(name: str, field_name: str) -> str:
-    if not isinstance(name, str) or not SNAPNAME_RE.match(name) or len(name) > MAX_NAME:
-        raise ValueError(
-            f"{field_name} {name!r} is not a valid snapshot name: use letters, digits and _ . : + - only"
-        )
+    """Return ``name`` (the part after @) if ZFS accepts it, else raise ValueError naming the field and the fix."""
+    problem = snapshot_name_problem(name) if isinstance(name, str) else "is not a string"
+    if problem is not None:
+        raise ValueError(f"{field_name} {name!r} is not a valid snapshot name (the part after @): it {problem}")
     return name
 
 

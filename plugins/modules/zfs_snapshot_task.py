@@ -73,7 +73,7 @@ options:
     description:
       - strftime-style pattern for the snapshot names (the part after C(@)).
       - Must contain C(%Y), C(%m), C(%d), C(%H) and C(%M); may contain C(%S), C(%z) and literal letters,
-        digits, underscores, dots, colons and dashes. C(/), C(@), spaces and C(%%) are refused.
+        digits, spaces, underscores, dots, colons and dashes (what ZFS allows in a name). C(/), C(@) and C(%%) are refused.
       - Pruning only considers snapshots whose names parse under this schema.
     type: str
     default: auto-%Y-%m-%d_%H-%M

@@ -110,7 +110,7 @@ BAD_INPUT = [
     ("missing source", {"source_datasets": ["{src}-nope"]}, "source_datasets: {src}-nope does not exist"),
     ("target inside source", {"transport": "local", "target_dataset": "{src}/child/copy"}, "target_dataset {src}/child/copy is inside source"),
     ("schema without fields", {"naming_schema": ["auto-%Y-%m"]}, "naming_schema[0]"),
-    ("space in name", {"source_datasets": ["{src}/my data"]}, "source_datasets[0]"),
+    ("character ZFS refuses", {"source_datasets": ["{src}/my+data"]}, "source_datasets[0]"),
     ("shell metacharacters", {"target_dataset": "{dst_pool}/x;touch /tmp/zr-pwned"}, "target_dataset"),
     ("command substitution", {"source_datasets": ["{src}/$(touch /tmp/zr-pwned)"]}, "source_datasets[0]"),
     ("unreachable host", {"ssh": {"port": "{closed_port}"}}, "cannot reach"),

@@ -149,17 +149,17 @@ def test_parse_any_order_decides_between_overlapping_schemas() -> None:
         (
             "pool/auto-%Y%m%d%H%M",
             "naming_schema 'pool/auto-%Y%m%d%H%M' contains '/', not allowed in ZFS snapshot names: "
-            "use only letters, digits and _ . : - besides the % directives",
+            "use only letters, digits, spaces and _ . : - besides the % directives",
         ),
         (
             "a@b #%Y%m%d%H%M",
-            "naming_schema 'a@b #%Y%m%d%H%M' contains ' ' '#' '@', not allowed in ZFS snapshot names: "
-            "use only letters, digits and _ . : - besides the % directives",
+            "naming_schema 'a@b #%Y%m%d%H%M' contains '#' '@', not allowed in ZFS snapshot names: "
+            "use only letters, digits, spaces and _ . : - besides the % directives",
         ),
         (
             "auto+%Y%m%d%H%M",
             "naming_schema 'auto+%Y%m%d%H%M' contains '+', not allowed in ZFS snapshot names: "
-            "use only letters, digits and _ . : - besides the % directives",
+            "use only letters, digits, spaces and _ . : - besides the % directives",
         ),
         ("auto\t%Y%m%d%H%M", None),
         ("%Y%m%d%H%M%%", "naming_schema '%Y%m%d%H%M%%' contains '%%': '%' is not allowed in ZFS snapshot names, remove it"),

@@ -74,7 +74,7 @@ def listing(tree: dict[str, list[Any]], ds_props: dict[str, dict[str, str]] | No
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"dataset": "tank/da ta"}, "dataset 'tank/da ta' is not a valid dataset name"),
+        ({"dataset": "tank/da$ta"}, "dataset 'tank/da$ta' is not a valid dataset name: it contains '$'"),
         ({"dataset": None}, "dataset: a dataset name is required"),
         ({"naming_schema": "auto-%Y-%m-%d"}, "lacks %H %M"),
         ({"naming_schema": "auto/%Y-%m-%d_%H-%M"}, "contains '/'"),

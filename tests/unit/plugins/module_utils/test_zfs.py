@@ -116,14 +116,14 @@ def test_streamed_lines_parse_like_the_whole_text_and_repeated_values_are_stored
 
 @pytest.mark.parametrize(
     "name",
-    ["tank/da ta", "tank/$(reboot)", "tank/a;b", "-tank", "tank/", "/tank", "tank//a", "tank/a@b", "tank/..", "tank/a\nb", "tank/`x`", "tank/'q'", ""],
+    ["tank/da+ta", "tank/$(reboot)", "tank/a;b", "-tank", "tank/", "/tank", "tank//a", "tank/a@b", "tank/..", "tank/a\nb", "tank/`x`", "tank/'q'", ""],
 )
 def test_hostile_dataset_names_are_refused(name):
     with pytest.raises(ValueError, match="source_datasets"):
         z.validate_dataset(name, "source_datasets[0]")
 
 
-@pytest.mark.parametrize("name", ["tank", "tank/data", "tank/a-b_c.d:e", "pool2/x/y/z"])
+@pytest.mark.parametrize("name", ["tank", "tank/data", "tank/a-b_c.d:e", "pool2/x/y/z", "tank/my data", "tank/Time Machine/sub dir"])
 def test_valid_dataset_names(name):
     assert z.validate_dataset(name, "f") == name
 
