@@ -480,6 +480,13 @@ class RunWindow:
         """The run window of ``restrict_schedule`` ``spec``; None when there is none or it never closes. Raises ScheduleError."""
         if spec is None:
             return None
+        if isinstance(spec, Mapping):
+            # minute and hour do not narrow the window: checked, then every minute of the window counts (a window such as
+            # 09:01-09:31 holds no slot of the default minute 0, and needs none)
+            for key in ("minute", "hour"):
+                if spec.get(key) is not None:
+                    parse_field(key, spec[key])
+            spec = {**spec, "minute": "*", "hour": "*"}
         window = cls(Schedule.from_spec(spec, timezone=timezone))
         return None if window.always_open else window
 

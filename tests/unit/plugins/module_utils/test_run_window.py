@@ -89,6 +89,16 @@ def test_oncalendar_fires_at_window_starts() -> None:
 def test_bad_window_names_the_field() -> None:
     with pytest.raises(ScheduleError, match=r"schedule.begin '25:00' is not a time of day"):
         RunWindow.from_spec({'begin': '25:00', 'end': '02:00'})
+    with pytest.raises(ScheduleError, match=r"schedule.minute '61' is out of range 0-59"):
+        RunWindow.from_spec({'minute': '61', 'begin': '22:00', 'end': '02:00'})
+
+
+def test_a_window_without_a_slot_of_minute_and_hour_is_still_a_window() -> None:
+    # minute defaults to 0: 09:01-09:31 holds none of its slots, yet it is a run window of half an hour
+    w = window({'begin': '09:01', 'end': '09:31'})
+    assert w.contains(at('2026-12-04T09:15')) and not w.contains(at('2026-12-04T09:32'))
+    assert w.next_start(at('2026-12-04T09:32')) == at('2026-12-05T09:01')
+    assert w.to_oncalendar() == ['*-*-* 09:01:00 UTC']
 
 
 # ------------------------------------------------------------------------------------------------------------- plan
