@@ -137,7 +137,16 @@ def guest(openzfs_vm: vm_mod.VM) -> Guest:
     for pool, disk in zip(POOLS, openzfs_vm.disks):
         if pool in existing:  # a reused guest (ZR_VM_RUN_DIR): start from empty pools anyway
             g.zpool('destroy', '-f', pool)
-        g.zpool('create', '-f', '-o', 'ashift=12', '-O', 'compression=lz4', '-O', f'mountpoint=/{pool}', pool, disk)
+        # Right after a destroy, udev may still be re-reading the disk's partitions ("cannot create 'zra': no such
+        # pool or dataset" was seen once): let it settle, and try again while the pool is not there.
+        for attempt in range(5):
+            g.run('udevadm', 'settle', '--timeout=30')
+            try:
+                g.zpool('create', '-f', '-o', 'ashift=12', '-O', 'compression=lz4', '-O', f'mountpoint=/{pool}', pool, disk)
+                break
+            except helpers.CommandError:
+                if attempt == 4 or pool in g.zpool('list', '-H', '-o', 'name').split():
+                    raise
     return g
 
 
