@@ -113,6 +113,7 @@ def demo_inventory(sandbox, root: Path, python: str, src: str, dst: str) -> dict
                  "scheduler_launcher": str(root / "bin" / "zfs-replication-run"), "scheduler_config_dir": str(root / "etc"),
                  "scheduler_state_dir": str(root / "state"), "scheduler_log_dir": str(root / "log"),
                  "scheduler_unit_dir": str(root / "units"), "scheduler_metrics_dir": str(root / "metrics"),
+                 "zfs_replication_run_now": True,
                  "zfs_replication_snapshot_task_defaults": {"naming_schema": "auto-%Y-%m-%d_%H-%M", "schedule": "hourly",
                                                             "lifetime_value": 2, "lifetime_unit": "week"},
                  "zfs_replication_replication_task_defaults": {

@@ -9,6 +9,7 @@ so scheduler_systemd=false: the role writes engine, configs and units, and run-n
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import secrets
@@ -53,6 +54,8 @@ def sandbox_declaration(sandbox, tmp: Path, tag: str) -> tuple[str, dict]:
                 "scheduler_log_dir": str(tmp / "log"),
                 "scheduler_unit_dir": str(tmp / "units"),
                 "scheduler_metrics_dir": str(tmp / "metrics"),
+                # the daily snapshot task and the replication after it run at each apply, not only at their timer's
+                "zfs_replication_run_now": True,
                 # daily in UTC: the slot a run takes is the UTC day it ran on (see daily_names)
                 "zfs_replication_snapshot_task_defaults": {"naming_schema": SCHEMA, "schedule": "daily", "timezone": "UTC",
                                                            "lifetime_value": 2, "lifetime_unit": "week"},
@@ -83,8 +86,9 @@ def changed_tasks(result) -> list[str]:
     return [f"{t['task']['name']} ({h})" for t in result.tasks_run for h, r in t["hosts"].items() if r.get("changed")]
 
 
-SNAPSHOT_TASKS = "Run the periodic snapshot tasks"
+SNAPSHOT_TASKS = "Run the periodic snapshot tasks"  # check mode: the modules plan
 REPLICATION_TASKS = "Run the replication tasks"
+RUN_TASKS = "zfs.replication.scheduler : Run tasks now"  # a real apply: the runs, as the timers run them
 
 
 def utc_now() -> datetime:
@@ -99,8 +103,16 @@ def daily_names(before: datetime, after: datetime) -> set[str]:
     return {f"auto-{before.date() + timedelta(days=i):%Y-%m-%d}_00-00" for i in range(days + 1)}
 
 
+def snapshot_state(result, task: str) -> dict:
+    """What the run of snapshot task TASK on fileserver recorded in its state file (the details of its run), as the
+    apply's report read it right after the run."""
+    items = [i for i in result.task(RUN_TASKS, "fileserver")["results"] if i["item"]["item"]["id"] == f"snap-{task}"]
+    assert len(items) == 1, items
+    return json.loads(base64.b64decode(items[0]["item"]["content"]))["details"]
+
+
 def snapshot_run(result, task: str) -> dict:
-    """What the site's snapshot task TASK reported on fileserver (one item of the loop over its snapshot tasks)."""
+    """What the site's snapshot task TASK reported on fileserver in check mode (one item of the loop over its snapshot tasks)."""
     items = [i for i in result.task(SNAPSHOT_TASKS, "fileserver")["results"] if i["item"]["name"] == task]
     assert len(items) == 1, items
     return items[0]
@@ -114,7 +126,7 @@ def test_site_twice_run_now_status_log(sandbox, ansible_playbook, tmp_path):
     first = ansible_playbook(playbook("site.yml"), inventory_text=inventory)
     t1 = utc_now()
     # The snapshot task took the slot of the UTC day it ran on, of both datasets; the replication sent them over the sshd.
-    day1 = snapshot_run(first, f"data{tag}")["snapshot_name"]
+    day1 = snapshot_state(first, f"data{tag}")["snapshot_name"]
     assert day1 in daily_names(t0, t1), (day1, t0, t1)
     src_snaps = snapshots_with_guids(d["src"])
     assert set(src_snaps) == {f"@{day1}", f"/web@{day1}"} and snapshots_with_guids(d["dst"]) == src_snaps
@@ -132,7 +144,7 @@ def test_site_twice_run_now_status_log(sandbox, ansible_playbook, tmp_path):
     t2 = utc_now()
     second = ansible_playbook(playbook("site.yml"), inventory_text=inventory)
     t3 = utc_now()
-    day2 = snapshot_run(second, f"data{tag}")["snapshot_name"]
+    day2 = snapshot_state(second, f"data{tag}")["snapshot_name"]
     assert day2 in daily_names(t2, t3), (day2, t2, t3)
     new = {k for k in snapshots_with_guids(d["src"]) if k not in src_snaps}
     if day2 == day1:
@@ -145,7 +157,7 @@ def test_site_twice_run_now_status_log(sandbox, ansible_playbook, tmp_path):
         # replicated it, and changed nothing else.
         assert day2 > day1 and new == {f"@{day2}", f"/web@{day2}"}, (day1, day2, new)
         assert snapshots_with_guids(d["dst"]) == snapshots_with_guids(d["src"])
-        assert changed_tasks(second) == [f"{SNAPSHOT_TASKS} (fileserver)", f"{REPLICATION_TASKS} (fileserver)"], changed_tasks(second)
+        assert changed_tasks(second) == [f"{RUN_TASKS} (fileserver)"], changed_tasks(second)
         assert second.stats["backup"]["changed"] == 0
 
     # Run now: a new (manual, schema-named) snapshot goes over with the task's timer config.
@@ -165,7 +177,7 @@ def test_site_twice_run_now_status_log(sandbox, ansible_playbook, tmp_path):
     assert families["zfs_replication_last_run_bytes"].samples[0].value == state["bytes"]
     assert families["zfs_replication_last_run_snapshots_sent"].samples[0].value == 2
     results = {s.labels["result"]: s.value for s in families["zfs_replication_last_run_result"].samples}
-    assert results == {"ok": 1, "failed": 0, "skipped": 0}
+    assert results == {"ok": 1, "failed": 0, "skipped": 0, "waiting": 0}
     assert families["zfs_replication_last_success_timestamp_seconds"].samples[0].labels == {"task": d["task"], "kind": "replication"}
     assert "zfs_replication_newest_replicated_timestamp_seconds" in families
 
@@ -204,7 +216,7 @@ def test_site_check_mode_on_a_configured_host_changes_nothing(sandbox, ansible_p
     t0 = utc_now()
     applied = ansible_playbook(playbook("site.yml"), inventory_text=inventory)
     t1 = utc_now()
-    day1 = snapshot_run(applied, f"data{tag}")["snapshot_name"]
+    day1 = snapshot_state(applied, f"data{tag}")["snapshot_name"]
     assert day1 in daily_names(t0, t1), (day1, t0, t1)
     newest = "auto-2099-01-01_00-00"  # something to replicate: the check run must plan it and not send it
     zfs("snapshot", "-r", f"{d['src']}@{newest}")

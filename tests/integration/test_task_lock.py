@@ -157,6 +157,7 @@ def test_site_playbook_runs_leave_the_history_status_and_log_read(task, ansible_
         "scheduler_log_dir": task["dirs"]["log_dir"],
         "scheduler_unit_dir": str(tmp_path / "units"),
         "scheduler_metrics_dir": task["dirs"]["metrics_dir"],
+        "zfs_replication_run_now": True,  # the hourly snapshot task (and the replication after it) run at this apply
         "zfs_replication_snapshot_tasks": [{"name": name, "dataset": src, "recursive": True, "naming_schema": SCHEMA,
                                             "schedule": "hourly", "lifetime_value": 1, "lifetime_unit": "week"}],
         "zfs_replication_replication_tasks": [{**task["params"], "periodic_snapshot_tasks": [name]}],
