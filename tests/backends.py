@@ -117,7 +117,7 @@ class Backend:
         return {name[len(dataset):]: guid for name, guid in (line.split('\t') for line in out.splitlines()) if '@' in name}
 
     def datasets_under(self, root: str) -> list[str]:
-        return self.zfs('list', '-H', '-o', 'name', '-r', '-t', 'filesystem,volume', root).split()
+        return self.zfs('list', '-H', '-o', 'name', '-r', '-t', 'filesystem,volume', root).splitlines()  # names may hold spaces
 
     def prop(self, dataset: str, name: str) -> str:
         return self.zfs('get', '-H', '-o', 'value', name, dataset).strip()

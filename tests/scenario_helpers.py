@@ -39,7 +39,7 @@ def message(run: EngineRun) -> str:
 def snaps(backend: Backend, dataset: str) -> list[str]:
     """Snapshot names (after the @) of DATASET itself, oldest first."""
     out = backend.zfs("list", "-H", "-o", "name", "-s", "createtxg", "-r", "-t", "snapshot", dataset)
-    return [n.split("@", 1)[1] for n in out.split() if n.split("@", 1)[0] == dataset]
+    return [n.split("@", 1)[1] for n in out.splitlines() if n.split("@", 1)[0] == dataset]  # names may hold spaces
 
 
 def guids(backend: Backend, dataset: str) -> dict[str, str]:
