@@ -157,6 +157,7 @@ def test_the_role_status_and_log_for_datasets_with_spaces(spaced, ansible_playbo
         "scheduler_engine_dir": str(tmp / "engine"), "scheduler_launcher": str(tmp / "bin" / "zfs-replication-run"),
         "scheduler_config_dir": str(tmp / "etc"), "scheduler_state_dir": dirs["state_dir"], "scheduler_log_dir": dirs["log_dir"],
         "scheduler_unit_dir": str(tmp / "units"), "scheduler_metrics_dir": dirs["metrics_dir"],
+        "zfs_replication_run_now": True,  # the hourly snapshot task and the replication after it run at this apply
         "zfs_replication_snapshot_tasks": [{"name": snap_name, "dataset": src, "recursive": True, "naming_schema": SCHEMA,
                                             "schedule": "hourly", "lifetime_value": 1, "lifetime_unit": "week"}],
         "zfs_replication_replication_tasks": [{"source_datasets": [src], "target_dataset": dst, "transport": "local", "recursive": True,
