@@ -597,7 +597,14 @@ class Runner:
                 # The receive of the cut stream may still be saving its state when the target is read (a slow target):
                 # the full sent again then finds the target there; read it again, it now carries a token to resume.
                 late = resent_first_full and target_appeared(exc)
-                if attempt > self.task.retries or not (is_transient(exc) or late):
+                transient = is_transient(exc) or late
+                if transient and self.arrived(send):
+                    # The connection dropped only after the receive had committed (a multiplexed ssh session drains
+                    # what it holds): sending it again would be refused ("destination exists") on every retry.
+                    self.log(f"  {send.target}: the connection dropped after {send.target}@{send.snapshot} had arrived "
+                             f"(same guid as the source): nothing to send again")
+                    return PipelineResult(exc.stages, 0.0, None)
+                if attempt > self.task.retries or not transient:
                     raise
                 self.log(f"  {send.target}: attempt {attempt} failed ({exc}); retrying in {delay:g}s")
                 self._sleep(delay)
@@ -610,6 +617,16 @@ class Runner:
                         raise PipelineError(f"{exc}; {why}", exc.stages) from exc
                     res.resumed = res.resumed or bool(send.token)
                     resent_first_full = send.mode == "full" and not send.token and not send.replicate and self.is_first_full(send)
+
+    def arrived(self, send: Send) -> bool:
+        """Did the stream reach the target before its connection dropped? Its last snapshot is there, with the guid the
+        source listed for it (one zfs get)."""
+        src = self.source.get(send.source) if self.source is not None and not send.replicate else None
+        want = next((s.guid for s in src.snapshots if s.name == send.snapshot), None) if src is not None else None
+        if not want:
+            return False
+        proc = self.dst.run(["zfs", "get", "-H", "-p", "-o", "value", "guid", f"{send.target}@{send.snapshot}"], check=False)
+        return proc.returncode == 0 and proc.stdout.strip() == want
 
     def rollback(self, dplan: DatasetPlan) -> None:
         self.log(f"rollback {dplan.target}@{dplan.base} on {self.dst.label} (allow_rollback: discards changes made on the target after it)")

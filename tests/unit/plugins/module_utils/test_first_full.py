@@ -61,8 +61,9 @@ class ScriptedHost:
 
     label = "target"
 
-    def __init__(self, states: list[Leftover], destroys: list[str] = (), token: str = "") -> None:
+    def __init__(self, states: list[Leftover], destroys: list[str] = (), token: str = "", guids: dict[str, str] | None = None) -> None:
         self.states, self.destroys, self.token = list(states), list(destroys), token
+        self.guids = guids or {}  # snapshot -> guid answered by `zfs get guid SNAPSHOT`
         self.calls: list[list[str]] = []
 
     def _state(self) -> Leftover:
@@ -92,6 +93,8 @@ class ScriptedHost:
             return subprocess.CompletedProcess(argv, 1 if err else 0, "", err)
         if argv[:2] == ["zfs", "get"] and "receive_resume_token" in argv:
             return subprocess.CompletedProcess(argv, 0, (self.token or "-") + "\n", "")
+        if argv[:2] == ["zfs", "get"] and "guid" in argv and argv[-1] in self.guids:
+            return subprocess.CompletedProcess(argv, 0, self.guids[argv[-1]] + "\n", "")
         if argv[:2] == ["zfs", "get"]:  # dataset_type: the target is gone
             return subprocess.CompletedProcess(argv, 1, "", "dataset does not exist")
         return subprocess.CompletedProcess(argv, 0, "", "")
@@ -204,6 +207,36 @@ def test_a_full_resent_into_a_target_that_appeared_late_is_read_again_and_resume
     assert res.attempts == 3 and send.token == "1-abc" and res.resumed
     assert streams[0].startswith("full") and streams[1].startswith("full") and streams[2].startswith("resume")
     assert destroyed(runner.dst) == 0
+
+
+def scripted_streams(outcomes: list):
+    """A stand-in for Runner.run_stream: each call raises or returns the next of OUTCOMES."""
+    def run_stream(send):
+        out = outcomes.pop(0)
+        if isinstance(out, Exception):
+            raise out
+        return out
+    return run_stream
+
+
+def test_a_stream_that_arrived_before_its_connection_dropped_is_not_sent_again():
+    """A multiplexed ssh session may drain the stream into zfs recv after the client was killed: the target then holds
+    the snapshot with the source's guid, and the run goes on instead of resending (refused on every retry)."""
+    task = ReplicationTask.from_params({"name": "t", "source_datasets": ["p/a"], "target_dataset": T, "transport": "local",
+                                        "naming_schema": ["auto-%Y-%m-%d_%H-%M"], "retries": 3, "retry_delay": 1})
+    runner = Runner(task, sleep=lambda s: None)
+    runner.source = listing(Dataset("p/a", "filesystem", snapshots=[Snapshot("p/a", "s1", "42", 1)]))
+    runner.target_listing = None
+    runner.dst_caps = runner.src_caps = OPENZFS
+    cut = PipelineError("cut", [StageResult("ssh", "target", ["ssh"], 255, "Connection closed")])
+    for guid, arrived in (("42", True), ("7", False)):
+        runner.dst = ScriptedHost([Leftover(True, snapshots=1)], guids={f"{T}@s1": guid})
+        runner.run_stream = scripted_streams([cut, PipelineResult([], 1.0, 10)])
+        res = DatasetResult("p/a", T, "full", None)
+        out = runner.send_with_retries(full(), res)
+        # Arrived: one attempt, nothing sent again. A snapshot of that name with another guid is not ours: retried.
+        assert (res.attempts, out.bytes) == ((1, None) if arrived else (2, 10))
+        assert destroyed(runner.dst) == 0
 
 
 def test_a_refused_full_that_was_not_resent_after_a_cut_is_not_retried():
