@@ -10,6 +10,7 @@ import hashlib
 import os
 import socket
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -192,3 +193,19 @@ def warning_lines(result: Any) -> list[str]:
 def changed_tasks(result: Any) -> list[str]:
     """'TASK NAME (HOST)' for every task result of a PlaybookResult that reported changed."""
     return [f"{t['task']['name']} ({h})" for t in result.tasks_run for h, r in t["hosts"].items() if r.get("changed")]
+
+
+def scheduler_vars(root: str | os.PathLike[str], config_dir: str = 'etc') -> dict[str, Any]:
+    """The scheduler role's variables for a run without systemd, every path under ROOT (units written, not started);
+    the engine runs on this Python. A caller adds or overrides the rest (metrics, state and log elsewhere)."""
+    root = Path(root)
+    return {
+        'scheduler_systemd': False,
+        'scheduler_python': sys.executable,
+        'scheduler_engine_dir': str(root / 'engine'),
+        'scheduler_launcher': str(root / 'bin' / 'zfs-replication-run'),
+        'scheduler_config_dir': str(root / config_dir),
+        'scheduler_state_dir': str(root / 'state'),
+        'scheduler_log_dir': str(root / 'log'),
+        'scheduler_unit_dir': str(root / 'units'),
+    }

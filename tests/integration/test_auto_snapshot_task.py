@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import snapshots_with_guids, zfs
+from helpers import scheduler_vars, snapshots_with_guids, zfs
 
 pytestmark = pytest.mark.integration
 
@@ -42,14 +42,7 @@ def inventory(tmp: Path, hosts: dict[str, dict]) -> str:
     return json.dumps({"all": {
         "vars": {
             "zfs_replication_ssh_trust": False,  # a local replication: no keys to set up
-            "scheduler_systemd": False,
-            "scheduler_python": sys.executable,
-            "scheduler_engine_dir": str(tmp / "engine"),
-            "scheduler_launcher": str(tmp / "bin" / "zfs-replication-run"),
-            "scheduler_config_dir": str(tmp / "etc" / "tasks"),
-            "scheduler_state_dir": str(tmp / "state"),
-            "scheduler_log_dir": str(tmp / "log"),
-            "scheduler_unit_dir": str(tmp / "units"),
+            **scheduler_vars(tmp, config_dir="etc/tasks"),
         },
         "hosts": {name: {**local, **hostvars} for name, hostvars in hosts.items()},
     }}, indent=2)

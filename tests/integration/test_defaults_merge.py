@@ -9,8 +9,9 @@ status.yml run the modules with) and the role applied to the same tasks and defa
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
+
+from helpers import scheduler_vars
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,16 +38,7 @@ def test_role_and_playbooks_merge_the_same_way(ansible_playbook, tmp_path):
     (tmp_path / "units").mkdir()
     (tmp_path / "bin").mkdir()
     planned = tmp_path / "planned.json"
-    role_vars = {
-        "scheduler_systemd": False,
-        "scheduler_python": sys.executable,
-        "scheduler_engine_dir": str(tmp_path / "engine"),
-        "scheduler_launcher": str(tmp_path / "bin" / "zfs-replication-run"),
-        "scheduler_config_dir": str(tmp_path / "etc"),
-        "scheduler_state_dir": str(tmp_path / "state"),
-        "scheduler_log_dir": str(tmp_path / "log"),
-        "scheduler_unit_dir": str(tmp_path / "units"),
-    }
+    role_vars = scheduler_vars(tmp_path)
     extravars = {
         **role_vars,
         "zfs_replication_snapshot_tasks": SNAPSHOT_TASKS,

@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ansible_collections.zfs.replication.plugins.module_utils._naming import NamingSchema
 from ansible_collections.zfs.replication.plugins.module_utils._runner import main
-from helpers import CommandError, destroy_retrying, mounted_checksums, own_checksums, sandbox_ssh, snapshots_with_guids, zfs
+from helpers import CommandError, destroy_retrying, mounted_checksums, own_checksums, sandbox_ssh, scheduler_vars, snapshots_with_guids, zfs
 
 pytestmark = pytest.mark.integration
 
@@ -153,10 +153,8 @@ def test_the_role_status_and_log_for_datasets_with_spaces(spaced, ansible_playbo
     dirs = spaced["dirs"]
     inventory = json.dumps({"all": {"hosts": {"fileserver": {
         "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
-        "zfs_replication_ssh_trust": False, "scheduler_systemd": False, "scheduler_python": sys.executable,
-        "scheduler_engine_dir": str(tmp / "engine"), "scheduler_launcher": str(tmp / "bin" / "zfs-replication-run"),
-        "scheduler_config_dir": str(tmp / "etc"), "scheduler_state_dir": dirs["state_dir"], "scheduler_log_dir": dirs["log_dir"],
-        "scheduler_unit_dir": str(tmp / "units"), "scheduler_metrics_dir": dirs["metrics_dir"],
+        "zfs_replication_ssh_trust": False, **scheduler_vars(tmp),
+        "scheduler_state_dir": dirs["state_dir"], "scheduler_log_dir": dirs["log_dir"], "scheduler_metrics_dir": dirs["metrics_dir"],
         "zfs_replication_run_now": True,  # the hourly snapshot task and the replication after it run at this apply
         "zfs_replication_snapshot_tasks": [{"name": snap_name, "dataset": src, "recursive": True, "naming_schema": SCHEMA,
                                             "schedule": "hourly", "lifetime_value": 1, "lifetime_unit": "week"}],

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import snapshots_with_guids, zfs
+from helpers import scheduler_vars, snapshots_with_guids, zfs
 
 pytestmark = pytest.mark.integration
 
@@ -45,14 +45,7 @@ def sandbox_declaration(sandbox, tmp: Path, tag: str) -> tuple[str, dict]:
     inv = {
         "all": {
             "vars": {
-                "scheduler_systemd": False,
-                "scheduler_python": sys.executable,
-                "scheduler_engine_dir": str(tmp / "engine"),
-                "scheduler_launcher": str(tmp / "bin" / "zfs-replication-run"),
-                "scheduler_config_dir": str(tmp / "etc" / "tasks"),
-                "scheduler_state_dir": str(tmp / "state"),
-                "scheduler_log_dir": str(tmp / "log"),
-                "scheduler_unit_dir": str(tmp / "units"),
+                **scheduler_vars(tmp, config_dir="etc/tasks"),
                 "scheduler_metrics_dir": str(tmp / "metrics"),
                 # the daily snapshot task and the replication after it run at each apply, not only at their timer's
                 "zfs_replication_run_now": True,

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import zfs
+from helpers import scheduler_vars, zfs
 
 pytestmark = pytest.mark.integration
 
@@ -94,14 +94,7 @@ def role_play() -> str:
 
 def role_vars(tmp: Path, task: dict) -> dict:
     return {
-        "scheduler_systemd": False,
-        "scheduler_python": sys.executable,
-        "scheduler_engine_dir": str(tmp / "engine"),
-        "scheduler_launcher": str(tmp / "bin" / "zfs-replication-run"),
-        "scheduler_config_dir": str(tmp / "etc" / "tasks"),
-        "scheduler_state_dir": str(tmp / "state"),
-        "scheduler_log_dir": str(tmp / "log"),
-        "scheduler_unit_dir": str(tmp / "units"),
+        **scheduler_vars(tmp, config_dir="etc/tasks"),
         "scheduler_snapshot_tasks": [],
         "scheduler_replication_tasks": [task],
     }

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.zfs.replication.plugins.module_utils._runner import TaskLock
-from helpers import destroy_retrying, snapshots_with_guids, zfs
+from helpers import destroy_retrying, scheduler_vars, snapshots_with_guids, zfs
 
 pytestmark = pytest.mark.integration
 
@@ -41,10 +41,7 @@ def declared(sandbox, tmp_path):
     dirs = {"state": tmp_path / "state", "log": tmp_path / "log", "metrics": tmp_path / "metrics"}
     host = {
         "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
-        "zfs_replication_ssh_trust": False, "scheduler_systemd": False, "scheduler_python": sys.executable,
-        "scheduler_engine_dir": str(tmp_path / "engine"), "scheduler_launcher": str(tmp_path / "bin" / "zfs-replication-run"),
-        "scheduler_config_dir": str(tmp_path / "etc"), "scheduler_unit_dir": str(tmp_path / "units"),
-        "scheduler_state_dir": str(dirs["state"]), "scheduler_log_dir": str(dirs["log"]), "scheduler_metrics_dir": str(dirs["metrics"]),
+        "zfs_replication_ssh_trust": False, **scheduler_vars(tmp_path), "scheduler_metrics_dir": str(dirs["metrics"]),
         "zfs_replication_snapshot_tasks": [{"name": f"hourly{tag}", "dataset": src, "recursive": True, "naming_schema": SCHEMA,
                                             "schedule": "hourly", "lifetime_value": 1, "lifetime_unit": "week"}],
         "zfs_replication_replication_tasks": [

@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from helpers import scheduler_vars
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -28,16 +30,7 @@ def exec_start_argv(unit_text: str) -> list[str]:
 
 
 def role_vars(tmp: Path) -> dict:
-    return {
-        "scheduler_systemd": False,
-        "scheduler_python": sys.executable,
-        "scheduler_engine_dir": str(tmp / "engine"),
-        "scheduler_launcher": str(tmp / "bin" / "zfs-replication-run"),
-        "scheduler_config_dir": str(tmp / "etc"),
-        "scheduler_state_dir": str(tmp / "state"),
-        "scheduler_log_dir": str(tmp / "log"),
-        "scheduler_unit_dir": str(tmp / "units"),
-    }
+    return scheduler_vars(tmp)
 
 
 def test_metrics_dir_is_quoted_in_exec_start(ansible_playbook, tmp_path):

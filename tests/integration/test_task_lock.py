@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.zfs.replication.plugins.module_utils._runner import TaskLock, main
-from helpers import destroy_retrying, snapshots_with_guids, zfs
+from helpers import destroy_retrying, scheduler_vars, snapshots_with_guids, zfs
 
 pytestmark = pytest.mark.integration
 
@@ -148,14 +148,9 @@ def test_site_playbook_runs_leave_the_history_status_and_log_read(task, ansible_
     inventory = json.dumps({"all": {"hosts": {"fileserver": {
         **local,
         "zfs_replication_ssh_trust": False,
-        "scheduler_systemd": False,
-        "scheduler_python": sys.executable,
-        "scheduler_engine_dir": str(tmp_path / "engine"),
-        "scheduler_launcher": str(tmp_path / "bin" / "zfs-replication-run"),
-        "scheduler_config_dir": str(tmp_path / "etc"),
+        **scheduler_vars(tmp_path),
         "scheduler_state_dir": task["dirs"]["state_dir"],
         "scheduler_log_dir": task["dirs"]["log_dir"],
-        "scheduler_unit_dir": str(tmp_path / "units"),
         "scheduler_metrics_dir": task["dirs"]["metrics_dir"],
         "zfs_replication_run_now": True,  # the hourly snapshot task (and the replication after it) run at this apply
         "zfs_replication_snapshot_tasks": [{"name": name, "dataset": src, "recursive": True, "naming_schema": SCHEMA,
