@@ -65,6 +65,18 @@ rm -rf /var/lib/apt/lists/*
 RECIPE_VERSION = 1
 
 
+# What the tier's tests apply in the container (declaration in extravars), over the container's sshd; pipelining
+# keeps each task to one ssh round trip.
+ROLE_PLAYBOOK = """
+- name: Apply the scheduler role
+  hosts: zrsystemd
+  gather_facts: false
+  roles:
+    - role: zfs.replication.scheduler
+"""
+PIPELINING = {'ANSIBLE_PIPELINING': '1'}
+
+
 class ContainerError(RuntimeError):
     pass
 

@@ -17,18 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from container import Container
+from container import PIPELINING, ROLE_PLAYBOOK, Container
 
 from helpers import destroy_retrying, snapshots_with_guids, zfs
 
-PLAYBOOK = """
-- name: Apply the scheduler role
-  hosts: zrsystemd
-  gather_facts: false
-  roles:
-    - role: zfs.replication.scheduler
-"""
-PIPELINING = {'ANSIBLE_PIPELINING': '1'}
 DIRS = {'scheduler_engine_dir': '/usr/local/lib/zr-window', 'scheduler_launcher': '/usr/local/sbin/zr-window-run',
         'scheduler_config_dir': '/etc/zr-window/tasks', 'scheduler_state_dir': '/var/lib/zr-window',
         'scheduler_log_dir': '/var/log/zr-window'}
@@ -69,7 +61,7 @@ def test_a_replication_outside_its_window_waits_and_its_timer_runs_it_at_the_win
                                              'transport': 'local', 'periodic_snapshot_tasks': ['wsnap'], 'timezone': 'UTC',
                                              'restrict_schedule': window}]}
     try:
-        ansible_playbook(PLAYBOOK, extravars=decl, inventory_text=container_inventory, env=PIPELINING)
+        ansible_playbook(ROLE_PLAYBOOK, extravars=decl, inventory_text=container_inventory, env=PIPELINING)
         timer = container.exec('cat', '/etc/systemd/system/zfs-replication-repl-wrepl.timer').stdout
         assert f"OnCalendar=*-*-* {window['begin']}:00 UTC" in timer.splitlines()
         assert 'zfs-replication-repl-wrepl.timer' in container.exec('systemctl', 'list-timers', '--all', '--no-pager').stdout
@@ -97,7 +89,7 @@ def test_a_replication_outside_its_window_waits_and_its_timer_runs_it_at_the_win
         assert result == 'Result=success'
     finally:
         # Declared is actual: an empty declaration removes the units, configs and state this test installed.
-        ansible_playbook(PLAYBOOK, extravars={**DIRS, 'scheduler_snapshot_tasks': [], 'scheduler_replication_tasks': []},
+        ansible_playbook(ROLE_PLAYBOOK, extravars={**DIRS, 'scheduler_snapshot_tasks': [], 'scheduler_replication_tasks': []},
                          inventory_text=container_inventory, env=PIPELINING)
         container.exec('rm', '-rf', *[DIRS[k] for k in ('scheduler_engine_dir', 'scheduler_launcher', 'scheduler_log_dir')],
                        str(Path(DIRS['scheduler_config_dir']).parent), DIRS['scheduler_state_dir'])

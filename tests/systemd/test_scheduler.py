@@ -17,20 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from container import Container
+from container import PIPELINING, ROLE_PLAYBOOK, Container
 
 from ansible_collections.zfs.replication.plugins.module_utils._schedule import Schedule
 from helpers import snapshots_with_guids, zfs
 
-PLAYBOOK = """
-- name: Apply the scheduler role
-  hosts: zrsystemd
-  gather_facts: false
-  roles:
-    - role: zfs.replication.scheduler
-"""
 UNIT_DIR = '/etc/systemd/system'
-PIPELINING = {'ANSIBLE_PIPELINING': '1'}
 SCHEMA = 'test-%Y-%m-%d_%H-%M'
 _memo: dict[str, Any] = {}
 
@@ -90,13 +82,13 @@ def applied(sandbox, container: Container, container_inventory: str, ansible_pla
         zfs('snapshot', f'{src}/data@test-2026-01-01_00-00')
         decl = declaration(src, dst)
         # check mode on a fresh host: reports what it would do, fails nowhere, changes nothing
-        check = ansible_playbook(PLAYBOOK, extravars=decl, inventory_text=container_inventory, check=True, env=PIPELINING)
+        check = ansible_playbook(ROLE_PLAYBOOK, extravars=decl, inventory_text=container_inventory, check=True, env=PIPELINING)
         fresh = container.exec('sh', '-c', 'ls -d /usr/local/sbin/zfs-replication-run /etc/zfs-replication '
                                            '/usr/local/lib/zfs-replication /etc/systemd/system/zfs-replication-* 2>/dev/null',
                                check=False).stdout
         _memo.update(fresh_check=check, fresh_listing=fresh)
         t0 = time.monotonic()
-        result = ansible_playbook(PLAYBOOK, extravars=decl, inventory_text=container_inventory, env=PIPELINING)
+        result = ansible_playbook(ROLE_PLAYBOOK, extravars=decl, inventory_text=container_inventory, env=PIPELINING)
         _memo.update(first=result, decl=decl, applied_at=time.time(), apply_seconds=time.monotonic() - t0)
         print(f'first apply: {_memo["apply_seconds"]:.1f} s, {changed_count(result)} changed', file=sys.stderr)
     return _memo
@@ -226,18 +218,18 @@ def test_timers_are_listed_with_the_schedules_next_elapse(applied: dict[str, Any
 
 
 def test_second_run_changes_nothing(applied: dict[str, Any], container_inventory: str, ansible_playbook) -> None:
-    result = ansible_playbook(PLAYBOOK, extravars=applied['decl'], inventory_text=container_inventory, env=PIPELINING)
+    result = ansible_playbook(ROLE_PLAYBOOK, extravars=applied['decl'], inventory_text=container_inventory, env=PIPELINING)
     assert changed_count(result) == 0, changed_tasks(result)
 
 
 def test_check_mode_changes_nothing(applied: dict[str, Any], container: Container, container_inventory: str,
                                     ansible_playbook) -> None:
     stamp = container.exec('sh', '-c', f'stat -c "%n %Y" {UNIT_DIR}/zfs-replication-* /etc/zfs-replication/tasks/*').stdout
-    result = ansible_playbook(PLAYBOOK, extravars=applied['decl'], inventory_text=container_inventory, check=True, env=PIPELINING)
+    result = ansible_playbook(ROLE_PLAYBOOK, extravars=applied['decl'], inventory_text=container_inventory, check=True, env=PIPELINING)
     assert changed_count(result) == 0, changed_tasks(result)
     # a check run of a smaller declaration reports the removals but does not make them
     smaller = dict(applied['decl'], scheduler_replication_tasks=applied['decl']['scheduler_replication_tasks'][:1])
-    result = ansible_playbook(PLAYBOOK, extravars=smaller, inventory_text=container_inventory, check=True, env=PIPELINING)
+    result = ansible_playbook(ROLE_PLAYBOOK, extravars=smaller, inventory_text=container_inventory, check=True, env=PIPELINING)
     assert changed_count(result) > 0
     assert container.exec('sh', '-c', f'stat -c "%n %Y" {UNIT_DIR}/zfs-replication-* /etc/zfs-replication/tasks/*').stdout == stamp
 
@@ -315,7 +307,7 @@ def test_undeclared_tasks_are_removed_and_run_now_runs(applied: dict[str, Any], 
     for task in decl['scheduler_replication_tasks']:
         if task['name'] == 'on-demand':
             task['run_now'] = True
-    result = ansible_playbook(PLAYBOOK, extravars=decl, inventory_text=container_inventory, env=PIPELINING)
+    result = ansible_playbook(ROLE_PLAYBOOK, extravars=decl, inventory_text=container_inventory, env=PIPELINING)
     assert changed_count(result) > 0
     units = installed_units(container)
     listing = container.exec('systemctl', 'list-units', '--all', '--no-pager', '--no-legend', '--plain', 'zfs-replication-*').stdout
@@ -351,7 +343,7 @@ def test_removing_everything_leaves_no_units_and_no_holds(applied: dict[str, Any
     held = holds(f'{sandbox.src_pool}/data') + holds(sandbox.dst_pool)
     assert held, 'the replications that ran hold their base snapshots on both sides'
     empty = {'scheduler_snapshot_tasks': [], 'scheduler_replication_tasks': []}
-    result = ansible_playbook(PLAYBOOK, extravars=empty, inventory_text=container_inventory, env=PIPELINING)
+    result = ansible_playbook(ROLE_PLAYBOOK, extravars=empty, inventory_text=container_inventory, env=PIPELINING)
     # the replication tasks' holds on their base snapshots go with them
     assert holds(f'{sandbox.src_pool}/data') + holds(sandbox.dst_pool) == []
     released = 'zfs.replication.scheduler : Release the holds of replication tasks that are no longer declared'
