@@ -623,10 +623,13 @@ class Runner:
         source listed for it (one zfs get)."""
         src = self.source.get(send.source) if self.source is not None and not send.replicate else None
         want = next((s.guid for s in src.snapshots if s.name == send.snapshot), None) if src is not None else None
-        if not want:
-            return False
-        proc = self.dst.run(["zfs", "get", "-H", "-p", "-o", "value", "guid", f"{send.target}@{send.snapshot}"], check=False)
-        return proc.returncode == 0 and proc.stdout.strip() == want
+        snap = f"{send.target}@{send.snapshot}"
+        return bool(want) and self.target_guids([snap]).get(snap) == want
+
+    def target_guids(self, snaps: list[str]) -> dict[str, str]:
+        """{snapshot: guid} of SNAPS on the target right now (one zfs get); a snapshot that is not there is left out."""
+        out = self.dst.run(["zfs", "get", "-H", "-p", "-o", "name,value", "guid", *snaps], check=False).stdout
+        return dict(line.split("\t", 1) for line in out.splitlines() if "\t" in line)
 
     def rollback(self, dplan: DatasetPlan) -> None:
         self.log(f"rollback {dplan.target}@{dplan.base} on {self.dst.label} (allow_rollback: discards changes made on the target after it)")
@@ -637,8 +640,7 @@ class Runner:
         planned on (one zfs get for all of them, right before): a snapshot replaced since the listing is refused."""
         names = dplan.destroy_before
         snaps = [f"{dplan.target}@{n}" for n in names]
-        out = self.dst.run(["zfs", "get", "-H", "-p", "-o", "name,value", "guid", *snaps], check=False).stdout
-        now = dict(line.split("\t", 1) for line in out.splitlines() if "\t" in line)
+        now = self.target_guids(snaps)
         changed = [n for n in names if now.get(f"{dplan.target}@{n}") != dplan.destroy_guids.get(n)]
         if changed:
             raise TransportError(

@@ -520,13 +520,11 @@ class RunWindow:
         day = local.date()
         if self.whole_day:
             return day
-        if s._begin < s._end:
-            return day if s._begin <= minute_of_day <= s._end else None
-        if minute_of_day >= s._begin:
+        if not _window_allows(s._begin, s._end, minute_of_day):
+            return None
+        if s._begin < s._end or minute_of_day >= s._begin:
             return day
-        if minute_of_day <= s._end:
-            return date.fromordinal(day.toordinal() - 1)  # the morning part of yesterday's window
-        return None
+        return date.fromordinal(day.toordinal() - 1)  # the morning part of yesterday's window
 
     def contains(self, when: datetime) -> bool:
         """True when ``when`` is inside a window."""

@@ -94,7 +94,7 @@ class ScriptedHost:
         if argv[:2] == ["zfs", "get"] and "receive_resume_token" in argv:
             return subprocess.CompletedProcess(argv, 0, (self.token or "-") + "\n", "")
         if argv[:2] == ["zfs", "get"] and "guid" in argv and argv[-1] in self.guids:
-            return subprocess.CompletedProcess(argv, 0, self.guids[argv[-1]] + "\n", "")
+            return subprocess.CompletedProcess(argv, 0, f"{argv[-1]}\t{self.guids[argv[-1]]}\n", "")
         if argv[:2] == ["zfs", "get"]:  # dataset_type: the target is gone
             return subprocess.CompletedProcess(argv, 1, "", "dataset does not exist")
         return subprocess.CompletedProcess(argv, 0, "", "")
