@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -123,12 +124,31 @@ def dataset_exists(dataset: str) -> bool:
     return True
 
 
-def destroy_retrying(dataset: str, timeout: float = 20) -> None:
-    """zfs destroy -r, retried: zfs-fuse says "dataset is busy" for a moment after an unmount, a send or a receive.
-    A dataset still busy at the end is left behind with a warning (a teardown must not fail the test it ends)."""
+def held(dataset: str) -> dict[str, int]:
+    """{snapshot (full name): userrefs} of the held snapshots of DATASET and its descendants."""
+    out = zfs('get', '-H', '-p', '-r', '-o', 'name,value', 'userrefs', dataset)
+    return {n: int(v) for n, v in (line.split('\t') for line in out.splitlines()) if '@' in n and v.isdigit() and int(v) > 0}
+
+
+def release_holds(dataset: str, tags: Iterable[str]) -> None:
+    """Release hold TAGS wherever they are below DATASET (zfs-fuse has no `zfs holds`: try each held snapshot)."""
+    tags = list(tags)
+    for full in held(dataset) if tags else ():
+        for tag in tags:
+            with contextlib.suppress(CommandError):
+                zfs('release', tag, full)
+
+
+def destroy_retrying(dataset: str, timeout: float = 20, tags: Iterable[str] = ()) -> None:
+    """Release hold TAGS (our tasks' `zfs.replication:NAME`), then zfs destroy -r, retried: zfs-fuse says "dataset
+    is busy" for a moment after an unmount, a send or a receive. A dataset still busy at the end is left behind
+    with a warning (a teardown must not fail the test it ends; the pool goes at the end of the session)."""
     import time
     import warnings
 
+    if not dataset_exists(dataset):
+        return
+    release_holds(dataset, tags)
     deadline = time.monotonic() + timeout
     while True:
         try:

@@ -57,9 +57,14 @@ def guids(dataset: str) -> dict[str, str]:
     return {k[1:]: v for k, v in snapshots_with_guids(dataset).items() if k.startswith("@")}
 
 
+def task_name(src: str) -> str:
+    """One task per pair (its runs move one hold tag): named after the pair's unique source dataset."""
+    return f"nc-{src.rsplit('/', 1)[-1]}"
+
+
 def params(sandbox, src: str, dst: str, port: int, **more) -> dict:
     p = {
-        "name": f"nc-{secrets.token_hex(3)}",
+        "name": task_name(src),
         "source_datasets": [src],
         "target_dataset": dst,
         "naming_schema": [SCHEMA],
@@ -130,7 +135,7 @@ def pair(sandbox):
     zfs("create", parent)
     yield src, f"{parent}/data"
     for ds in (src, parent):
-        destroy_retrying(ds)
+        destroy_retrying(ds, tags=[f"zfs.replication:{task_name(src)}"])
 
 
 def test_push_full_and_incremental(sandbox, pair):

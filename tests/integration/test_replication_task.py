@@ -10,17 +10,14 @@ retention, consent, compression, rate limit, retries) is tested on each ZFS back
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import secrets
-import time
-import warnings
 from pathlib import Path
 
 import pytest
 
-from helpers import CommandError, dataset_exists, mountpoint, zfs
+from helpers import dataset_exists, destroy_retrying, mountpoint, zfs
 
 pytestmark = pytest.mark.integration
 
@@ -110,38 +107,8 @@ def pair(sandbox):
         destroy_r(ds)
 
 
-def held(dataset: str) -> dict[str, int]:
-    """{snapshot (full name): userrefs} of the held snapshots below DATASET."""
-    out = zfs("get", "-H", "-p", "-r", "-o", "name,value", "userrefs", dataset)
-    return {n: int(v) for n, v in (line.split("\t") for line in out.splitlines()) if "@" in n and v.isdigit() and int(v) > 0}
-
-
-def release_all(dataset: str) -> None:
-    """Release the holds the tasks of this session put on snapshots below DATASET (zfs-fuse has no `zfs holds`)."""
-    for full in held(dataset):
-        for tag in HOLD_TAGS:
-            with contextlib.suppress(CommandError):
-                zfs("release", tag, full)
-
-
-def destroy_r(dataset: str, timeout: float = 20) -> None:
-    """Release our holds, then zfs destroy -r, retried: zfs-fuse says "dataset is busy" for a moment after an
-    unmount or a send."""
-    if not dataset_exists(dataset):
-        return
-    release_all(dataset)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            zfs("destroy", "-r", dataset)
-            return
-        except CommandError as exc:
-            if time.monotonic() > deadline:
-                # zfs-fuse sometimes keeps a dataset busy until the daemon restarts (after a killed receive):
-                # the names are unique per test and the pool goes at the end of the session, so only warn.
-                warnings.warn(f"teardown: {dataset} left behind: {exc}", stacklevel=2)
-                return
-            time.sleep(0.5)
+def destroy_r(dataset: str) -> None:
+    destroy_retrying(dataset, tags=HOLD_TAGS)
 
 
 def base_params(sandbox, src: str, dst: str, **more) -> dict:

@@ -16,7 +16,6 @@ import sys
 import tempfile
 import threading
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,18 @@ from typing import Any
 # DataLost, fault_injected and the evidence the fault table counts: tests/faulttable.py (shared with tests/scenarios).
 from faulttable import DataLost, fault_injected, record_kept, record_replica
 
-from helpers import CommandError, dataset_exists, datasets_under, mounted_checksums, mountpoint, snapshots_with_guids, tree_checksums, zfs
+from helpers import (
+    CommandError,
+    dataset_exists,
+    datasets_under,
+    destroy_retrying,
+    held,
+    mounted_checksums,
+    mountpoint,
+    snapshots_with_guids,
+    tree_checksums,
+    zfs,
+)
 from sandbox import ZFS
 
 SCHEMA = "auto-%Y-%m-%d_%H-%M"
@@ -58,18 +68,6 @@ def snap(dataset: str, name: str, data: str | None = None, size: int = 100_000, 
     zfs("snapshot", f"{dataset}@{name}")
 
 
-def held(dataset: str) -> dict[str, int]:
-    out = zfs("get", "-H", "-p", "-r", "-o", "name,value", "userrefs", dataset)
-    return {n: int(v) for n, v in (line.split("\t") for line in out.splitlines()) if "@" in n and v.isdigit() and int(v) > 0}
-
-
-def release_all(dataset: str, tags: list[str]) -> None:
-    for full in held(dataset):
-        for tag in tags:
-            with contextlib.suppress(CommandError):
-                zfs("release", tag, full)
-
-
 def our_holds(dataset: str, tag: str) -> dict[str, int]:
     """{snapshot: 1} of the snapshots of DATASET that carry hold TAG (zfs-fuse has no `zfs holds`: probe by a
     release and put the hold back). Other holds are left out: a SIGKILLed `zfs send` on zfs-fuse leaks its
@@ -90,19 +88,7 @@ def our_holds(dataset: str, tag: str) -> dict[str, int]:
 def destroy_r(dataset: str, tags: list[str], timeout: float = 10) -> None:
     """Teardown: release our holds, destroy -r (retried while busy). Snapshots pinned by holds zfs-fuse leaked
     (see our_holds) cannot go: they are left for the pool's destruction at the end of the session."""
-    if not dataset_exists(dataset):
-        return
-    release_all(dataset, tags)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            zfs("destroy", "-r", dataset)
-            return
-        except CommandError as exc:
-            if time.monotonic() > deadline:
-                warnings.warn(f"left {dataset} behind: {exc}", RuntimeWarning, stacklevel=2)
-                return
-            time.sleep(0.5)
+    destroy_retrying(dataset, timeout, tags)
 
 
 def tree(dataset: str) -> dict[str, str]:
