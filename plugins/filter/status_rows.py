@@ -73,7 +73,7 @@ def status_rows(info_tasks: Any, snapshot_states: Any = None, host: Any = None) 
         item = result.get("item") if isinstance(result, Mapping) else None
         if not isinstance(item, Mapping):
             raise AnsibleFilterError("status_rows: snapshot_states must be the results of a slurp loop over the planned snapshot tasks")
-        rows.append(snapshot_row(str(item.get("name")), _state(result), host))
+        rows.append(snapshot_row(str(item.get("name")), _state(result), host, item.get("derived_from")))
     return rows
 
 

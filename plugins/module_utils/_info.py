@@ -92,7 +92,8 @@ def verdict(datasets: list[dict[str, Any]], last: dict[str, Any], lag_warning: i
 def last_run(state_dir: str, task_name: str) -> dict[str, Any]:
     """The runner's record of the last run (empty values when the task never ran under a timer)."""
     state = read_state(state_path(state_dir, f"{KIND_PREFIX['replication']}-{task_name}"))
-    keys = ("result", "last_start", "last_end", "last_success", "error", "snapshots_sent", "bytes", "duration")
+    keys = ("result", "last_start", "last_end", "last_success", "error", "snapshots_sent", "bytes", "duration", "reason",
+            "next_window")
     out = {k: state.get(k) for k in keys}
     out["running"] = bool(state.get("running"))
     return out
@@ -249,14 +250,23 @@ def replication_rows(tasks: list[dict[str, Any]], host: str | None = None) -> li
     """One table row per task of ``tasks_info``'s result."""
     return [{"host": host, "task": t["name"], "kind": "replication", "health": t["health"], "lag": t["lag"], "pending": t["pending"],
              "result": (t.get("last_run") or {}).get("result"), "last_end": (t.get("last_run") or {}).get("last_end"),
-             "reason": t["reasons"][0] if t.get("reasons") else ""} for t in tasks]
+             "reason": t["reasons"][0] if t.get("reasons") else _waiting_note(t.get("last_run") or {})} for t in tasks]
 
 
-def snapshot_row(name: str, state: dict[str, Any], host: str | None = None) -> dict[str, Any]:
-    """The table row of a snapshot task from its runner state (empty when it never ran)."""
+def _waiting_note(last: dict[str, Any]) -> str:
+    """The NOTE of a task whose last run waits for its restrict_schedule window."""
+    if last.get("result") != "waiting":
+        return ""
+    return f"waiting for its run window (opens {last['next_window']})" if last.get("next_window") else "waiting for its run window"
+
+
+def snapshot_row(name: str, state: dict[str, Any], host: str | None = None, derived_from: str | None = None) -> dict[str, Any]:
+    """The table row of a snapshot task from its runner state (empty when it never ran); DERIVED_FROM names the
+    replication task whose auto_snapshot_task it is."""
+    note = f"auto_snapshot_task of {derived_from}" if derived_from else ""
     return {"host": host, "task": name, "kind": "snapshot", "health": "warning" if state.get("result") == "failed" else "ok",
             "lag": None, "pending": None, "result": state.get("result"), "last_end": state.get("last_end"),
-            "reason": state.get("error") or ""}
+            "reason": state.get("error") or note}
 
 
 def status_table(rows: list[dict[str, Any]]) -> list[str]:

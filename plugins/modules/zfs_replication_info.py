@@ -169,8 +169,10 @@ tasks:
     last_run:
       description:
         - The last run recorded by C(zfs-replication-run); all null when it never ran there.
-        - Keys C(result) (V(ok), V(failed), V(skipped)), C(last_start), C(last_end), C(last_success) (ISO 8601 UTC),
-          C(error), C(snapshots_sent), C(bytes), C(duration) and C(running) (a run is in progress).
+        - Keys C(result) (V(ok), V(failed), V(skipped), or V(waiting) when a run came outside the task's
+          C(restrict_schedule) window and waits for it), C(last_start), C(last_end), C(last_success) (ISO 8601 UTC),
+          C(error), C(snapshots_sent), C(bytes), C(duration), C(running) (a run is in progress), C(reason) (why a run
+          was skipped or waits) and C(next_window) (for a waiting run, the start of the next window, ISO 8601).
       type: dict
     datasets:
       description: One entry per source dataset of the task.

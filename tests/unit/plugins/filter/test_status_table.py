@@ -63,3 +63,16 @@ def test_bad_input_is_named() -> None:
         status_table("HOST TASK")
     with pytest.raises(AnsibleFilterError, match="status_rows: snapshot_states must be the results of a slurp loop"):
         status_rows([], [{"content": ""}])
+
+
+def test_a_waiting_task_and_a_derived_snapshot_task_say_so_in_the_note() -> None:
+    waiting = {"name": "offsite", "health": "ok", "lag": 600, "pending": 2, "reasons": [],
+               "last_run": {"result": "waiting", "last_end": "2026-11-28T12:00:01+00:00", "next_window": "2026-11-28T22:00:00+00:00"}}
+    derived = {"item": {"name": "offsite-auto", "derived_from": "offsite"},
+               "content": base64.b64encode(json.dumps({"result": "ok", "last_end": "2026-11-28T12:00:00+00:00"}).encode()).decode()}
+    lines = status_table(status_rows([waiting], [derived]))
+    assert lines == [
+        "TASK         KIND        HEALTH LAG PENDING LAST    LAST RUN (UTC)            NOTE",
+        "offsite      replication ok     10m 2       waiting 2026-11-28T12:00:01+00:00 waiting for its run window (opens 2026-11-28T22:00:00+00:00)",
+        "offsite-auto snapshot    ok     -   -       ok      2026-11-28T12:00:00+00:00 auto_snapshot_task of offsite",
+    ]
