@@ -46,7 +46,7 @@ def shell_pipeline(stages: Sequence[Stage]) -> str:
     POSIX sh has no pipefail, so each stage echoes its exit status to stderr, tagged
     (``zr-status INDEX RC``); the caller reads the tags back and checks every stage.
     """
-    groups = [f"{{ {quote_remote(s.argv)}; echo \"{STATUS_MARK} {i} $?\" >&2; }}" for i, s in enumerate(stages)]
+    groups = [f"{{ {quote_remote(s.host.wrap(s.argv))}; echo \"{STATUS_MARK} {i} $?\" >&2; }}" for i, s in enumerate(stages)]
     return " | ".join(groups)
 
 
@@ -72,7 +72,9 @@ def split_remote_result(stage: Stage, rc: int, stderr: str) -> list[StageResult]
     for i, part in enumerate(stage.parts):
         # No tag: the remote shell never finished this stage (connection lost, killed).
         prc = statuses.get(i, rc if rc != 0 else 255)
-        out.append(StageResult(part.name, stage.host.label, list(part.argv), prc, text if prc != 0 else ""))
+        # A refusal can come with success: zfs recv exits 0 when it may not set a property the stream carries.
+        out.append(StageResult(part.name, stage.host.label, list(part.argv), prc, text if prc != 0 else "",
+                               stage.host.refusal_hint(part.argv, text)))
     if not statuses and (rc == 255 or rc < 0):
         # No stage reported: the ssh client itself failed (255) or was killed (a signal). Blaming the first
         # remote stage ("zfs recv ... killed by signal 9") would send people looking in the wrong place.
@@ -88,6 +90,7 @@ class StageResult:
     argv: list[str]
     rc: int
     stderr: str
+    advice: str = ""  # what to do about a refusal (a missing zfs allow permission, sudo without a rule), failed or not
 
     @property
     def broken_pipe(self) -> bool:
@@ -110,7 +113,8 @@ class PipelineResult:
 def _explain(stage: StageResult) -> str:
     err = stage.stderr.strip()[-STDERR_LIMIT:]
     how = f"killed by signal {-stage.rc}" if stage.rc < 0 else f"exit {stage.rc}"
-    return f"{stage.name} on {stage.host} failed ({how}): {err or '(no error output)'} [argv: {quote_remote(stage.argv)}]"
+    advice = f"; {stage.advice}" if stage.advice else ""
+    return f"{stage.name} on {stage.host} failed ({how}): {err or '(no error output)'}{advice} [argv: {quote_remote(stage.argv)}]"
 
 
 def culprit(stages: list[StageResult]) -> StageResult | None:
@@ -188,7 +192,8 @@ def _collect(stages: Sequence[Stage], rcs: list[int], errfiles: list, counter_in
         if stage.parts:
             results += split_remote_result(stage, rc, text)
         else:
-            results.append(StageResult(stage.name, stage.host.label, list(stage.argv), rc, text))
+            results.append(StageResult(stage.name, stage.host.label, list(stage.argv), rc, text,
+                                       stage.host.refusal_hint(stage.argv, text)))
     nbytes = _parse_pv_bytes(counter_text) if counter_index is not None else None
     return results, nbytes
 
@@ -276,7 +281,8 @@ def _peek(stages: Sequence[Stage], procs: Sequence[subprocess.Popen], errfiles: 
         if stage.parts:
             results += split_remote_result(stage, proc.returncode, text)
         else:
-            results.append(StageResult(stage.name, stage.host.label, list(stage.argv), proc.returncode, text))
+            results.append(StageResult(stage.name, stage.host.label, list(stage.argv), proc.returncode, text,
+                                       stage.host.refusal_hint(stage.argv, text) if proc.returncode != 0 else ""))
     return results
 
 

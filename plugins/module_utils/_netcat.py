@@ -84,7 +84,7 @@ def receiver_script(address: str, port: int, receiver: Sequence[Stage], listen: 
     what = "a connection to" if listen else "the stream from"
     who = "(another host or user connected first)" if listen else "(another program answered on that port)"
     refused = f"{REFUSED_MARK} refused {what} {address}:{port} that did not start with this run's stream token {who}; zfs recv was not started"
-    rest = " | ".join(_tagged(i + 2, quote_remote(s.argv)) for i, s in enumerate(receiver))
+    rest = " | ".join(_tagged(i + 2, quote_remote(s.host.wrap(s.argv))) for i, s in enumerate(receiver))
     check = (
         f"zr_got=$(dd bs=1 count={TOKEN_LEN} 2>/dev/null)\n"
         'case $zr_got in\n'
@@ -105,7 +105,7 @@ def sender_script(address: str, port: int, sender: Sequence[Stage], listen: bool
     """``sender... | nc -N [-l] ADDR PORT`` as one sh script; the last sender stage writes the token first."""
     groups = []
     for i, s in enumerate(sender):
-        command = quote_remote(s.argv)
+        command = quote_remote(s.host.wrap(s.argv))
         if i == len(sender) - 1:
             # printf is a shell builtin: the token goes into the pipe without appearing on any argv.
             command = f"printf '%s' \"$zr_token\" && {command}"

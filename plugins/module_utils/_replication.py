@@ -149,8 +149,8 @@ class Runner:
         self._log_cb = log
         self._log_lock = threading.Lock()
         self._sleep = sleep
-        remote: Host | None = None if task.transport == "local" else SSHHost(task.ssh)  # type: ignore[arg-type]
-        local = LocalHost()
+        remote: Host | None = None if task.transport == "local" else SSHHost(task.ssh, sudo=task.sudo)  # type: ignore[arg-type]
+        local = LocalHost(sudo=task.local_sudo)
         self.remote = remote
         if task.direction == "pull":
             self.src, self.dst = remote, local  # type: ignore[assignment]
@@ -198,13 +198,16 @@ class Runner:
             need_dst += ["nc", "dd"]
             # ss finds a free port on the side that listens (netcat.active_side; by default the receiving one).
             (need_src if self.netcat_sender_listens() else need_dst).append("ss")
+        for host, need in ((self.src, need_src), (self.dst, need_dst)):
+            if host.sudo:
+                need.append("sudo")
         # One look-up per host: pv is asked on the source too, as an optional byte counter.
         src_missing = self.src.missing(sorted(set(need_src) | {"pv"}))
         for host, need, side, absent in ((self.src, need_src, "source", src_missing), (self.dst, need_dst, "target", None)):
             missing = [m for m in (absent if absent is not None else host.missing(sorted(set(need)))) if m in need]
             if missing:
                 fields = {"pv": "speed_limit", "mbuffer": "buffer_size", "nc": "transport ssh+netcat", "ss": "transport ssh+netcat",
-                          "dd": "transport ssh+netcat"}
+                          "dd": "transport ssh+netcat", "sudo": "sudo" if host is self.remote else "local_sudo"}
                 what = ", ".join(f"{m} (for {fields.get(m, 'compression')})" for m in missing)
                 raise TaskError(f"the {side} host {host.label} lacks {what}: install it there or change the task's options")
         self.counter_on_sender = "pv" not in src_missing
@@ -592,7 +595,7 @@ class Runner:
             attempt += 1
             res.attempts += 1
             try:
-                return self.run_stream(send)
+                result = self.run_stream(send)
             except PipelineError as exc:
                 # The receive of the cut stream may still be saving its state when the target is read (a slow target):
                 # the full sent again then finds the target there; read it again, it now carries a token to resume.
@@ -617,6 +620,13 @@ class Runner:
                         raise PipelineError(f"{exc}; {why}", exc.stages) from exc
                     res.resumed = res.resumed or bool(send.token)
                     resent_first_full = send.mode == "full" and not send.token and not send.replicate and self.is_first_full(send)
+                continue
+            # zfs recv exits 0 when the user may not set a property the stream carries (zfs allow): say so, and how.
+            for stage in result.stages:
+                if stage.rc == 0 and stage.advice:
+                    self.log(f"  {send.target}: warning: {stage.name} on {stage.host} was refused part of the stream's "
+                             f"properties; {stage.advice}")
+            return result
 
     def arrived(self, send: Send) -> bool:
         """Did the stream reach the target before its connection dropped? Its last snapshot is there, with the guid the

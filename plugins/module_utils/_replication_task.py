@@ -100,6 +100,8 @@ class ReplicationTask:
     encryption_key: str | None = None
     encryption_key_location: str | None = None
     encryption_key_generate: bool = False  # _keys: a hex key made by the first run, kept on the host that runs the engine
+    sudo: bool = False  # the remote host's zfs commands through sudo -n (TrueNAS: Use Sudo For ZFS Commands)
+    local_sudo: bool = False  # the same on the host that runs the engine
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> ReplicationTask:
@@ -181,6 +183,8 @@ class ReplicationTask:
             encryption_key=p.get("encryption_key"),
             encryption_key_location=p.get("encryption_key_location") or None,
             encryption_key_generate=bool(p.get("encryption_key_generate", False)),
+            sudo=bool(p.get("sudo", False)),
+            local_sudo=bool(p.get("local_sudo", False)),
         )
         if not task.name:
             task.name = suggest_name(task)
@@ -316,6 +320,8 @@ class ReplicationTask:
             raise TaskError(f"transport {self.transport!r}: use ssh, ssh+netcat or local")
         if self.transport == "local" and self.direction == "pull":
             raise TaskError("direction pull needs transport ssh or ssh+netcat: a local replication is a push")
+        if self.transport == "local" and self.sudo:
+            raise TaskError("sudo is for the remote host's zfs commands and transport local has none: use local_sudo")
         if self.ssh is not None:
             try:
                 self.ssh.validate()

@@ -9,6 +9,7 @@ quoted exactly once, for the remote user's shell, with :func:`shlex.join`.
 """
 from __future__ import annotations
 
+import getpass
 import os
 import re
 import shlex
@@ -20,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
+from ._allow import hint as allow_hint
 from ._log import command_started, show, trace_line
 
 # OpenSSH's "fast" choice: AES-GCM runs at line rate on CPUs with AES-NI.
@@ -106,15 +108,39 @@ def quote_remote(argv: Sequence[str]) -> str:
     return shlex.join([str(a) for a in argv])
 
 
+# sudo never asks (-n): a run under a timer has nobody to answer a password prompt, so a missing sudoers rule fails
+# at once with sudo's own message (see ZFS_PERMISSION_HINT in _zfs).
+SUDO = ("sudo", "-n")
+
+
 class Host:
-    """Somewhere commands run: the local host or a host reached by ssh."""
+    """Somewhere commands run: the local host or a host reached by ssh. With ``sudo``, its zfs commands run through
+    ``sudo -n`` (TrueNAS's "Use Sudo For ZFS Commands"); every other command runs as the connecting user."""
 
     label = "local"
     is_local = True
+    sudo = False
+
+    def wrap(self, argv: Sequence[str]) -> list[str]:
+        """``argv`` as this host runs it: a zfs command through sudo when the host uses sudo."""
+        argv = [str(a) for a in argv]
+        return [*SUDO, *argv] if self.sudo and argv[:1] == ["zfs"] else argv
 
     def command(self, argv: Sequence[str]) -> list[str]:
         """The local argv that runs ``argv`` on this host."""
-        return list(argv)
+        return self.wrap(argv)
+
+    @property
+    def user(self) -> str:
+        """Who runs the commands on this host (for messages)."""
+        try:
+            return getpass.getuser()
+        except (KeyError, OSError):
+            return f"uid {os.getuid()}"
+
+    def refusal_hint(self, argv: Sequence[str], stderr: str) -> str:
+        """What to do when ``argv`` was refused here (a zfs allow permission, a sudoers rule); "" otherwise."""
+        return allow_hint(argv, stderr, self.user, self.label, self.sudo)
 
     def run(self, argv: Sequence[str], check: bool = True, input_text: str | None = None) -> subprocess.CompletedProcess:
         """Run ``argv`` on this host. ``input_text`` (secrets go here, never on argv) is its stdin."""
@@ -139,8 +165,10 @@ class Host:
             raise TransportError(f"{self.label}: cannot run {argv[0]}: {exc}", argv) from exc
         self.check_connection(proc.returncode, proc.stderr, argv)
         if check and proc.returncode != 0:
+            advice = self.refusal_hint(argv, proc.stderr)
             raise TransportError(
-                f"{self.label}: {quote_remote(argv)} failed (exit {proc.returncode}): {proc.stderr.strip()}",
+                f"{self.label}: {quote_remote(argv)} failed (exit {proc.returncode}): {proc.stderr.strip()}"
+                + (f"; {advice}" if advice else ""),
                 argv,
                 proc.returncode,
                 proc.stderr,
@@ -217,7 +245,8 @@ class Host:
 
 
 class LocalHost(Host):
-    pass
+    def __init__(self, sudo: bool = False):
+        self.sudo = sudo
 
 
 def command_env() -> dict[str, str]:
@@ -270,13 +299,18 @@ class SSHHost(Host):
 
     is_local = False
 
-    def __init__(self, conn: SSHConnection, control_dir: str | None = None):
+    def __init__(self, conn: SSHConnection, control_dir: str | None = None, sudo: bool = False):
         conn.validate()
         self.conn = conn
+        self.sudo = sudo
         self.label = conn.label
         self._own_dir = control_dir is None
         self.control_dir = control_dir or tempfile.mkdtemp(prefix="zr-ssh-")
         self._which: dict[str, bool] = {}
+
+    @property
+    def user(self) -> str:
+        return self.conn.user or "the ssh user"
 
     def ssh_options(self) -> list[str]:
         c = self.conn
@@ -304,7 +338,7 @@ class SSHHost(Host):
         return opts
 
     def command(self, argv: Sequence[str]) -> list[str]:
-        return ["ssh", *self.ssh_options(), self.conn.host, "--", quote_remote(argv)]
+        return ["ssh", *self.ssh_options(), self.conn.host, "--", quote_remote(self.wrap(argv))]
 
     def shell_command(self, script: str) -> list[str]:
         """The local argv that runs an already-quoted shell script on this host."""

@@ -161,11 +161,15 @@ def probe(host: Host) -> Capabilities:
     proc = host.run(["zfs", "version"], check=False)
     if proc.returncode == 0:
         return parse_version_output(proc.stdout)
+    if host.sudo and proc.returncode == 127 and "sudo" in proc.stderr:
+        raise ZfsError(f"{host.label}: sudo is not installed (the task has sudo for this host): install it there, or turn it off")
     if proc.returncode == 127 or "not found" in proc.stderr and "command" in proc.stderr:
         raise ZfsError(f"{host.label}: the zfs command is not installed or not in PATH")
     if "unrecognized command" in proc.stderr or "usage:" in proc.stderr:
         return LEGACY
-    raise ZfsError(f"{host.label}: cannot probe zfs: {proc.stderr.strip() or 'exit ' + str(proc.returncode)}")
+    advice = host.refusal_hint(["zfs", "version"], proc.stderr)
+    raise ZfsError(f"{host.label}: cannot probe zfs: {proc.stderr.strip() or 'exit ' + str(proc.returncode)}"
+                   + (f"; {advice}" if advice else ""))
 
 
 class Snapshot:
@@ -389,7 +393,8 @@ def list_tree(host: Host, caps: Capabilities, roots: str | Sequence[str], extra_
         if _missing(stderr):
             missing = [r for r in roots if dataset_type(host, r) is None] or roots
             raise DatasetMissing(f"{host.label}: dataset {', '.join(missing)} does not exist", missing)
-        raise ZfsError(f"{host.label}: listing {' '.join(roots)} failed: {stderr.strip()}")
+        advice = host.refusal_hint(argv, stderr)
+        raise ZfsError(f"{host.label}: listing {' '.join(roots)} failed: {stderr.strip()}" + (f"; {advice}" if advice else ""))
     return listing
 
 

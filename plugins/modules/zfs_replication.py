@@ -417,6 +417,23 @@ options:
       - Check mode writes no key; it reports the change a first run makes.
     type: bool
     default: false
+  sudo:
+    description:
+      - Run the remote host's zfs commands through C(sudo -n) (TrueNAS "Use Sudo For ZFS Commands"), for an
+        O(ssh.user) that is not root. Every other command there (the shell, pv, compressors, nc) runs as that user.
+      - "The remote host needs a sudoers rule that lets that user run zfs without a password, such as
+        C(zfsrepl ALL=(root) NOPASSWD: /usr/sbin/zfs); without one the run fails and names the rule."
+      - Without sudo, a user other than root needs the permissions the task uses delegated with C(zfs allow) (the user
+        guide lists them for push, pull and retention). A refused zfs command fails with the C(zfs allow) line that
+        grants what it needs. Linux cannot delegate mounting, so such a user's receives stay unmounted.
+      - Not with O(transport=local); use O(local_sudo).
+    type: bool
+    default: false
+  local_sudo:
+    description:
+      - O(sudo) for the zfs commands on the host the task runs on (where the module or the task's timer runs).
+    type: bool
+    default: false
   retries:
     description:
       - How often a stream is retried after a transient failure (a dropped connection), with exponential backoff.
@@ -733,6 +750,8 @@ def main() -> None:
             encryption_key=dict(type="str", no_log=True),
             encryption_key_location=dict(type="path"),
             encryption_key_generate=dict(type="bool", default=False),
+            sudo=dict(type="bool", default=False),
+            local_sudo=dict(type="bool", default=False),
             retries=dict(type="int", default=5),
             parallel_transfers=dict(type="int", default=4),
             retry_delay=dict(type="float", default=2.0),
