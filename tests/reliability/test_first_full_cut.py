@@ -20,7 +20,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from faultlib import DroppingProxy, destroy_r, expect_replica, guids, kill_group, run_engine, settle, snap, start_engine
+from faultlib import DroppingProxy, destroy_r, expect_replica, fault_injected, guids, kill_group, run_engine, settle, snap, start_engine
 
 from helpers import zfs
 
@@ -100,7 +100,8 @@ def test_first_full_cut_by_the_connection(case, tmp_path, stream_size, offset, r
         kh = proxy.known_hosts(case.sandbox, tmp_path / "kh")
         ssh = {**case.params()["ssh"], "port": proxy.port, "known_hosts_file": str(kh)}
         run = run_engine(case.params(ssh=ssh, retries=retries), timeout=300)
-        assert proxy.dropped >= 1, f"the connection was never cut: the stream was shorter than {offset:.0%}\n{run}"
+        fault_injected(f"the first full's connection cut at {offset:.0%} of the stream", proxy.dropped >= 1,
+                       f"the stream was shorter than {offset:.0%}\n{run}")
         _no_refusal(run)
         if retries:
             assert run.ok, run
@@ -153,7 +154,8 @@ def test_engine_killed_during_first_full_then_next_run_completes(case, tmp_path,
         assert procs[0].stdout is not None
         lines = procs[0].stdout.read().splitlines()
         procs[0].wait(timeout=60)
-        assert proxy.fired_at and procs[0].returncode == -signal.SIGKILL, "the run was not killed mid-stream\n" + "\n".join(lines)
+        fault_injected(f"the run SIGKILLed at {offset:.0%} of the first full", bool(proxy.fired_at) and procs[0].returncode == -signal.SIGKILL,
+                       "\n".join(lines))
         assert (case.state_dir / f"repl-{case.name}.first-full.json").exists(), "the first transfer was not recorded before it started"
         settle(case.dst)
         again = run_engine(case.params(ssh=ssh), timeout=300)
