@@ -184,7 +184,7 @@ def prepare_stream(backend: Backend, task: dict, stream: str) -> tuple[int, str 
     if stream == "full":
         return stream_size(backend, src, T1), None
     first = backend.engine(task)
-    assert first.ok, first
+    assert first.ok, str(first)
     snap(backend, src, T2, data="b", size=SIZE)
     return stream_size(backend, src, T2, base=T1), T1
 
@@ -277,7 +277,7 @@ def test_target_written_by_hand_is_refused_then_rolled_back_with_consent(backend
     expect_kept(backend, dst_before, dst, "target")
     assert "local-change.bin" in backend.checksums(dst)  # the change is not discarded silently
     ok = backend.engine({**task, "allow_rollback": True})
-    assert ok.ok, ok
+    assert ok.ok, str(ok)
     expect_kept(backend, src_before, src, "source")
     expect_replica(backend, src, dst)
     assert "local-change.bin" not in backend.checksums(dst)
@@ -392,7 +392,7 @@ def test_hostile_names_are_refused_and_odd_valid_names_replicate(backend: Backen
         snap(backend, child, name, data=f"c{i}", size=10_000)
     task = {k: v for k, v in over_ssh(backend, odd_src, odd_dst, recursive=True, name_regex=".*").items() if k != "naming_schema"}
     run = backend.engine(task)
-    assert run.ok, run
+    assert run.ok, str(run)
     expect_replica(backend, odd_src, odd_dst)
     assert sorted(tree(backend, odd_dst)) == sorted(tree(backend, odd_src)) and len(tree(backend, odd_dst)) == 2 * len(names)
 
@@ -416,7 +416,7 @@ def test_hostile_received_properties_do_not_take_effect(backend: Backend) -> Non
     backend.sh(f"! grep -q ' {fake_etc} ' /proc/mounts || zfs unmount {shlex.quote(src)}")
     backend.zfs("snapshot", f"{src}@{T2}")
     run = backend.engine(over_ssh(backend, src, dst))
-    assert run.ok, run
+    assert run.ok, str(run)
     fault_injected(f"{backend.name}: the source sent mountpoint={fake_etc} canmount=on setuid=on devices=on",
                    prop_source(backend, src, "mountpoint") == (fake_etc, "local") and bool(run.dataset(dst)["snapshots_sent"]))
     assert backend.prop(dst, "mounted") == "no"

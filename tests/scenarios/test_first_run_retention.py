@@ -55,7 +55,7 @@ def test_first_run_sends_only_what_target_retention_keeps(backend):
     # Check mode shows the plan (skipped with the reason, the full from the oldest kept) and changes nothing.
     before = state(backend, src)
     preview = backend.engine(p, check_mode=True, now=NOW)
-    assert preview.ok, preview
+    assert preview.ok, str(preview)
     dplan = plan_of(preview, src)
     assert [name for name, _why in dplan["skipped"]] == expired
     assert all("expired" in why and "retention_policy=custom" in why for _name, why in dplan["skipped"])
@@ -64,7 +64,7 @@ def test_first_run_sends_only_what_target_retention_keeps(backend):
     assert state(backend, src) == before and backend.sh(f"zfs list -H -o name {dst} 2>/dev/null || true").strip() == ""
 
     run = backend.engine(p, now=NOW)
-    assert run.ok, run
+    assert run.ok, str(run)
     assert any(line.strip().startswith(f"skip {expired[0]}: expired") for line in run.log), run
     result = run.dataset(dst)
     assert result["snapshots_sent"] == kept
@@ -77,7 +77,7 @@ def test_first_run_sends_only_what_target_retention_keeps(backend):
 
     # The same source without retention sends everything: the expired increments are what the first run saved.
     everything = backend.engine(params(src, control, timezone="UTC", hold_base=False), now=NOW)
-    assert everything.ok, everything
+    assert everything.ok, str(everything)
     assert everything.dataset(control)["snapshots_sent"] == names
     ours, theirs = result["bytes"], everything.dataset(control)["bytes"]
     assert ours is not None and theirs is not None, (run, everything)  # pv counts the bytes on this host
@@ -85,7 +85,7 @@ def test_first_run_sends_only_what_target_retention_keeps(backend):
 
     # Again at once: nothing to send, nothing to destroy.
     again = backend.engine(p, now=NOW)
-    assert again.ok, again
+    assert again.ok, str(again)
     assert again.result["changed"] is False and snaps(backend, dst) == kept
 
     # A day later: the newest snapshot was the base; the next incremental goes from it, and retention destroys the one
@@ -94,7 +94,7 @@ def test_first_run_sends_only_what_target_retention_keeps(backend):
     backend.write(src, "data", size=SIZE)
     backend.zfs("snapshot", f"{src}@{named(later)}")
     inc = backend.engine(p, now=later)
-    assert inc.ok, inc
+    assert inc.ok, str(inc)
     assert sends(inc, src) == [("I", kept[-1], named(later))]
     assert plan_of(inc, src)["skipped"] == []
     assert inc.dataset(dst)["destroyed"] == [kept[0]]
@@ -112,7 +112,7 @@ def test_first_run_keeps_the_newest_even_when_everything_expired(backend):
     names = daily_source(backend, src, 4)
     p = params(src, dst, timezone="UTC", retention_policy="custom", lifetime_value=1, lifetime_unit="hour")
     run = backend.engine(p, now=NOW + timedelta(days=2))
-    assert run.ok, run
+    assert run.ok, str(run)
     assert [n for n, _why in plan_of(run, src)["skipped"]] == names[:-1]
     assert run.dataset(dst)["snapshots_sent"] == [names[-1]]
     assert snaps(backend, dst) == [names[-1]]

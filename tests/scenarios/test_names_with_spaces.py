@@ -28,7 +28,7 @@ def test_names_with_spaces_push_and_pull_over_ssh(backend):
 
     first = backend.engine(p)
 
-    assert first.ok, first
+    assert first.ok, str(first)
     assert first.result["snapshots_sent"] == 4 and first.dataset(dst)["snapshots_sent"] == [T1, T2]
     assert first.dataset(f"{dst}/sub dir")["snapshots_sent"] == [T1, T2]
     assert backend.snapshots_with_guids(dst) == backend.snapshots_with_guids(src)
@@ -42,7 +42,7 @@ def test_names_with_spaces_push_and_pull_over_ssh(backend):
     backend.write(src, "three")
     backend.zfs("snapshot", "-r", f"{src}@{T3}")
     inc = backend.engine(p)
-    assert inc.ok, inc
+    assert inc.ok, str(inc)
     assert sends(inc, src) == [("I", T2, T3)] and sends(inc, f"{src}/sub dir") == [("I", T2, T3)]
     assert backend.snapshots_with_guids(dst) == backend.snapshots_with_guids(src)
     assert backend.checksums(dst) == backend.checksums(src)
@@ -50,7 +50,7 @@ def test_names_with_spaces_push_and_pull_over_ssh(backend):
 
     # pull: the engine on the target lists and sends the source's names through ssh
     pull = backend.engine(over_ssh(backend, src, pulled, name="spaces-pull", direction="pull", recursive=True, naming_schema=[SCHEMA]))
-    assert pull.ok, pull
+    assert pull.ok, str(pull)
     assert pull.result["snapshots_sent"] == 6
     assert backend.snapshots_with_guids(pulled) == backend.snapshots_with_guids(src)
     assert backend.checksums(pulled) == backend.checksums(src)

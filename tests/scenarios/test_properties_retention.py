@@ -54,7 +54,7 @@ def test_properties_exclude_override_and_off_hold_across_incrementals(backend):
 
     for p in tasks.values():
         run = backend.engine(p)
-        assert run.ok, run
+        assert run.ok, str(run)
     check()
     # Properties are received again with every incremental: exclude and override still hold after one.
     backend.zfs("set", "zr:drop=d2", src)
@@ -62,7 +62,7 @@ def test_properties_exclude_override_and_off_hold_across_incrementals(backend):
     backend.zfs("snapshot", f"{src}@auto-2026-11-28_11-00")
     for target, p in tasks.items():
         run = backend.engine(p)
-        assert run.ok, run
+        assert run.ok, str(run)
         assert run.dataset(target)["snapshots_sent"] == ["auto-2026-11-28_11-00"]
     check()
 
@@ -77,7 +77,7 @@ def test_properties_override_applies_without_sending_properties(backend):
 
     run = backend.engine(params(src, dst, properties=False, properties_override={"zr:over": "o1"}))
 
-    assert run.ok, run
+    assert run.ok, str(run)
     assert prop_source(backend, dst, "zr:keep") == ("-", "-")
     assert guids(backend, dst) == guids(backend, src)
     assert prop_source(backend, dst, "zr:over") == ("o1", "local")
@@ -101,7 +101,7 @@ def test_properties_exclude_and_override_with_replicate_need_recv_x(backend):
     run = backend.engine(params(src, dst, recursive=True, replicate=True, properties_exclude=["zr:drop"], properties_override={"zr:over": "o1"}))
 
     if "recv_props" in backend.caps:
-        assert run.ok, run
+        assert run.ok, str(run)
         assert backend.snapshots_with_guids(dst) == backend.snapshots_with_guids(src)
         assert prop_source(backend, dst, "zr:drop") == ("-", "-") and prop_source(backend, f"{dst}/child", "zr:drop") == ("-", "-")
         assert prop_source(backend, dst, "zr:over") == ("o1", "local")
@@ -109,13 +109,13 @@ def test_properties_exclude_and_override_with_replicate_need_recv_x(backend):
         assert prop_source(backend, f"{dst}/child", "zr:keep") == ("k1", "received")
         assert backend.checksums(dst) == backend.checksums(src)
     else:
-        assert run.failed, run
+        assert run.failed, str(run)
         assert "properties_exclude/properties_override with replicate need zfs recv -x/-o" in message(run), run
         assert state(backend, src, parent(dst)) == before
 
     run = backend.engine(params(src, whole, recursive=True, replicate=True))
 
-    assert run.ok, run
+    assert run.ok, str(run)
     assert backend.snapshots_with_guids(whole) == backend.snapshots_with_guids(src)
     assert prop_source(backend, whole, "zr:drop") == ("root", "received")
     assert prop_source(backend, f"{whole}/child", "zr:drop") == ("kid", "received")
@@ -128,7 +128,7 @@ def test_readonly_set_require_ignore(backend):
     backend.zfs("snapshot", f"{src}@auto-2026-11-28_10-00")
     for target, mode in ((dst, "ignore"), (set_dst, "set")):
         run = backend.engine(params(src, target, readonly=mode))
-        assert run.ok, run
+        assert run.ok, str(run)
     assert prop_source(backend, dst, "readonly") == ("off", "default")
     assert prop_source(backend, set_dst, "readonly") == ("on", "local")
     assert guids(backend, dst) == guids(backend, src) == guids(backend, set_dst)
@@ -138,7 +138,7 @@ def test_readonly_set_require_ignore(backend):
     backend.zfs("snapshot", f"{src}@auto-2026-11-28_11-00")
     before = state(backend, src, parent(dst))
     refused = backend.engine(params(src, dst, readonly="require"))
-    assert refused.failed, refused
+    assert refused.failed, str(refused)
     assert "readonly=require" in message(refused) and dst in message(refused), refused
     assert state(backend, src, parent(dst)) == before
     assert backend.prop(dst, "readonly") == "off"
@@ -146,7 +146,7 @@ def test_readonly_set_require_ignore(backend):
     # require on a read-only target replicates and leaves the property as it is.
     backend.zfs("set", "readonly=on", dst)
     ok = backend.engine(params(src, dst, readonly="require"))
-    assert ok.ok, ok
+    assert ok.ok, str(ok)
     assert ok.result["snapshots_sent"] == 1
     assert guids(backend, dst) == guids(backend, src)
     assert backend.checksums(dst) == backend.checksums(src)
@@ -175,11 +175,11 @@ def test_a_send_feature_is_used_where_the_hosts_have_it_and_refused_where_they_d
 
     assert "6f6f6f6f" not in str(run.result) + str(run.error) + "\n".join(run.log)  # the key is never reported
     if cap not in backend.caps:
-        assert run.failed, run
+        assert run.failed, str(run)
         assert refusal in message(run), run
         assert state(backend, src, parent(dst)) == before
         return
-    assert run.ok, run
+    assert run.ok, str(run)
     assert guids(backend, dst) == guids(backend, src)
     if feature == "encryption":  # a new encrypted dataset, its key loaded by the task: the files are readable
         assert backend.prop(dst, "encryption") != "off" and backend.prop(dst, "keystatus") == "available"
@@ -215,7 +215,7 @@ def test_the_base_is_held_on_both_sides_and_the_hold_moves_forward(backend):
     # Retention on the target may now destroy the old base, never the held new one.
     backend.destroy(f"{src}@{one}")
     run = backend.engine({**p, "retention_policy": "source"})
-    assert run.ok, run
+    assert run.ok, str(run)
     assert run.dataset(dst)["destroyed"] == [one]
     assert backend.snapshots_with_guids(dst) == backend.snapshots_with_guids(src)
     assert list(backend.snapshots_with_guids(dst)) == [f"@{two}"]
@@ -232,7 +232,7 @@ def replicated(backend, src: str, dst: str, names: list[str], **more) -> dict:
         backend.zfs("snapshot", f"{src}@{name}")
     p = params(src, dst, timezone="UTC", **more)
     first = backend.engine(p, now=NOW)
-    assert first.ok, first
+    assert first.ok, str(first)
     assert first.result["snapshots_sent"] == len(names)
     assert snaps(backend, dst) == names
     return p
@@ -252,7 +252,7 @@ def test_retention_none_and_source(backend, policy):
 
     run = backend.engine({**p, "retention_policy": policy}, now=NOW)
 
-    assert run.ok, run
+    assert run.ok, str(run)
     assert run.dataset(dst)["snapshots_sent"] == [newest]
     if policy == "none":
         assert snaps(backend, dst) == [*old, newest]
@@ -276,7 +276,7 @@ def test_retention_custom_lifetime(backend):
 
     run = backend.engine({**p, "retention_policy": "custom", "lifetime_value": 3, "lifetime_unit": "day"}, now=NOW)
 
-    assert run.ok, run
+    assert run.ok, str(run)
     assert snaps(backend, dst) == [old[2], old[3], newest]
     assert sorted(run.dataset(dst)["destroyed"]) == sorted(old[:2])
     assert snaps(backend, src) == [*old, newest]  # the source is never pruned by a replication task
@@ -297,7 +297,7 @@ def test_retention_lifetimes_per_schedule(backend):
     run = backend.engine({**p, "retention_policy": "custom", "lifetime_value": 1, "lifetime_unit": "day",
                           "lifetimes": [{"schedule": {"minute": "0", "hour": "0"}, "lifetime_value": 1, "lifetime_unit": "year"}]}, now=NOW)
 
-    assert run.ok, run
+    assert run.ok, str(run)
     # Midnight snapshots live a year; the others a day.
     assert snaps(backend, dst) == [old[0], old[2], old[4], newest]
     assert sorted(run.dataset(dst)["destroyed"]) == sorted([old[1], old[3]])
@@ -314,19 +314,19 @@ def test_retention_never_destroys_the_base(backend):
     assert held(backend, dst) == {} and held(backend, src) == {}
 
     run = backend.engine(p, now=NOW)  # nothing to send, only retention
-    assert run.ok, run
+    assert run.ok, str(run)
     assert run.dataset(dst)["destroyed"] == ["auto-2020-01-01_00-00"]
     assert snaps(backend, dst) == ["auto-2020-01-02_00-00"]
     assert guids(backend, dst)["auto-2020-01-02_00-00"] == guids(backend, src)["auto-2020-01-02_00-00"]
 
     again = backend.engine(p, now=NOW)
-    assert again.ok, again
+    assert again.ok, str(again)
     assert again.result["changed"] is False and snaps(backend, dst) == ["auto-2020-01-02_00-00"]
 
     backend.write(src, "next", size=10_000)
     backend.zfs("snapshot", f"{src}@auto-2020-01-03_00-00")
     inc = backend.engine(p, now=NOW)
-    assert inc.ok, inc
+    assert inc.ok, str(inc)
     assert sends(inc, src) == [("I", "auto-2020-01-02_00-00", "auto-2020-01-03_00-00")]
     assert snaps(backend, dst) == ["auto-2020-01-03_00-00"]
     assert guids(backend, dst)["auto-2020-01-03_00-00"] == guids(backend, src)["auto-2020-01-03_00-00"]

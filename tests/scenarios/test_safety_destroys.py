@@ -31,7 +31,7 @@ def test_rolled_back_source_slot_retaken_is_received_and_kept_under_source_reten
     # No holds: with hold_base the task's hold on the old n2 kept it out of retention and hid the defect.
     p = params(src, dst, retention_policy="source", allow_rollback=True, hold_base=False)
     first = backend.engine(p, now=NOW)
-    assert first.ok, first
+    assert first.ok, str(first)
     old_n2 = backend.snapshots_with_guids(dst)[f"@{n2}"]
     # The source is rolled back to n1 and the n2 slot taken again (same name, new guid), then n3.
     backend.zfs("rollback", "-r", f"{src}@{n1}")
@@ -42,7 +42,7 @@ def test_rolled_back_source_slot_retaken_is_received_and_kept_under_source_reten
 
     second = backend.engine(p, now=NOW)
 
-    assert second.ok, second
+    assert second.ok, str(second)
     assert backend.snapshots_with_guids(dst) == backend.snapshots_with_guids(src)  # the new n2 and n3, with the source's guids
     assert backend.snapshots_with_guids(dst)[f"@{n2}"] != old_n2
     assert second.dataset(dst)["destroyed"] == [n2]  # the old n2, destroyed once, before the send; never the new one
@@ -62,7 +62,7 @@ def test_from_scratch_over_a_target_with_the_same_names_keeps_everything_it_rece
 
     result = backend.engine(params(src, dst, retention_policy="source", allow_from_scratch=True), now=NOW)
 
-    assert result.ok, result
+    assert result.ok, str(result)
     assert backend.snapshots_with_guids(dst) == backend.snapshots_with_guids(src)
     assert backend.checksums(dst) == backend.checksums(src)
 
@@ -80,13 +80,13 @@ def test_the_common_snapshot_renamed_on_the_target_survives_custom_retention(bac
     guid = backend.snapshots_with_guids(dst)[f"@{old}"]
 
     kept = backend.engine(p, now=NOW)
-    assert kept.ok, kept
+    assert kept.ok, str(kept)
     assert backend.snapshots_with_guids(dst) == {f"@{old}": guid}  # the only common snapshot stays
 
     backend.write(src, "two")
     backend.zfs("snapshot", f"{src}@{name(0.5)}")
     after = backend.engine(p, now=NOW)
-    assert after.ok, after  # still related: an incremental from the renamed base
+    assert after.ok, str(after)  # still related: an incremental from the renamed base
     assert after.dataset(dst)["action"] == "incremental"
     assert backend.snapshots_with_guids(dst)[f"@{name(0.5)}"] == backend.snapshots_with_guids(src)[f"@{name(0.5)}"]
 
@@ -110,7 +110,7 @@ def test_replicate_with_allow_rollback_keeps_what_the_source_no_longer_has(backe
 
     result = backend.engine(p, now=NOW)
 
-    assert result.ok, result
+    assert result.ok, str(result)
     after = backend.snapshots_with_guids(dst)
     assert f"{dst}/child" in backend.datasets_under(dst)
     assert {k: after.get(k) for k in before} == before  # nothing destroyed
@@ -138,7 +138,7 @@ def test_allow_rollback_rolls_back_a_written_target_as_a_planned_step(backend):
 
     result = backend.engine(p, now=NOW)
 
-    assert result.ok, result
+    assert result.ok, str(result)
     assert result.result["plan"][0]["rollback"] is True
     assert any(line.startswith(f"rollback {dst}@{name(2)}") for line in result.log), result
     assert backend.checksums(dst) == backend.checksums(src)  # the stray file is gone
@@ -177,7 +177,7 @@ def test_pull_reads_snapshot_names_in_the_source_hosts_zone(backend):
 
     again = backend.engine(p, now=now, env={"TZ": "Pacific/Kiritimati"})  # read as +14:00, `young` is 34 hours old
 
-    assert again.ok, again
+    assert again.ok, str(again)
     assert any("source's time zone UTC" in line for line in again.log), again
     assert sorted(backend.snapshots_with_guids(dst)) == sorted([f"@{young}", f"@{newest}"])  # 20 hours old: kept
 
@@ -193,6 +193,6 @@ def test_raw_false_with_properties_over_an_encrypted_source_is_refused_untouched
     assert refused.rc == 2 and "is encrypted" in refused.error and "properties: false" in refused.error, refused
     assert backend.datasets_under(dst.rsplit("/", 1)[0]) == [dst.rsplit("/", 1)[0]]  # nothing was created
     decrypted = backend.engine(params(f"{src}/secret", dst, raw=False, properties=False), now=NOW)
-    assert decrypted.ok, decrypted  # what the error suggests works
+    assert decrypted.ok, str(decrypted)  # what the error suggests works
     assert backend.prop(dst, "encryption") == "off"
     assert backend.checksums(dst) == backend.checksums(f"{src}/secret")

@@ -40,7 +40,7 @@ def test_selection_modes(backend):
     for i, (case, (opts, want)) in enumerate(cases.items()):
         target = f"{dst}{i}"
         run = runs[case] = backend.engine(params(src, target, timezone="UTC", **opts))
-        assert run.ok, (case, run)
+        assert run.ok, f"{case}: {run}"
         assert run.dataset(target)["snapshots_sent"] == want, case
         assert snaps(backend, target) == want, case
         assert guids(backend, target) == {n: src_guids[n] for n in want}, case
@@ -63,7 +63,7 @@ def test_one_I_stream_when_all_are_selected_and_an_i_chain_when_one_is_skipped(b
         backend.zfs("snapshot", f"{src}@auto-2026-11-28_0{h}-00")
     p = params(src, dst)
     first = backend.engine(p)
-    assert first.ok, first
+    assert first.ok, str(first)
     assert sends(first, src) == [("full", None, "auto-2026-11-28_00-00"), ("I", "auto-2026-11-28_00-00", "auto-2026-11-28_03-00")]
     assert first.result["plan"][0]["sends"][1]["snapshots"] == ["auto-2026-11-28_01-00", "auto-2026-11-28_02-00", "auto-2026-11-28_03-00"]
     assert guids(backend, dst) == guids(backend, src)
@@ -72,7 +72,7 @@ def test_one_I_stream_when_all_are_selected_and_an_i_chain_when_one_is_skipped(b
         backend.write(src, name, size=10_000)
         backend.zfs("snapshot", f"{src}@{name}")
     second = backend.engine(p)
-    assert second.ok, second
+    assert second.ok, str(second)
     assert sends(second, src) == [("i", "auto-2026-11-28_03-00", "auto-2026-11-28_04-00"), ("i", "auto-2026-11-28_04-00", "auto-2026-11-28_05-00")]
     assert snaps(backend, dst) == [f"auto-2026-11-28_0{h}-00" for h in range(6)]
     assert guids(backend, dst) == {k: v for k, v in guids(backend, src).items() if k.startswith("auto-")}
@@ -93,7 +93,7 @@ def test_recursive_with_exclude_and_several_sources(backend):
 
     run = backend.engine(params(src, dst, source_datasets=[src, other], recursive=True, exclude=[f"{src}/skip"]))
 
-    assert run.ok, run
+    assert run.ok, str(run)
     leaf, oleaf = src.rsplit("/", 1)[1], other.rsplit("/", 1)[1]
     # The container is created; each source lands in target/<leaf>; the excluded subtree is absent.
     assert sorted(backend.datasets_under(dst)) == sorted([dst, f"{dst}/{leaf}", f"{dst}/{leaf}/child", f"{dst}/{leaf}/child/grand", f"{dst}/{oleaf}"])
@@ -123,13 +123,13 @@ def test_create_snapshot_when_the_sources_have_none_and_mount(backend):
 
     planned = backend.engine(p, check_mode=True)
 
-    assert planned.ok, planned
+    assert planned.ok, str(planned)
     assert any(line.startswith(f"create_snapshot: would take {src}@auto-") for line in planned.result["log"]), planned
     assert state(backend, src, parent(dst)) == before
 
     run = backend.engine(p)
 
-    assert run.ok, run
+    assert run.ok, str(run)
     taken = [k for k in backend.snapshots_with_guids(src) if k.startswith("@auto-")]
     assert len(taken) == 1  # one recursive snapshot, named by the schema
     assert f"/child{taken[0]}" in backend.snapshots_with_guids(src)
@@ -141,7 +141,7 @@ def test_create_snapshot_when_the_sources_have_none_and_mount(backend):
     assert backend.checksums(f"{dst}/child") == backend.checksums(f"{src}/child")
     # A second run finds the snapshot: nothing taken, nothing sent.
     again = backend.engine(p)
-    assert again.ok, again
+    assert again.ok, str(again)
     assert again.result["changed"] is False and not any("create_snapshot" in line for line in again.result["log"])
 
 
@@ -164,7 +164,7 @@ def test_a_diverged_target_is_refused_with_its_data_intact(backend):
 
     run = backend.engine(p)
 
-    assert run.failed, run
+    assert run.failed, str(run)
     assert "diverged" in message(run) and "auto-2026-11-28_10-30" in message(run), run
     assert state(backend, parent(dst)) == before
     assert backend.checksums(dst) == rogue
@@ -184,7 +184,7 @@ def test_an_unrelated_target_needs_allow_from_scratch(backend):
 
     refused = backend.engine(p)
 
-    assert refused.failed, refused
+    assert refused.failed, str(refused)
     assert "allow_from_scratch" in message(refused) and "unrelated" in message(refused), refused
     assert state(backend, src, parent(dst)) == before
     assert backend.checksums(dst) == theirs
@@ -211,12 +211,12 @@ def test_an_extra_snapshot_on_the_target_needs_allow_rollback(backend):
 
     refused = backend.engine(p)
 
-    assert refused.failed, refused
+    assert refused.failed, str(refused)
     assert "allow_rollback" in message(refused) and "auto-2026-11-28_10-30" in message(refused), refused
     assert state(backend, src, parent(dst)) == before
 
     ok = backend.engine({**p, "allow_rollback": True})
-    assert ok.ok, ok
+    assert ok.ok, str(ok)
     assert "auto-2026-11-28_10-30" in ok.dataset(dst)["destroyed"]
     assert guids(backend, dst) == guids(backend, src)
     assert backend.checksums(dst) == backend.checksums(src)
@@ -239,7 +239,7 @@ def test_a_target_written_since_the_base_is_refused_without_allow_rollback(backe
 
     refused = backend.engine(p)
 
-    assert refused.failed, refused
+    assert refused.failed, str(refused)
     assert "allow_rollback" in message(refused), refused
     assert refused.result["snapshots_sent"] == 0
     assert refused.dataset(dst)["attempts"] == 1  # a logical failure is not retried

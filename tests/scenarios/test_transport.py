@@ -42,7 +42,7 @@ def test_push_over_ssh_full_incremental_then_in_sync(backend):
 
     first = backend.engine(p)
 
-    assert first.ok, first
+    assert first.ok, str(first)
     assert first.result["changed"] is True and first.result["snapshots_sent"] == 4
     assert first.result["bytes"] > 200_000  # pv counted the real streams (two 100 kB files at least)
     assert first.dataset(dst)["snapshots_sent"] == ["auto-2026-11-28_10-00", "auto-2026-11-28_11-00"]
@@ -55,14 +55,14 @@ def test_push_over_ssh_full_incremental_then_in_sync(backend):
     assert child_checksums(backend, f"{dst}/child") == backend.checksums(f"{src}/child")
 
     again = backend.engine(p)
-    assert again.ok, again
+    assert again.ok, str(again)
     assert again.result["changed"] is False and again.result["snapshots_sent"] == 0
     assert {d["action"] for d in again.result["plan"]} == {"in_sync"}
 
     backend.write(src, "three")
     backend.zfs("snapshot", "-r", f"{src}@auto-2026-11-28_12-00")
     inc = backend.engine(p)
-    assert inc.ok, inc
+    assert inc.ok, str(inc)
     assert inc.result["snapshots_sent"] == 2
     root = next(d for d in inc.result["plan"] if d["source"] == src)
     assert root["action"] == "incremental" and root["base"] == "auto-2026-11-28_11-00"
@@ -85,7 +85,7 @@ def test_pull_over_ssh_with_a_named_cipher_holds_the_base_on_both_sides(backend)
 
     first = backend.engine(p)
 
-    assert first.ok, first
+    assert first.ok, str(first)
     assert first.result["snapshots_sent"] == 4
     assert sends(first, src) == [("full", None, "auto-2026-11-28_10-00"), ("I", "auto-2026-11-28_10-00", "auto-2026-11-28_11-00")]
     want = {k: v for k, v in backend.snapshots_with_guids(src).items() if "manual" not in k}
@@ -100,7 +100,7 @@ def test_pull_over_ssh_with_a_named_cipher_holds_the_base_on_both_sides(backend)
     backend.write(src, "p3")
     backend.zfs("snapshot", "-r", f"{src}@auto-2026-11-28_12-00")
     inc = backend.engine(p)
-    assert inc.ok, inc
+    assert inc.ok, str(inc)
     assert inc.result["snapshots_sent"] == 2
     # manual-not-selected lies between the base and the new snapshot: -i, so it is not sent
     assert sends(inc, src) == [("i", "auto-2026-11-28_11-00", "auto-2026-11-28_12-00")]
@@ -120,7 +120,7 @@ def test_local_transport(backend):
 
     run = backend.engine(params(src, dst))
 
-    assert run.ok, run
+    assert run.ok, str(run)
     assert run.result["changed"] is True and run.result["snapshots_sent"] == 2
     assert backend.snapshots_with_guids(dst) == backend.snapshots_with_guids(src)
     assert backend.checksums(dst) == backend.checksums(src)
@@ -135,7 +135,7 @@ def test_a_cipher_the_server_does_not_offer_fails_the_connection_and_changes_not
 
     run = backend.engine(over_ssh(backend, src, dst, ssh={"cipher": "aes256-cbc"}))
 
-    assert run.failed, run
+    assert run.failed, str(run)
     assert "cipher" in message(run), run
     assert state(backend, src, parent(dst)) == before
 
@@ -156,7 +156,7 @@ def test_ssh_netcat_push_and_pull(backend):
 
     for p, target in ((push, dst), (pull, pulled)):
         run = backend.engine(p)
-        assert run.ok, run
+        assert run.ok, str(run)
         assert run.result["snapshots_sent"] == 2
         assert guids(backend, target) == guids(backend, src)
         assert backend.checksums(target) == backend.checksums(src)
@@ -166,7 +166,7 @@ def test_ssh_netcat_push_and_pull(backend):
     backend.write(src, "n3")
     backend.zfs("snapshot", f"{src}@auto-2026-11-28_12-00")
     inc = backend.engine(push)
-    assert inc.ok, inc
+    assert inc.ok, str(inc)
     assert sends(inc, src) == [("I", "auto-2026-11-28_11-00", "auto-2026-11-28_12-00")]
     assert guids(backend, dst) == guids(backend, src)
     assert backend.checksums(dst) == backend.checksums(src)
@@ -194,7 +194,7 @@ def test_compression_each_tool_runs_on_the_sending_side(backend):
         for tool in present:
             target = f"{dst}-{tool}"
             run = backend.engine(over_ssh(backend, src, target, compression=tool, ssh={"cipher": "fast"}), env={"PATH": path})
-            assert run.ok, run
+            assert run.ok, str(run)
             assert run.result["snapshots_sent"] == 2, run
             assert guids(backend, target) == guids(backend, src), tool
             assert backend.checksums(target) == backend.checksums(src), tool
@@ -223,7 +223,7 @@ def test_speed_limit_and_buffer_on_pull(backend):
         calls = backend.sh(f"cat {shlex.quote(log)}").splitlines()
     finally:
         backend.sh(f"rm -rf {shlex.quote(bindir)}")
-    assert run.ok, run
+    assert run.ok, str(run)
     ds = run.dataset(dst)
     assert ds["snapshots_sent"] == ["auto-2026-11-28_10-00"]
     assert ds["bytes"] >= 300_000
@@ -326,7 +326,7 @@ def test_a_connection_dropped_during_the_stream_is_retried(backend):
         backend.sh(f"kill {int(pid)} 2>/dev/null || true; rm -rf {q}")
     assert notes.startswith("yes"), f"the proxy never dropped the connection: the test did not exercise a retry\n{run}"
     assert int(notes.split()[-1]) >= 2  # a new connection after the drop
-    assert run.ok, run
+    assert run.ok, str(run)
     ds = run.dataset(dst)
     assert ds["attempts"] >= 2
     # The drop hit the stream itself (after the listings, during the send), and the stream was sent again.
