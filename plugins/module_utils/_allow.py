@@ -44,8 +44,9 @@ DELEGATION = {
     # encryption: the target made an encryption root with the task's key, and loaded with it.
     "target_encryption": ("encryption", "keyformat", "keylocation", "load-key"),
 }
-# Options of those subcommands that take a value (the value is not the dataset operand).
-_VALUED = {"-o", "-x", "-t", "-d", "-L"}
+# The options of those subcommands that take a value (the value is not the dataset operand); the others are flags
+# (send -L, recv -d, destroy -d are flags).
+_VALUED = {"recv": {"-o", "-x"}, "receive": {"-o", "-x"}, "create": {"-o"}, "send": {"-t"}, "load-key": {"-L"}}
 # zfs recv sets the properties a stream carries one by one and names each it may not set.
 _PROPERTY_REFUSED = re.compile(r"cannot receive (\S+) property on \S+: permission denied")
 # What sudo -n prints when it will not run the command without a password or a rule.
@@ -72,7 +73,7 @@ def needed(argv: Sequence[str]) -> tuple[list[str], str | None]:
     i = 0
     while i < len(rest):
         a = rest[i]
-        if a in _VALUED and i + 1 < len(rest):
+        if a in _VALUED.get(sub, ()) and i + 1 < len(rest):
             if a == "-o" and sub in ("recv", "receive", "create"):
                 perms.append(_prop(rest[i + 1]))
             i += 2

@@ -23,6 +23,8 @@ from ansible_collections.zfs.replication.plugins.module_utils._zfs import ZfsErr
 @pytest.mark.parametrize("argv, perms, dataset", [
     (["zfs", "send", "-L", "-e", "-c", "-I", "tank/a@s1", "tank/a@s2"], ["send"], "tank/a"),
     (["zfs", "send", "-t", "1-abc"], ["send"], None),
+    (["zfs", "send", "-L", "tank/a@s1"], ["send"], "tank/a"),  # send -L is a flag, not an option with a value
+    (["zfs", "recv", "-u", "-d", "backup"], ["receive", "create", "mount"], "backup"),
     (["zfs", "recv", "-u", "-s", "-o", "canmount=noauto", "-o", "readonly=on", "-x", "mountpoint", "backup/a"],
      ["receive", "create", "mount", "canmount", "readonly"], "backup/a"),
     (["zfs", "recv", "-u", "-o", "com.example:tag=x", "backup/a"], ["receive", "create", "mount", "userprop"], "backup/a"),
