@@ -189,13 +189,16 @@ def _collect(stages: Sequence[Stage], rcs: list[int], errfiles: list, counter_in
         errf.close()
         if i == counter_index:
             counter_text = text
-        if stage.parts:
-            results += split_remote_result(stage, rc, text)
-        else:
-            results.append(StageResult(stage.name, stage.host.label, list(stage.argv), rc, text,
-                                       stage.host.refusal_hint(stage.argv, text)))
+        results += stage_results(stage, rc, text)
     nbytes = _parse_pv_bytes(counter_text) if counter_index is not None else None
     return results, nbytes
+
+
+def stage_results(stage: Stage, rc: int, stderr: str) -> list[StageResult]:
+    """The results of one ended stage: its remote pipeline's parts (see split_remote_result), or the stage itself."""
+    if stage.parts:
+        return split_remote_result(stage, rc, stderr)
+    return [StageResult(stage.name, stage.host.label, list(stage.argv), rc, stderr, stage.host.refusal_hint(stage.argv, stderr))]
 
 
 def _trace_end(results: list[StageResult], duration: float) -> None:
@@ -278,11 +281,7 @@ def _peek(stages: Sequence[Stage], procs: Sequence[subprocess.Popen], errfiles: 
     for stage, proc, errf in zip(stages, procs, errfiles):
         size = os.fstat(errf.fileno()).st_size
         text = os.pread(errf.fileno(), size, 0).decode("utf-8", "replace")
-        if stage.parts:
-            results += split_remote_result(stage, proc.returncode, text)
-        else:
-            results.append(StageResult(stage.name, stage.host.label, list(stage.argv), proc.returncode, text,
-                                       stage.host.refusal_hint(stage.argv, text) if proc.returncode != 0 else ""))
+        results += stage_results(stage, proc.returncode, text)
     return results
 
 

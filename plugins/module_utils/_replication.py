@@ -198,16 +198,13 @@ class Runner:
             need_dst += ["nc", "dd"]
             # ss finds a free port on the side that listens (netcat.active_side; by default the receiving one).
             (need_src if self.netcat_sender_listens() else need_dst).append("ss")
-        for host, need in ((self.src, need_src), (self.dst, need_dst)):
-            if host.sudo:
-                need.append("sudo")
         # One look-up per host: pv is asked on the source too, as an optional byte counter.
         src_missing = self.src.missing(sorted(set(need_src) | {"pv"}))
         for host, need, side, absent in ((self.src, need_src, "source", src_missing), (self.dst, need_dst, "target", None)):
             missing = [m for m in (absent if absent is not None else host.missing(sorted(set(need)))) if m in need]
             if missing:
                 fields = {"pv": "speed_limit", "mbuffer": "buffer_size", "nc": "transport ssh+netcat", "ss": "transport ssh+netcat",
-                          "dd": "transport ssh+netcat", "sudo": "sudo" if host is self.remote else "local_sudo"}
+                          "dd": "transport ssh+netcat"}
                 what = ", ".join(f"{m} (for {fields.get(m, 'compression')})" for m in missing)
                 raise TaskError(f"the {side} host {host.label} lacks {what}: install it there or change the task's options")
         self.counter_on_sender = "pv" not in src_missing

@@ -109,7 +109,7 @@ def quote_remote(argv: Sequence[str]) -> str:
 
 
 # sudo never asks (-n): a run under a timer has nobody to answer a password prompt, so a missing sudoers rule fails
-# at once with sudo's own message (see ZFS_PERMISSION_HINT in _zfs).
+# at once with sudo's own message (see _allow.hint).
 SUDO = ("sudo", "-n")
 
 
@@ -142,6 +142,11 @@ class Host:
         """What to do when ``argv`` was refused here (a zfs allow permission, a sudoers rule); "" otherwise."""
         return allow_hint(argv, stderr, self.user, self.label, self.sudo)
 
+    def refusal_suffix(self, argv: Sequence[str], stderr: str) -> str:
+        """``"; "`` and refusal_hint's advice, to end an error message with; "" when there is none."""
+        advice = self.refusal_hint(argv, stderr)
+        return f"; {advice}" if advice else ""
+
     def run(self, argv: Sequence[str], check: bool = True, input_text: str | None = None) -> subprocess.CompletedProcess:
         """Run ``argv`` on this host. ``input_text`` (secrets go here, never on argv) is its stdin."""
         return self._run(self.command(argv), argv, check, input_text)
@@ -165,10 +170,9 @@ class Host:
             raise TransportError(f"{self.label}: cannot run {argv[0]}: {exc}", argv) from exc
         self.check_connection(proc.returncode, proc.stderr, argv)
         if check and proc.returncode != 0:
-            advice = self.refusal_hint(argv, proc.stderr)
             raise TransportError(
                 f"{self.label}: {quote_remote(argv)} failed (exit {proc.returncode}): {proc.stderr.strip()}"
-                + (f"; {advice}" if advice else ""),
+                + self.refusal_suffix(argv, proc.stderr),
                 argv,
                 proc.returncode,
                 proc.stderr,

@@ -167,9 +167,8 @@ def probe(host: Host) -> Capabilities:
         raise ZfsError(f"{host.label}: the zfs command is not installed or not in PATH")
     if "unrecognized command" in proc.stderr or "usage:" in proc.stderr:
         return LEGACY
-    advice = host.refusal_hint(["zfs", "version"], proc.stderr)
     raise ZfsError(f"{host.label}: cannot probe zfs: {proc.stderr.strip() or 'exit ' + str(proc.returncode)}"
-                   + (f"; {advice}" if advice else ""))
+                   + host.refusal_suffix(["zfs", "version"], proc.stderr))
 
 
 class Snapshot:
@@ -393,8 +392,7 @@ def list_tree(host: Host, caps: Capabilities, roots: str | Sequence[str], extra_
         if _missing(stderr):
             missing = [r for r in roots if dataset_type(host, r) is None] or roots
             raise DatasetMissing(f"{host.label}: dataset {', '.join(missing)} does not exist", missing)
-        advice = host.refusal_hint(argv, stderr)
-        raise ZfsError(f"{host.label}: listing {' '.join(roots)} failed: {stderr.strip()}" + (f"; {advice}" if advice else ""))
+        raise ZfsError(f"{host.label}: listing {' '.join(roots)} failed: {stderr.strip()}" + host.refusal_suffix(argv, stderr))
     return listing
 
 
