@@ -15,13 +15,11 @@ import re
 import time
 from pathlib import Path
 
-from container import PIPELINING, ROLE_PLAYBOOK, Container
+from container import PIPELINING, ROLE_PLAYBOOK, Container, remove_role_install, role_dirs
 
 from helpers import dataset_exists, destroy_retrying, snapshots_with_guids, zfs
 
-DIRS = {'scheduler_engine_dir': '/usr/local/lib/zr-auto', 'scheduler_launcher': '/usr/local/sbin/zr-auto-run',
-        'scheduler_config_dir': '/etc/zr-auto/tasks', 'scheduler_state_dir': '/var/lib/zr-auto',
-        'scheduler_log_dir': '/var/log/zr-auto'}
+DIRS = role_dirs('auto')
 SCHEMA = 'aut-%Y-%m-%d_%H-%M'
 # Only ends a wait for a timer that never fires (see test_scheduler.py's FIRE_DEADLINE): every-minute timers fire
 # within about a minute; the margin is for slow machines and costs nothing when they fire on time.
@@ -79,9 +77,6 @@ def test_the_derived_snapshot_task_has_its_own_timer_that_fires_and_goes_with_th
         assert f'{repl_unit}.timer' in left and f'{repl_unit}.service' in left
         assert f'{snap_unit}.timer' not in container.exec('systemctl', 'list-timers', '--all', '--no-pager').stdout
     finally:
-        ansible_playbook(ROLE_PLAYBOOK, extravars={**DIRS, 'scheduler_snapshot_tasks': [], 'scheduler_replication_tasks': []},
-                         inventory_text=container_inventory, env=PIPELINING)
-        container.exec('rm', '-rf', *[DIRS[k] for k in ('scheduler_engine_dir', 'scheduler_launcher', 'scheduler_log_dir')],
-                       str(Path(DIRS['scheduler_config_dir']).parent), DIRS['scheduler_state_dir'])
+        remove_role_install(ansible_playbook, container, container_inventory, DIRS)
         for ds in (src, dst):
             destroy_retrying(ds, tags=['zfs.replication:autorepl'])

@@ -13,17 +13,14 @@ from __future__ import annotations
 import json
 import time
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
-from container import PIPELINING, ROLE_PLAYBOOK, Container
+from container import PIPELINING, ROLE_PLAYBOOK, Container, remove_role_install, role_dirs
 
 from helpers import destroy_retrying, snapshots_with_guids, zfs
 
-DIRS = {'scheduler_engine_dir': '/usr/local/lib/zr-window', 'scheduler_launcher': '/usr/local/sbin/zr-window-run',
-        'scheduler_config_dir': '/etc/zr-window/tasks', 'scheduler_state_dir': '/var/lib/zr-window',
-        'scheduler_log_dir': '/var/log/zr-window'}
+DIRS = role_dirs('window')
 # Only ends a wait for a run that never comes (see test_scheduler.py's FIRE_DEADLINE): the window opens at a minute
 # boundary; the margin is for slow machines and costs nothing when the run comes on time.
 FIRE_DEADLINE = 180.0
@@ -88,10 +85,6 @@ def test_a_replication_outside_its_window_waits_and_its_timer_runs_it_at_the_win
         result = container.exec('systemctl', 'show', 'zfs-replication-repl-wrepl.service', '--property=Result').stdout.strip()
         assert result == 'Result=success'
     finally:
-        # Declared is actual: an empty declaration removes the units, configs and state this test installed.
-        ansible_playbook(ROLE_PLAYBOOK, extravars={**DIRS, 'scheduler_snapshot_tasks': [], 'scheduler_replication_tasks': []},
-                         inventory_text=container_inventory, env=PIPELINING)
-        container.exec('rm', '-rf', *[DIRS[k] for k in ('scheduler_engine_dir', 'scheduler_launcher', 'scheduler_log_dir')],
-                       str(Path(DIRS['scheduler_config_dir']).parent), DIRS['scheduler_state_dir'])
+        remove_role_install(ansible_playbook, container, container_inventory, DIRS)
         for ds in (src, dst):
             destroy_retrying(ds)
