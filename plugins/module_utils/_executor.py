@@ -19,7 +19,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from ._log import trace_line
 from ._transport import Host, command_env, quote_remote, start_process
@@ -142,6 +142,52 @@ def _parse_pv_bytes(text: str) -> int | None:
     return None
 
 
+def counter_bytes(errf: Any) -> int | None:
+    """The running byte count ``pv -n -b`` has written so far to ERRF: the last whole number in the file's tail.
+
+    Read with pread (the file's offset stays where _collect expects it) and only the tail, so a long stream costs
+    the same to watch at its end as at its start.
+    """
+    fd = errf.fileno()
+    size = os.fstat(fd).st_size
+    start = max(0, size - 256)
+    lines = os.pread(fd, size - start, start).decode("utf-8", "replace").split("\n")
+    lines = lines[1:-1] if start else lines[:-1]  # a partial first line (cut by the tail) and the line pv is writing
+    for line in reversed(lines):
+        if line.strip().isdigit():
+            return int(line.strip())
+    return None
+
+
+class Watch:
+    """Calls ``report(bytes)`` with a pipeline's running byte count every ``every`` seconds while it runs."""
+
+    def __init__(self, every: float, report: Callable[[int], None]) -> None:
+        self.every = every
+        self.report = report
+        self.next_at = time.monotonic() + every
+
+    def tick(self, errf: Any) -> None:
+        now = time.monotonic()
+        if now < self.next_at:
+            return
+        self.next_at = now + self.every
+        nbytes = counter_bytes(errf)
+        if nbytes is not None:
+            self.report(nbytes)
+
+    def wait(self, procs: Sequence[subprocess.Popen], errf: Any) -> list[int]:
+        """Wait for every process, ticking in between; returns their exit statuses."""
+        for proc in procs:
+            while True:
+                try:
+                    proc.wait(timeout=max(0.05, self.next_at - time.monotonic()))
+                    break
+                except subprocess.TimeoutExpired:
+                    self.tick(errf)
+        return [p.returncode for p in procs]
+
+
 def _start(stages: Sequence[Stage], procs: list[subprocess.Popen], errfiles: list, stdin_data: bytes | None = None) -> None:
     """Start ``stages`` connected by pipes; append to ``procs``/``errfiles`` as they start.
 
@@ -224,10 +270,11 @@ def _kill(procs: list[subprocess.Popen]) -> None:
         p.wait()
 
 
-def run_pipeline(stages: Sequence[Stage], counter_index: int | None = None) -> PipelineResult:
+def run_pipeline(stages: Sequence[Stage], counter_index: int | None = None, watch: Watch | None = None) -> PipelineResult:
     """Start every stage connected by pipes, wait for all, raise PipelineError on any failure.
 
-    ``counter_index`` is the index of the stage whose stderr holds ``pv -n -b``'s byte count.
+    ``counter_index`` is the index of the stage whose stderr holds ``pv -n -b``'s byte count; ``watch`` is told that
+    count while the pipeline runs.
     """
     procs: list[subprocess.Popen] = []
     errfiles: list = []
@@ -237,7 +284,8 @@ def run_pipeline(stages: Sequence[Stage], counter_index: int | None = None) -> P
     except PipelineError:
         _kill(procs)
         raise
-    rcs = [p.wait() for p in procs]
+    counted = errfiles[counter_index] if counter_index is not None else None
+    rcs = watch.wait(procs, counted) if watch is not None and counted is not None else [p.wait() for p in procs]
     duration = time.monotonic() - start
     results, nbytes = _collect(stages, rcs, errfiles, counter_index)
     _trace_end(results, duration)
@@ -285,12 +333,16 @@ def _peek(stages: Sequence[Stage], procs: Sequence[subprocess.Popen], errfiles: 
     return results
 
 
-def _wait_chains(chains: list[tuple[Sequence[Stage], list[subprocess.Popen], list]], pause: float = 0.05) -> int | None:
+def _wait_chains(chains: list[tuple[Sequence[Stage], list[subprocess.Popen], list]], pause: float = 0.05,
+                 tick: Callable[[], None] | None = None) -> int | None:
     """Wait until every chain has ended; when one ends in failure, abort the others (the stream cannot succeed,
-    and a listener nobody connects to would wait forever). Returns the index of the chain that failed first."""
+    and a listener nobody connects to would wait forever). Returns the index of the chain that failed first.
+    ``tick`` is called between the looks."""
     first_failed: int | None = None
     ended = [False] * len(chains)
     while not all(ended):
+        if tick is not None:
+            tick()
         for i, (stages, procs, errfiles) in enumerate(chains):
             if ended[i] or any(p.poll() is None for p in procs):
                 continue
@@ -314,6 +366,7 @@ def run_chains(
     listener_input: bytes | None = None,
     sender_input: bytes | None = None,
     data_from_listener: bool = False,
+    watch: Watch | None = None,
 ) -> PipelineResult:
     """Two pipelines joined by a network connection: start ``listener``, wait for ``ready``, start ``sender``.
 
@@ -324,6 +377,7 @@ def run_chains(
     the other chains are ended too. ``sender`` is the chain started second (it connects); with
     ``data_from_listener`` the data flows from ``listener`` to it (the sending side listens) and ``counter_index``
     indexes ``listener`` instead. Results are reported in data order; the error blames the chain that failed first.
+    ``watch`` is told the running byte count while the chains run.
     """
     lprocs: list[subprocess.Popen] = []
     sprocs: list[subprocess.Popen] = []
@@ -334,7 +388,9 @@ def run_chains(
         _start(listener, lprocs, lerr, listener_input)
         ready(lambda: all(p.poll() is None for p in lprocs))
         _start(sender, sprocs, serr, sender_input)
-        first_failed = _wait_chains([(sender, sprocs, serr), (listener, lprocs, lerr)])
+        counted = lerr if data_from_listener else serr
+        tick = None if watch is None or counter_index is None else (lambda: watch.tick(counted[counter_index]))
+        first_failed = _wait_chains([(sender, sprocs, serr), (listener, lprocs, lerr)], tick=tick)
     except PipelineError as exc:
         _abort(sprocs)
         _abort(lprocs)

@@ -16,6 +16,7 @@ from ._keys import key_path, keyed_targets
 from ._lag import CREATION, creation_time, iso, lag_seconds, newest_snapshot, parse_iso, task_recovery_point
 from ._pending import status_reasons
 from ._planner import PlanError, PlanTask, Selection, first_run_skips, source_datasets, target_for
+from ._progress import human_bytes, human_seconds
 from ._replication import Runner
 from ._replication_task import ReplicationTask, TaskError
 from ._runner import DEFAULT_STATE_DIR, KIND_PREFIX, read_state, state_path
@@ -95,7 +96,9 @@ def last_run(state_dir: str, task_name: str) -> dict[str, Any]:
     keys = ("result", "last_start", "last_end", "last_success", "error", "snapshots_sent", "bytes", "duration", "reason",
             "next_window")
     out = {k: state.get(k) for k in keys}
-    out["running"] = bool(state.get("running"))
+    running = state.get("running")
+    out["running"] = bool(running)
+    out["transfers"] = list(running.get("transfers") or []) if isinstance(running, dict) else []
     return out
 
 
@@ -250,7 +253,19 @@ def replication_rows(tasks: list[dict[str, Any]], host: str | None = None) -> li
     """One table row per task of ``tasks_info``'s result."""
     return [{"host": host, "task": t["name"], "kind": "replication", "health": t["health"], "lag": t["lag"], "pending": t["pending"],
              "result": (t.get("last_run") or {}).get("result"), "last_end": (t.get("last_run") or {}).get("last_end"),
-             "reason": t["reasons"][0] if t.get("reasons") else _waiting_note(t.get("last_run") or {})} for t in tasks]
+             "reason": _running_note(t.get("last_run") or {}) or (t["reasons"][0] if t.get("reasons") else _waiting_note(t.get("last_run") or {}))}
+            for t in tasks]
+
+
+def _running_note(last: dict[str, Any]) -> str:
+    """The NOTE of a task whose run is sending: each stream's progress as its last update had it."""
+    parts = []
+    for t in last.get("transfers") or []:
+        done = human_bytes(t.get("bytes") or 0)
+        size = f" of {human_bytes(t['expected_bytes'])} ({t['percent']:.0f}%)" if t.get("expected_bytes") and t.get("percent") is not None else ""
+        eta = f", ETA {human_seconds(t['eta_seconds'])}" if t.get("eta_seconds") is not None else ""
+        parts.append(f"{t.get('dataset')}@{t.get('snapshot')} {done}{size}{eta}")
+    return ("running: " + "; ".join(parts)) if parts else ""
 
 
 def _waiting_note(last: dict[str, Any]) -> str:

@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Callable
 
-from ._executor import STATUS_MARK, PipelineError, PipelineResult, Stage, run_chains
+from ._executor import STATUS_MARK, PipelineError, PipelineResult, Stage, Watch, run_chains
 from ._transport import Host, quote_remote
 
 TOKEN_BYTES = 16
@@ -221,8 +221,10 @@ def wait_listening(stream: NetcatStream, listening: Callable[[Host, int], bool],
     raise PipelineError(f"nc on {stream.listen_host.label} did not listen on {stream.listen_address}:{stream.port} within {timeout:g} s", [])
 
 
-def run(stream: NetcatStream, counter: int | None, listening: Callable[[Host, int], bool], timeout: float | None = None) -> PipelineResult:
-    """Run both sides with a fresh token; a refused connection is the error that explains the failure."""
+def run(stream: NetcatStream, counter: int | None, listening: Callable[[Host, int], bool], timeout: float | None = None,
+        watch: Watch | None = None) -> PipelineResult:
+    """Run both sides with a fresh token; a refused connection is the error that explains the failure. ``watch`` is
+    told the running byte count while the stream runs."""
     timeout = READY_TIMEOUT if timeout is None else timeout
     token = new_token()
     data = (token + "\n").encode()
@@ -230,6 +232,7 @@ def run(stream: NetcatStream, counter: int | None, listening: Callable[[Host, in
         return run_chains(
             [stream.listener], [stream.connector], lambda running: wait_listening(stream, listening, running, timeout),
             0 if counter is not None else None, listener_input=data, sender_input=data, data_from_listener=stream.sender_listens,
+            watch=watch,
         )
     except PipelineError as exc:
         if stream.sender_listens and any(s.name == "nc" and s.rc != 0 for s in exc.stages):

@@ -17,11 +17,12 @@ from datetime import datetime, timezone
 from typing import Any, Callable, TypeVar
 
 from . import _netcat as netcat
-from ._executor import PipelineError, PipelineResult, Stage, remote_stage, run_pipeline
+from ._executor import PipelineError, PipelineResult, Stage, Watch, remote_stage, run_pipeline
 from ._first_full import FirstFulls, prepare_retry, settle, stuck_message
 from ._keys import KeyStoreError, key_path, keyed_targets, obtain_key
 from ._lag import CREATION, listing_recovery_points
 from ._planner import DatasetPlan, Plan, PlanError, PlanTask, Send, plan, target_retention, target_root
+from ._progress import StreamProgress
 from ._replication_task import COMPRESSORS, ReplicationTask, TaskError, suggest_name
 from ._transport import ConnectionFailed, Host, LocalHost, SSHHost, TransportError
 from ._zfs import Capabilities, DatasetMissing, Listing, Snapshot, ZfsError, dataset_type, is_within, list_tree, probe
@@ -353,7 +354,9 @@ class Runner:
         parts = [Stage(self.src, argv, "zfs send")]
         counter = None
         if self.counter_on_sender:
-            pv = ["pv", "-n", "-b", "-f", "-i", "5"]
+            # pv writes its count every 5 s, or as often as the progress lines need it (progress_interval).
+            every = min(5, t.progress_interval) if t.progress_interval > 0 else 5
+            pv = ["pv", "-n", "-b", "-f", "-i", str(every)]
             if t.speed_limit:
                 pv += ["-L", str(int(t.speed_limit))]
             counter = len(parts)
@@ -435,14 +438,27 @@ class Runner:
         parts.append(Stage(self.dst, self.recv_argv(send), "zfs recv"))
         return parts
 
-    def run_stream(self, send: Send) -> PipelineResult:
+    def run_stream(self, send: Send, expected: int | None = None) -> PipelineResult:
+        """One attempt at SEND; EXPECTED is its estimated size, for the progress lines (progress_interval)."""
         sender, counter = self.sender_parts(send)
         receiver = self.receiver_parts(send)
         where = {"ssh": "ssh", "ssh+netcat": "nc", "local": ""}[self.task.transport]
         self.log("  $ " + " | ".join(shlex.join(p.argv) for p in sender) + (f" | {where} | " if where else " | ")
                  + " | ".join(shlex.join(p.argv) for p in receiver))
+        progress = None
+        if counter is not None and self.task.progress_interval > 0:
+            progress = StreamProgress(send.target, send.snapshot or "(resumed)", expected, self.log)
+        watch = Watch(self.task.progress_interval, progress) if progress is not None else None
+        try:
+            return self._run_stream(send, sender, counter, receiver, watch)
+        finally:
+            if progress is not None:
+                progress.end()
+
+    def _run_stream(self, send: Send, sender: list[Stage], counter: int | None, receiver: list[Stage],
+                    watch: Watch | None) -> PipelineResult:
         if self.task.transport == "ssh+netcat":
-            return self.run_netcat(sender, counter, receiver)
+            return self.run_netcat(sender, counter, receiver, watch)
         stages: list[Stage] = []
         if self.src.is_local:
             stages += sender
@@ -453,7 +469,7 @@ class Runner:
             stages += receiver
         else:
             stages.append(remote_stage(self.dst, receiver))
-        return run_pipeline(stages, counter)
+        return run_pipeline(stages, counter, watch)
 
     def netcat_sender_listens(self) -> bool:
         """ssh+netcat: whether the sending side listens (netcat.active_side names it); by default the receiving side does."""
@@ -463,7 +479,7 @@ class Runner:
         remote_listens = netcat.listener_is_remote(self.task.direction, nc.active_side)
         return remote_listens == (self.task.direction == "pull")  # the sender is the remote host in pull mode
 
-    def run_netcat(self, sender: list[Stage], counter: int | None, receiver: list[Stage]) -> PipelineResult:
+    def run_netcat(self, sender: list[Stage], counter: int | None, receiver: list[Stage], watch: Watch | None = None) -> PipelineResult:
         """Data over a plain TCP connection (see _netcat): the active side (netcat.active_side, by default the receiving
         side) listens, the other connects."""
         nc = self.task.netcat
@@ -480,7 +496,7 @@ class Runner:
         stream = netcat.build(listen_host, self.src, listen_addr, connect_addr, port, sender, receiver, sender_listens)
         side = "sending" if sender_listens else "receiving"
         self.log(f"  netcat: {listen_host.label} ({side} side) listens on {listen_addr}:{port}; data is NOT encrypted")
-        return netcat.run(stream, counter, self.port_listening)
+        return netcat.run(stream, counter, self.port_listening, watch=watch)
 
     def free_port(self, host: Host, low: int, high: int) -> int:
         try:
@@ -584,7 +600,7 @@ class Runner:
         ds = self.source.get(dataset) if self.source is not None else None
         return ds is None or ds.type == "filesystem"
 
-    def send_with_retries(self, send: Send, res: DatasetResult) -> PipelineResult:
+    def send_with_retries(self, send: Send, res: DatasetResult, expected: int | None = None) -> PipelineResult:
         delay = self.task.retry_delay
         attempt = 0
         resent_first_full = False  # a cut first full found nothing on the target and is sent again in full
@@ -592,7 +608,7 @@ class Runner:
             attempt += 1
             res.attempts += 1
             try:
-                result = self.run_stream(send)
+                result = self.run_stream(send, expected)
             except PipelineError as exc:
                 # The receive of the cut stream may still be saving its state when the target is read (a slow target):
                 # the full sent again then finds the target there; read it again, it now carries a token to resume.
@@ -685,7 +701,7 @@ class Runner:
                 self.first_fulls.start(send.target, f"{send.source}@{send.snapshot}", snap.guid if snap else "", self.dst.label)
             try:
                 self.prepare_encryption(send, dplan)
-                out = self.send_with_retries(send, res)
+                out = self.send_with_retries(send, res, est)
             except PipelineError as exc:
                 left = self.discard_partial_full(send)
                 res.error = f"{send.describe()}: {explain_receive_error(str(exc), dplan)}{left}"

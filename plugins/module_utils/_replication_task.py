@@ -82,6 +82,7 @@ class ReplicationTask:
     lifetimes: list[dict[str, Any]] = field(default_factory=list)
     compression: str | None = None
     speed_limit: int | None = None
+    progress_interval: int = 30
     buffer_size: str | None = None
     retries: int = 5
     retry_delay: float = 2.0
@@ -165,6 +166,7 @@ class ReplicationTask:
             lifetimes=list(p.get("lifetimes") or []),
             compression=p.get("compression") or None,
             speed_limit=p.get("speed_limit"),
+            progress_interval=30 if p.get("progress_interval") is None else p["progress_interval"],
             buffer_size=p.get("buffer_size") or None,
             retries=int(p.get("retries", 5)),
             retry_delay=float(p.get("retry_delay", 2.0)),
@@ -204,6 +206,8 @@ class ReplicationTask:
             raise TaskError(f"compression {self.compression!r}: use one of {', '.join(COMPRESSORS)} (or leave it unset)")
         if self.speed_limit is not None and int(self.speed_limit) <= 0:
             raise TaskError(f"speed_limit {self.speed_limit!r}: give a positive number of bytes per second, or leave it unset for no limit")
+        if not isinstance(self.progress_interval, int) or isinstance(self.progress_interval, bool) or self.progress_interval < 0:
+            raise TaskError(f"progress_interval {self.progress_interval!r}: give whole seconds between progress lines (default 30), or 0 for none")
         if self.buffer_size is not None and not SIZE_RE.match(str(self.buffer_size)):
             raise TaskError(f"buffer_size {self.buffer_size!r}: give a size like 64M (digits and K, M or G)")
         if self.retries < 0:

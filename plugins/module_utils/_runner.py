@@ -59,6 +59,7 @@ import re
 import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -70,6 +71,7 @@ from ._lag import lag_seconds, run_recovery_point
 from ._log import LoggingLevelError, level_of, tracing
 from ._pending import metric_lines as pending_metric_lines
 from ._pending import record_replicated
+from ._progress import reporting_to
 
 DEFAULT_STATE_DIR = "/var/lib/zfs-replication"
 DEFAULT_LOG_DIR = "/var/log/zfs-replication"
@@ -501,6 +503,30 @@ def execute_task(config: TaskConfig, opts: RunOptions, stream: TextIO | None = N
         log.close()
 
 
+def _progress_writer(spath: Path, previous: dict[str, Any], running: dict[str, Any], opts: RunOptions, task_id: str,
+                     clock: Callable[[], datetime]) -> Callable[[dict[str, Any]], None]:
+    """A progress sink (module_utils/_progress.py) that keeps the run's streams in flight in the state file's
+    ``running.transfers`` and the metrics, rewriting both (atomically) on every record."""
+    transfers: dict[str, dict[str, Any]] = {}
+    lock = threading.Lock()
+
+    def write(record: dict[str, Any]) -> None:
+        with lock:
+            if record.get("ended"):
+                transfers.pop(record["dataset"], None)
+            else:
+                transfers[record["dataset"]] = record
+            state = {**previous, "running": {**running, "transfers": [transfers[k] for k in sorted(transfers)]}}
+            try:
+                write_state(spath, state)
+            except OSError as exc:  # progress is for the reader; the stream goes on without it
+                sys.stderr.write(f"zfs-replication-run: cannot write progress to {spath}: {exc}\n")
+            if opts.metrics_dir:
+                write_metrics(metrics_path(opts.metrics_dir, task_id), state, clock())
+
+    return write
+
+
 def _run_locked(config: TaskConfig, opts: RunOptions, log: TaskLog, engines: dict[str, Engine],
                 clock: Callable[[], datetime]) -> TaskRun:
     task_id = config.task_id
@@ -549,9 +575,13 @@ def _run_locked(config: TaskConfig, opts: RunOptions, log: TaskLog, engines: dic
                 write_metrics(metrics_path(opts.metrics_dir, task_id), state, ended)
         return TaskRun(status, state, outcome["result"], outcome["error"])
 
+    running = {"since": _now_iso(started), "pid": os.getpid()}
     if not opts.check_mode:
-        # While a run is in progress the file keeps the previous result and says who is running.
-        write_state(spath, {**previous, "running": {"since": _now_iso(started), "pid": os.getpid()}})
+        # While a run is in progress the file keeps the previous result and says who is running, and how far its
+        # streams are (their progress records, every progress_interval).
+        write_state(spath, {**previous, "running": running})
+    known = {**previous, "task": config.name, "kind": config.kind, "id": task_id}  # a first run has no previous state
+    on_progress = _progress_writer(spath, known, running, opts, task_id, clock)
 
     previous_handlers = _install_signal_handlers()
     try:
@@ -571,7 +601,8 @@ def _run_locked(config: TaskConfig, opts: RunOptions, log: TaskLog, engines: dic
         # task reads there what the replication tasks it feeds recorded (hold_pending_snapshots).
         params = {**config.params, "state_dir": str(opts.state_dir)}
         params = {k: v for k, v in params.items() if k != "logging_level"}  # the runner's, not the engine's
-        with tracing(log.debug if log.logger.isEnabledFor(logging.DEBUG) else None):
+        with tracing(log.debug if log.logger.isEnabledFor(logging.DEBUG) else None), \
+                contextlib.nullcontext() if opts.check_mode else reporting_to(on_progress):
             result = outcome["result"] = engines[config.kind](params, opts.check_mode, log.info)
         errors, details = _summary(result)
     except Terminated as exc:
@@ -704,6 +735,13 @@ def render_metrics(state: dict[str, Any], now: datetime) -> str:
                      "Start of the restrict_schedule window a waiting replication runs in (Unix time).", stamp(state.get("next_window")), ""))
     rows += [("zfs_replication_last_run_result", "gauge", "Result of the last run: 1 for the result it had, 0 for the others.",
               1 if state.get("result") == r else 0, f',result="{r}"') for r in RESULTS]
+    running = state.get("running") if isinstance(state.get("running"), dict) else None
+    rows.append(("zfs_replication_running", "gauge", "1 while a run of the task is in progress, else 0.", 1 if running else 0, ""))
+    transfers = (running or {}).get("transfers") or []
+    for key, name, text in (("bytes", "zfs_replication_transfer_bytes", "Bytes a running stream has sent so far (pv's count)."),
+                            ("expected_bytes", "zfs_replication_transfer_expected_bytes",
+                             "The running stream's size as zfs send -nP estimated it.")):
+        rows += [(name, "gauge", text, t.get(key), f',dataset="{_label(str(t.get("dataset")))}"') for t in transfers]
     lines: list[str] = []
     for name, kind, text, value, extra in rows:
         if value is None:

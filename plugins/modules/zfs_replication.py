@@ -312,6 +312,13 @@ options:
     description:
       - Limit the stream to this many bytes per second (C(pv -L) on the sending side, before compression).
     type: int
+  progress_interval:
+    description:
+      - Every this many seconds while a stream runs, log its progress (bytes so far of the size C(zfs send -nP)
+        estimated, percent, rate over the interval, ETA) and, in a timer's run, write it to the task's state file and
+        metrics. C(0) turns it off. Needs C(pv) on the sending host, like the byte counts.
+    type: int
+    default: 30
   buffer_size:
     description:
       - Put an C(mbuffer) of this size (like C(64M)) before C(zfs recv) on the receiving side.
@@ -736,6 +743,7 @@ def main() -> None:
             lifetimes=dict(type="list", elements="dict", default=[]),
             compression=dict(type="str", choices=["lz4", "zstd", "pigz", "xz", "plzip"]),
             speed_limit=dict(type="int"),
+            progress_interval=dict(type="int", default=30),
             buffer_size=dict(type="str"),
             hold_base=dict(type="bool", default=True),
             create_snapshot=dict(type="bool", default=False),

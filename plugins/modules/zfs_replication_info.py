@@ -173,6 +173,10 @@ tasks:
           C(restrict_schedule) window and waits for it), C(last_start), C(last_end), C(last_success) (ISO 8601 UTC),
           C(error), C(snapshots_sent), C(bytes), C(duration), C(running) (a run is in progress), C(reason) (why a run
           was skipped or waits) and C(next_window) (for a waiting run, the start of the next window, ISO 8601).
+        - C(transfers) lists the streams of the run in progress, as its last progress update (every
+          C(progress_interval) seconds) wrote them; each has C(dataset) (the target), C(snapshot), C(bytes) sent so far,
+          C(expected_bytes) (C(zfs send -nP)'s estimate, null when unknown), C(percent), C(rate) (bytes per second over
+          the last interval), C(eta_seconds), C(started) and C(seconds). Empty when no run is in progress.
       type: dict
     datasets:
       description: One entry per source dataset of the task.

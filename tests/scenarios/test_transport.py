@@ -212,14 +212,17 @@ def test_compression_each_tool_runs_on_the_sending_side(backend):
     reason="pv and mbuffer are pipeline stages around zfs, not zfs (the fault scenarios rate-limit through pv on OpenZFS)",
 )
 def test_speed_limit_and_buffer_on_pull(backend):
-    """Pull: pv -L runs on the (remote) source, mbuffer before zfs recv on the engine's host (a logging wrapper sees it)."""
+    """Pull: pv -L runs on the (remote) source, mbuffer before zfs recv on the engine's host (a logging wrapper sees it).
+    While the held-back stream runs, the engine reads pv's running count through the ssh session's stderr and logs
+    its progress every progress_interval (1 s here)."""
     require_tools(backend, ["mbuffer"])
     src, dst = backend.pair("slow")
     backend.write(src, "slow", size=300_000)
     backend.zfs("snapshot", f"{src}@auto-2026-11-28_10-00")
     bindir, log, path = shims(backend, ["mbuffer"])
     try:
-        run = backend.engine(over_ssh(backend, src, dst, direction="pull", speed_limit=120_000, buffer_size="1M"), env={"PATH": path})
+        run = backend.engine(over_ssh(backend, src, dst, direction="pull", speed_limit=120_000, buffer_size="1M", progress_interval=1),
+                             env={"PATH": path})
         calls = backend.sh(f"cat {shlex.quote(log)}").splitlines()
     finally:
         backend.sh(f"rm -rf {shlex.quote(bindir)}")
@@ -229,8 +232,17 @@ def test_speed_limit_and_buffer_on_pull(backend):
     assert ds["bytes"] >= 300_000
     assert ds["duration"] >= 0.8 * ds["bytes"] / 120_000, ds  # the limit held the stream back
     assert any(c.startswith("mbuffer") and "-m 1M" in c for c in calls), calls
+    progress = [line for line in run.log if line.startswith(f"  progress {dst}@auto-2026-11-28_10-00: ")]
+    counts = [parse_size(line.split(": ", 1)[1].split(" (")[0].split(" of ")[0]) for line in progress]
+    assert len(counts) >= 1 and counts == sorted(counts) and 0 < counts[-1] <= ds["bytes"], run.log
     assert guids(backend, dst) == guids(backend, src)
     assert backend.checksums(dst) == backend.checksums(src)
+
+
+def parse_size(text: str) -> float:
+    """'293.0 KiB' (a progress line's byte count) -> bytes."""
+    number, unit = text.split()
+    return float(number) * 1024 ** ["B", "KiB", "MiB", "GiB", "TiB"].index(unit)
 
 
 # A TCP proxy in front of the backend host's sshd, run on that host. It resets the FIRST connection (the ssh master,

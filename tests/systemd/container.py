@@ -81,6 +81,7 @@ def role_dirs(name: str) -> dict[str, str]:
     """The scheduler role's engine, launcher, config, state and log paths of a test of its own (zr-NAME), so that
     the tests sharing the container never see each other's units and files."""
     return {'scheduler_engine_dir': f'/usr/local/lib/zr-{name}', 'scheduler_launcher': f'/usr/local/sbin/zr-{name}-run',
+            'scheduler_status_command': f'/usr/local/sbin/zr-{name}-status',
             'scheduler_config_dir': f'/etc/zr-{name}/tasks', 'scheduler_state_dir': f'/var/lib/zr-{name}',
             'scheduler_log_dir': f'/var/log/zr-{name}'}
 
@@ -90,7 +91,7 @@ def remove_role_install(ansible_playbook, container: Container, inventory_text: 
     (role_dirs); then the engine, launcher, logs and directories go too."""
     ansible_playbook(ROLE_PLAYBOOK, extravars={**dirs, 'scheduler_snapshot_tasks': [], 'scheduler_replication_tasks': []},
                      inventory_text=inventory_text, env=PIPELINING)
-    container.exec('rm', '-rf', *[dirs[k] for k in ('scheduler_engine_dir', 'scheduler_launcher', 'scheduler_log_dir')],
+    container.exec('rm', '-rf', *[dirs[k] for k in ('scheduler_engine_dir', 'scheduler_launcher', 'scheduler_status_command', 'scheduler_log_dir')],
                    str(Path(dirs['scheduler_config_dir']).parent), dirs['scheduler_state_dir'])
 
 

@@ -193,7 +193,7 @@ def test_a_full_resent_into_a_target_that_appeared_late_is_read_again_and_resume
     outcomes = [cut, exists, PipelineResult([], 1.0, 10)]
     streams: list[str] = []
 
-    def run_stream(send):
+    def run_stream(send, expected=None):
         streams.append(send.describe())
         out = outcomes.pop(0)
         if isinstance(out, Exception):
@@ -211,7 +211,7 @@ def test_a_full_resent_into_a_target_that_appeared_late_is_read_again_and_resume
 
 def scripted_streams(outcomes: list):
     """A stand-in for Runner.run_stream: each call raises or returns the next of OUTCOMES."""
-    def run_stream(send):
+    def run_stream(send, expected=None):
         out = outcomes.pop(0)
         if isinstance(out, Exception):
             raise out
@@ -248,7 +248,7 @@ def test_a_refused_full_that_was_not_resent_after_a_cut_is_not_retried():
     runner.target_listing = None
     exists = PipelineError("refused", [StageResult("zfs recv", "target", ["zfs", "recv"], 1, f"destination '{T}' exists")])
 
-    def run_stream(send):
+    def run_stream(send, expected=None):
         raise exists
 
     runner.run_stream = run_stream
