@@ -826,7 +826,7 @@ def _status(state_dir: str, ids: list[str], out: TextIO) -> int:
     states = {p.stem: read_state(p) for p in paths}
     for state in states.values():
         running = state.get("running")
-        if isinstance(running, dict) and not _pid_alive(running.get("pid")):
+        if isinstance(running, dict) and not pid_alive(running.get("pid")):
             running["stale"] = True  # the run was killed hard; the next run replaces it
     json.dump(states, out, indent=2, sort_keys=True)
     out.write("\n")
@@ -834,7 +834,8 @@ def _status(state_dir: str, ids: list[str], out: TextIO) -> int:
     return EXIT_CONFIG if missing else EXIT_OK
 
 
-def _pid_alive(pid: object) -> bool:
+def pid_alive(pid: object) -> bool:
+    """Whether PID names a running process (a run's recorded pid: a run killed hard leaves a stale one)."""
     if not isinstance(pid, int) or pid <= 0:
         return False
     try:
@@ -882,5 +883,5 @@ def main(argv: list[str] | None = None, stream: TextIO | None = None) -> int:
     return run_task(config, opts, stream=out)
 
 
-__all__ = ["TASK_RUN_SPEC", "ConfigError", "RunOptions", "TaskBusy", "TaskConfig", "TaskLock", "TaskRun", "execute_task", "main",
+__all__ = ["TASK_RUN_SPEC", "ConfigError", "RunOptions", "TaskBusy", "TaskConfig", "TaskLock", "TaskRun", "execute_task", "main", "pid_alive",
            "read_state", "render_metrics", "run_from_module", "run_task", "write_metrics", "write_state"]

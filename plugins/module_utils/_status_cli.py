@@ -26,21 +26,9 @@ from typing import Any, Callable, TextIO
 from ._info import format_age
 from ._lag import lag_seconds, parse_iso
 from ._progress import human_bytes, human_seconds
-from ._runner import DEFAULT_STATE_DIR, read_state
+from ._runner import DEFAULT_STATE_DIR, pid_alive, read_state
 
 COLUMNS = ("TASK", "KIND", "LAST", "LAST RUN (UTC)", "LAG", "NOW")
-
-
-def _pid_alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def tasks(state_dir: str | os.PathLike[str], now: datetime) -> list[dict[str, Any]]:
@@ -59,7 +47,7 @@ def tasks(state_dir: str | os.PathLike[str], now: datetime) -> list[dict[str, An
             "error": state.get("error"),
             "lag": lag_seconds(newest, now) if newest is not None else None,
             "running": None if running is None else {
-                "since": running.get("since"), "pid": running.get("pid"), "stale": not _pid_alive(running.get("pid")),
+                "since": running.get("since"), "pid": running.get("pid"), "stale": not pid_alive(running.get("pid")),
                 "transfers": list(running.get("transfers") or [])},
         })
     return out
