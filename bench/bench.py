@@ -124,6 +124,7 @@ class Proxy:
 class Bench:
     def __init__(self, args):
         self.args = args
+        self.progress_interval = args.progress_interval
         self.dir = Path(f'/var/tmp/zr-bench-{os.getpid()}')
         self.dir.mkdir(parents=True, exist_ok=True)
         self.local_log = self.dir / 'zfs-local.log'
@@ -362,17 +363,20 @@ class Bench:
                 comp = 'zstd' if (kind == 'text' and via == 'ssh') else None
                 target = f'{self.D}/data-{kind}'
                 res = {'ours': {'full': [], 'incremental': [], 'rss': []}, 'raw': {'full': [], 'incremental': []},
-                       'stream': {'full': [], 'incremental': []}}
+                       'stream': {'full': [], 'incremental': []}, 'progress_lines': []}
                 for _rep in range(reps):
                     for who in ('raw', 'ours'):
                         self.destroy(target)
                         if who == 'ours':
-                            extra = {'compression': comp} if comp else {}
+                            # progress_interval as the bench's --progress-interval (1 s: the engine reads pv's count
+                            # and logs a progress line every second, the most often it can be asked to)
+                            extra = {'progress_interval': self.progress_interval, **({'compression': comp} if comp else {})}
                             # full: only the first snapshot is selected via a name regex; then incremental
                             a = self.cmd('ours', ds, target, via, name_regex='zb-20260101000000', naming_schema=[], hold_base=False, **extra)
                             dt, _c, rss, _p = self.timed(a, 'ours full')
                             res['ours']['full'].append(dt)
                             res['stream']['full'].append(self.last_stream_seconds())
+                            res['progress_lines'].append(self.last_progress_lines())
                             res['ours']['rss'].append(rss)
                             b = self.cmd('ours', ds, target, via, hold_base=False, **extra)
                             dt, _c, rss, _p = self.timed(b, 'ours incremental')
@@ -394,6 +398,8 @@ class Bench:
                         f'  raw {r:6.2f} s ({mb / r:5.1f} MB/s)  ratio {r / st:.2f} (whole run {r / o:.2f})')
                 row['rss_mb'] = max(x for x in res['ours']['rss'] if x) if any(res['ours']['rss']) else None
                 row['compression'] = comp or 'none'
+                row['progress_interval'] = self.progress_interval
+                row['progress_lines_full'] = max(res['progress_lines'])  # logged by our longest full stream
                 out[f'{kind}-{via}'] = row
             self.destroy(f'{self.D}/data-{kind}')
             self.zfs('destroy', '-r', ds, check=False)
@@ -412,6 +418,11 @@ class Bench:
         logs = sorted((self.dir / 'logs').glob('*.log'), key=lambda f: f.stat().st_mtime)
         done = [ln for ln in logs[-1].read_text().splitlines() if ': done ' in ln and ' bytes in ' in ln]
         return float(done[-1].rsplit(' in ', 1)[1].rstrip('s'))
+
+    def last_progress_lines(self):
+        """How many progress lines ("progress TARGET@SNAP: ...") our last run logged while its stream ran."""
+        logs = sorted((self.dir / 'logs').glob('*.log'), key=lambda f: f.stat().st_mtime)
+        return sum(1 for ln in logs[-1].read_text().splitlines() if ':   progress ' in ln)
 
     def raw_pipeline(self, send, target, via, comp):
         recv = f'zfs recv -u {target}'
@@ -521,6 +532,8 @@ def main():
     ap.add_argument('--reps', type=int, default=3)
     ap.add_argument('--peer-reps', type=int, default=3, help='repetitions for the peers (slow: 20-120 s per no-op)')
     ap.add_argument('--data-mb', type=int, default=500)
+    ap.add_argument('--progress-interval', type=int, default=1,
+                    help="our task's progress_interval in the data case (default 1 s: progress read and logged every second)")
     ap.add_argument('--growth', default='50,100,200,400')
     ap.add_argument('--latency-ms', type=float, default=25)
     ap.add_argument('--pool-size', default='4G')
