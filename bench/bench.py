@@ -422,7 +422,9 @@ class Bench:
     def last_progress_lines(self):
         """How many progress lines ("progress TARGET@SNAP: ...") our last run logged while its stream ran."""
         logs = sorted((self.dir / 'logs').glob('*.log'), key=lambda f: f.stat().st_mtime)
-        return sum(1 for ln in logs[-1].read_text().splitlines() if ':   progress ' in ln)
+        lines = logs[-1].read_text().splitlines()  # every run of the task appends to it: count from the last start
+        start = max((i for i, ln in enumerate(lines) if ln.endswith(': start')), default=0)
+        return sum(1 for ln in lines[start:] if ':   progress ' in ln)
 
     def raw_pipeline(self, send, target, via, comp):
         recv = f'zfs recv -u {target}'
