@@ -410,10 +410,11 @@ class Runner:
         argv.append(send.target)
         return argv
 
-    def estimate(self, send: Send) -> int | None:
-        """``zfs send -n -P`` says how big the stream will be (OpenZFS); None elsewhere."""
+    def estimate(self, send: Send) -> tuple[int | None, str]:
+        """How big the stream will be, and what says so: ``zfs send -n -P`` (OpenZFS), or on a command line without
+        it (zfs-fuse) the snapshots' ``referenced``, a rough estimate (see estimate_from_referenced)."""
         if not (self.src_caps and self.src_caps.send_dry_run):
-            return None
+            return self.estimate_from_referenced(send), "from the snapshots' referenced: a rough estimate"
         if send.token:
             argv = ["zfs", "send", "-n", "-P", "-t", send.token]
         else:
@@ -425,8 +426,25 @@ class Runner:
         for line in (proc.stdout + "\n" + proc.stderr).splitlines():
             parts = line.split("\t")
             if len(parts) == 2 and parts[0] == "size" and parts[1].strip().isdigit():
-                return int(parts[1])
-        return None
+                return int(parts[1]), "zfs send -nP"
+        return None, ""
+
+    def estimate_from_referenced(self, send: Send) -> int | None:
+        """Where zfs send has no -nP: a full stream is about the snapshot's referenced bytes, an incremental about
+        what referenced grew by since its base (low when data was overwritten rather than added: percent then stops at
+        100 and the ETA at 0 before the end). One zfs get. None for a send -R tree (its children are not counted
+        here), a resumed stream, or when the growth is not positive."""
+        if send.replicate or send.token:
+            return None
+        snaps = [f"{send.source}@{send.snapshot}"]
+        if send.mode in ("I", "i") and send.base:
+            snaps.append(f"{send.source}@{send.base}")
+        proc = self.src.run(["zfs", "get", "-H", "-p", "-o", "name,value", "referenced", *snaps], check=False)
+        got = dict(line.split("\t", 1) for line in proc.stdout.splitlines() if "\t" in line)
+        if proc.returncode != 0 or not all(got.get(n, "").strip().isdigit() for n in snaps):
+            return None
+        size = int(got[snaps[0]]) - (int(got[snaps[1]]) if len(snaps) == 2 else 0)
+        return size if size > 0 else None
 
     def receiver_parts(self, send: Send) -> list[Stage]:
         t = self.task
@@ -701,10 +719,10 @@ class Runner:
         uncounted = False
         for send in dplan.sends:
             self.log(send.describe())
-            est = self.estimate(send)
+            est, how = self.estimate(send)
             if est is not None:
                 res.estimated_bytes = (res.estimated_bytes or 0) + est
-                self.log(f"  estimated size {est} bytes (zfs send -nP)")
+                self.log(f"  estimated size {est} bytes ({how})")
             first = self.is_first_full(send)
             if first:
                 src = self.source.get(send.source) if self.source is not None else None

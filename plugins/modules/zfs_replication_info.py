@@ -175,7 +175,8 @@ tasks:
           was skipped or waits) and C(next_window) (for a waiting run, the start of the next window, ISO 8601).
         - C(transfers) lists the streams of the run in progress, as its last progress update (every
           C(progress_interval) seconds) wrote them; each has C(dataset) (the target), C(snapshot), C(bytes) sent so far,
-          C(expected_bytes) (C(zfs send -nP)'s estimate, null when unknown), C(percent), C(rate) (bytes per second over
+          C(expected_bytes) (C(zfs send -nP)'s estimate, or where zfs send has no C(-nP) a rougher one from the
+          snapshots' C(referenced); null when unknown), C(percent), C(rate) (bytes per second over
           the last interval), C(eta_seconds), C(started) and C(seconds). Empty when no run is in progress.
       type: dict
     datasets:

@@ -6,6 +6,7 @@ ciphers, compression, rate limit and buffer, retries after a dropped connection.
 names and guids on both sides, file checksums of the replicas, holds, property values and their source."""
 from __future__ import annotations
 
+import re
 import shlex
 import time
 
@@ -235,6 +236,9 @@ def test_speed_limit_and_buffer_on_pull(backend):
     progress = [line for line in run.log if line.startswith(f"  progress {dst}@auto-2026-11-28_10-00: ")]
     counts = [parse_size(line.split(": ", 1)[1].split(" (")[0].split(" of ")[0]) for line in progress]
     assert len(counts) >= 1 and counts == sorted(counts) and 0 < counts[-1] <= ds["bytes"], run.log
+    # The expected size: zfs send -nP's where the command line has it, else the snapshot's referenced (zfs-fuse).
+    assert 0.5 * ds["bytes"] <= ds["estimated_bytes"] <= 2 * ds["bytes"], ds
+    assert all(re.search(r" of \S+ \S+ \(\d+%\)", line) for line in progress), progress
     assert guids(backend, dst) == guids(backend, src)
     assert backend.checksums(dst) == backend.checksums(src)
 
