@@ -5,9 +5,11 @@
 The module runs ON the guest (Ansible over ssh) and pushes zra -> zrb over ssh to the guest itself (its own sshd),
 so the stream crosses a real ssh connection. A killer in the guest watches the stream's pv and SIGKILLs the ssh
 client that carries `zfs recv` once a chosen share of the real stream (zfs send -nP) went through: a cut measured in
-bytes, at an early, a middle and a late offset. With retries 0 the run fails, the target keeps a
-receive_resume_token and the next run resumes it; with the default retries the same run resumes it. Either way the
-resumed part is smaller than the whole stream, and both sides end with the same guids and the same files.
+bytes. With retries 0 the run fails, the target keeps a receive_resume_token and the next run resumes it (cut at an
+early and at a late offset: the late cut is the one OpenZFS 2.1 once got wrong); with the default retries the same
+run resumes it (cut in the middle). Either way the resumed part is smaller than the whole stream, and both sides end
+with the same guids and the same files. (Each case costs about a minute of the emulated guest: three offsets for
+each way took three more minutes of the OpenZFS lane for the same code paths.)
 """
 
 from __future__ import annotations
@@ -117,7 +119,7 @@ def cut_run(guest, ansible_playbook, inventory: str, params: dict, target: str, 
     return res, (seen[0] if seen else 'no answer')
 
 
-@pytest.mark.parametrize('offset', [0.15, 0.5, 0.85])
+@pytest.mark.parametrize('offset', [0.15, 0.85])
 def test_first_full_cut_is_resumed_by_the_next_run(guest, guest_cleanup, guest_inventory, ansible_playbook, self_ssh, source, offset):
     src, size = source
     parent = f'zrb/ffnext{guest.tag()}'
@@ -144,7 +146,7 @@ def test_first_full_cut_is_resumed_by_the_next_run(guest, guest_cleanup, guest_i
     guest.zfs('unmount', dst)
 
 
-@pytest.mark.parametrize('offset', [0.15, 0.5, 0.85])
+@pytest.mark.parametrize('offset', [0.5])
 def test_first_full_cut_is_resumed_by_the_retry_in_the_same_run(guest, guest_cleanup, guest_inventory, ansible_playbook, self_ssh, source,
                                                                 offset):
     src, size = source
