@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import stat
 import subprocess
 from pathlib import Path
@@ -61,16 +62,20 @@ def test_the_engine_is_the_collections_module_utils_and_a_tampered_package_is_pu
     (pkg / "_naming.py").write_text((pkg / "_naming.py").read_text() + "\nBROKEN = True\n")
     (pkg / "_lifetime.py").chmod(0o600)
     (pkg / "_schedule.py").unlink()
+    os.chown(pkg / "_planner.py", 65534, 65534)  # a user who could rewrite what the timers run as root
+    os.chown(pkg, 65534, 65534)
     (pkg / "_gone.py").write_text("STALE = True\n")
     tampered = package(tmp_path)
 
     checked = ansible_playbook(playbook(tmp_path), check=True)
     assert checked.task(TASK)["changed"] is True
-    assert sorted(reported(checked)) == ["_gone.py (removed)", "_lifetime.py", "_naming.py", "_schedule.py"]
+    assert sorted(reported(checked)) == [str(pkg), "_gone.py (removed)", "_lifetime.py", "_naming.py", "_planner.py", "_schedule.py"]
     assert package(tmp_path) == tampered  # check mode only reports
+    assert (pkg / "_planner.py").stat().st_uid == 65534 and pkg.stat().st_uid == 65534
 
     fixed = ansible_playbook(playbook(tmp_path))
-    assert sorted(reported(fixed)) == ["_gone.py (removed)", "_lifetime.py", "_naming.py", "_schedule.py"]
+    assert sorted(reported(fixed)) == [str(pkg), "_gone.py (removed)", "_lifetime.py", "_naming.py", "_planner.py", "_schedule.py"]
+    assert {(p.stat().st_uid, p.stat().st_gid) for p in [pkg, *pkg.iterdir()]} == {(os.geteuid(), os.getegid())}
     installed = package(tmp_path)
     installed.pop("__init__.py")
     assert installed == collection()

@@ -4,10 +4,11 @@
 
 Usage: python3 -I install_engine.py PACKAGE_DIR [--check] < bundle.json   (bundle: {"file name": "source", ...})
 
-Writes each file whose content or mode differs (a temporary file renamed over it, so a timer run never imports
-half a file), removes the engine files (_*.py) the bundle no longer has, and prints {"changed": [...]} as JSON.
---check only reports. The role runs it with the bundle built on the controller, so an unchanged engine costs one
-module call per host instead of one per file.
+Writes each file whose content, mode or owner differs (a temporary file renamed over it, so a timer run never
+imports half a file), owned by the user it runs as: root under the role, as the timers that run this code. Removes
+the engine files (_*.py) the bundle no longer has and prints {"changed": [...]} as JSON. --check only reports.
+The role runs it with the bundle built on the controller, so an unchanged engine costs one module call per host
+instead of one per file.
 """
 
 import json
@@ -17,12 +18,18 @@ import sys
 import tempfile
 
 
+def owned(path, mode):
+    """PATH has MODE and belongs to the user and group this runs as."""
+    st = os.stat(path)
+    return stat.S_IMODE(st.st_mode) == mode and (st.st_uid, st.st_gid) == (os.geteuid(), os.getegid())
+
+
 def same(path, data):
     try:
         with open(path, "rb") as handle:
             if handle.read() != data:
                 return False
-        return stat.S_IMODE(os.stat(path).st_mode) == 0o644
+        return owned(path, 0o644)
     except OSError:
         return False
 
@@ -32,6 +39,7 @@ def write(path, data):
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        os.chown(tmp, os.geteuid(), os.getegid())  # not the directory's group (setgid)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
@@ -56,6 +64,11 @@ def main(argv):
             print(json.dumps({"changed": changed + sorted(files)}))
             return
         os.makedirs(dest, mode=0o755)
+    elif not owned(dest, 0o755):
+        changed.append(dest)
+        if not check:
+            os.chown(dest, os.geteuid(), os.getegid())
+            os.chmod(dest, 0o755)
     for name in sorted(files):
         data = files[name].encode("utf-8")
         path = os.path.join(dest, name)
