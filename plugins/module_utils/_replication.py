@@ -25,7 +25,7 @@ from ._planner import DatasetPlan, Plan, PlanError, PlanTask, Send, plan, target
 from ._progress import StreamProgress
 from ._replication_task import COMPRESSORS, ReplicationTask, TaskError, suggest_name
 from ._transport import ConnectionFailed, Host, LocalHost, SSHHost, TransportError
-from ._zfs import Capabilities, DatasetMissing, Listing, Snapshot, ZfsError, dataset_type, is_within, list_tree, probe
+from ._zfs import Capabilities, DatasetMissing, Listing, Snapshot, ZfsError, dataset_type, is_within, list_tree, probe, zfs_values
 
 # What a received filesystem gets instead of the source's values: no mount at boot or on zfs mount -a, no setuid
 # programs or device nodes honoured (unless the task's properties_override asks for them).
@@ -439,9 +439,8 @@ class Runner:
         snaps = [f"{send.source}@{send.snapshot}"]
         if send.mode in ("I", "i") and send.base:
             snaps.append(f"{send.source}@{send.base}")
-        proc = self.src.run(["zfs", "get", "-H", "-p", "-o", "name,value", "referenced", *snaps], check=False)
-        got = dict(line.split("\t", 1) for line in proc.stdout.splitlines() if "\t" in line)
-        if proc.returncode != 0 or not all(got.get(n, "").strip().isdigit() for n in snaps):
+        got = zfs_values(self.src, "referenced", snaps)
+        if not all(got.get(n, "").strip().isdigit() for n in snaps):
             return None
         size = int(got[snaps[0]]) - (int(got[snaps[1]]) if len(snaps) == 2 else 0)
         return size if size > 0 else None
@@ -669,8 +668,7 @@ class Runner:
 
     def target_guids(self, snaps: list[str]) -> dict[str, str]:
         """{snapshot: guid} of SNAPS on the target right now (one zfs get); a snapshot that is not there is left out."""
-        out = self.dst.run(["zfs", "get", "-H", "-p", "-o", "name,value", "guid", *snaps], check=False).stdout
-        return dict(line.split("\t", 1) for line in out.splitlines() if "\t" in line)
+        return zfs_values(self.dst, "guid", snaps)
 
     def rollback(self, dplan: DatasetPlan) -> None:
         self.log(f"rollback {dplan.target}@{dplan.base} on {self.dst.label} (allow_rollback: discards changes made on the target after it)")

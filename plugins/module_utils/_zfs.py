@@ -396,6 +396,12 @@ def list_tree(host: Host, caps: Capabilities, roots: str | Sequence[str], extra_
     return listing
 
 
+def zfs_values(host: Host, prop: str, names: list[str]) -> dict[str, str]:
+    """{name: PROP's parseable value} of NAMES right now (one zfs get); a name that does not exist is left out."""
+    out = host.run(["zfs", "get", "-H", "-p", "-o", "name,value", prop, *names], check=False).stdout
+    return dict(line.split("\t", 1) for line in out.splitlines() if "\t" in line)
+
+
 def dataset_type(host: Host, name: str) -> str | None:
     """``filesystem``/``volume`` or None when the dataset does not exist (one zfs call)."""
     proc = host.run(["zfs", "get", "-H", "-p", "-o", "value", "type", name], check=False)
