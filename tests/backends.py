@@ -212,6 +212,10 @@ class Backend:
     def ssh(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def authorized_keys(self) -> str:
+        """The authorized_keys file (a path on the backend's host) of the sshd that ssh() reaches."""
+        raise NotImplementedError
+
     # -- engine code run directly on the backend's host (e.g. the timer entry point, to meet its lock) ---------------
     def python(self) -> str:
         """A shell command (quoted) that starts a Python on the backend's host with the engine importable as
@@ -246,6 +250,9 @@ class FuseBackend(Backend):
     def ssh(self) -> dict[str, Any]:
         return {'host': '127.0.0.1', 'port': self.sandbox.sshd.port, 'user': 'root',
                 'private_key_file': str(self.sandbox.sshd.private_key), 'known_hosts_file': str(self.sandbox.sshd.known_hosts)}
+
+    def authorized_keys(self) -> str:
+        return str(self.sandbox.sshd.authorized_keys)
 
     def python(self) -> str:
         import os
@@ -292,6 +299,9 @@ class GuestBackend(Backend):
     def ssh(self) -> dict[str, Any]:
         return {'host': '127.0.0.1', 'port': 22, 'user': 'root', 'private_key_file': GUEST_LOOP_KEY,
                 'known_hosts_file': GUEST_LOOP_KNOWN_HOSTS}
+
+    def authorized_keys(self) -> str:
+        return '/root/.ssh/authorized_keys'
 
     def python(self) -> str:
         return f'env PYTHONPATH={GUEST_ENGINE_DIR} python3'

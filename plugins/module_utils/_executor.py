@@ -54,7 +54,8 @@ def remote_stage(host: Host, parts: Sequence[Stage]) -> Stage:
     """One local process (ssh) that runs ``parts`` as a pipeline on ``host``."""
     script = shell_pipeline(parts)
     names = " | ".join(p.name for p in parts)
-    return Stage(host, ["sh", "-c", script], f"{names} on {host.label}", host.shell_command(script), list(parts))
+    local = host.pipeline_command([p.host.wrap(p.argv) for p in parts]) or host.shell_command(script)
+    return Stage(host, ["sh", "-c", script], f"{names} on {host.label}", local, list(parts))
 
 
 def split_remote_result(stage: Stage, rc: int, stderr: str) -> list[StageResult]:

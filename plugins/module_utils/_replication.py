@@ -24,7 +24,7 @@ from ._lag import CREATION, listing_recovery_points
 from ._planner import DatasetPlan, Plan, PlanError, PlanTask, Send, plan, target_retention, target_root
 from ._progress import StreamProgress
 from ._replication_task import COMPRESSORS, ReplicationTask, TaskError, suggest_name
-from ._transport import ConnectionFailed, Host, LocalHost, SSHHost, TransportError
+from ._transport import AppendOnlyHost, ConnectionFailed, Host, LocalHost, SSHHost, TransportError
 from ._zfs import Capabilities, DatasetMissing, Listing, Snapshot, ZfsError, dataset_type, is_within, list_tree, probe, zfs_values
 
 # What a received filesystem gets instead of the source's values: no mount at boot or on zfs mount -a, no setuid
@@ -150,7 +150,8 @@ class Runner:
         self._log_cb = log
         self._log_lock = threading.Lock()
         self._sleep = sleep
-        remote: Host | None = None if task.transport == "local" else SSHHost(task.ssh, sudo=task.sudo)  # type: ignore[arg-type]
+        remote_class = AppendOnlyHost if task.target_access == "append_only" else SSHHost
+        remote: Host | None = None if task.transport == "local" else remote_class(task.ssh, sudo=task.sudo)  # type: ignore[arg-type]
         local = LocalHost(sudo=task.local_sudo)
         self.remote = remote
         if task.direction == "pull":
@@ -1137,6 +1138,10 @@ class Runner:
             f"task {self.task.name}: {self.task.direction} from {self.src.label} ({self.src_caps.family}) "
             f"to {self.dst.label} ({self.dst_caps.family}) over {self.task.transport}"
         )
+        if self.task.target_access == "append_only":
+            self.log("target_access append_only: the target's key only receives (no destroy, rollback or recv -F from here)"
+                     + (f"; retention_policy {self.task.retention_policy} is applied by the target host itself"
+                        if self.task.retention_policy != "none" else ""))
         self.check_tools()
         self.check_capabilities()
         self.adopt_source_zone()

@@ -103,6 +103,7 @@ class ReplicationTask:
     encryption_key_generate: bool = False  # _keys: a hex key made by the first run, kept on the host that runs the engine
     sudo: bool = False  # the remote host's zfs commands through sudo -n (TrueNAS: Use Sudo For ZFS Commands)
     local_sudo: bool = False  # the same on the host that runs the engine
+    target_access: str = "full"  # append_only: the target's key runs only the append-only receiver (_receiver)
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> ReplicationTask:
@@ -187,6 +188,7 @@ class ReplicationTask:
             encryption_key_generate=bool(p.get("encryption_key_generate", False)),
             sudo=bool(p.get("sudo", False)),
             local_sudo=bool(p.get("local_sudo", False)),
+            target_access=p.get("target_access") or "full",
         )
         if not task.name:
             task.name = suggest_name(task)
@@ -222,6 +224,7 @@ class ReplicationTask:
         if self.readonly not in ("set", "require", "ignore"):
             raise TaskError(f"readonly {self.readonly!r}: use set, require or ignore")
         self._validate_encryption()
+        self._validate_target_access()
         if self.create_snapshot and self.direction != "push":
             raise TaskError("create_snapshot takes snapshots of local sources: it needs direction push")
         if self.create_snapshot and not (self.naming_schema or self.periodic_snapshot_tasks):
@@ -232,6 +235,31 @@ class ReplicationTask:
             raise TaskError("exclude cannot be used with replicate (full filesystem replication sends the whole tree with zfs send -R)")
         if self.replicate and not self.recursive:
             raise TaskError("replicate (full filesystem replication) needs recursive: true")
+
+    def _validate_target_access(self) -> None:
+        """append_only: the push's key may only receive into the target (the receiver refuses the rest), so the
+        task may not need anything else there."""
+        if self.target_access not in ("full", "append_only"):
+            raise TaskError(f"target_access {self.target_access!r}: use full or append_only")
+        if self.target_access == "full":
+            return
+        why = "target_access append_only"
+        if self.direction != "push":
+            raise TaskError(f"{why} restricts the key a push source holds for its target; a pull task's target is this host "
+                            "and its source key already cannot change the target: remove target_access")
+        if self.transport != "ssh":
+            raise TaskError(f"{why} needs transport ssh: with ssh+netcat the stream bypasses the receiver (a plain TCP port "
+                            "the receiver cannot check), and a local target has no key to restrict")
+        refused = [(self.allow_rollback, "allow_rollback", "a rollback"), (self.allow_from_scratch, "allow_from_scratch", "zfs recv -F"),
+                   (self.mount, "mount", "zfs mount"), (self.encryption, "encryption",
+                    "putting the key on the target (send an encrypted source raw instead: it arrives encrypted, no key needed)")]
+        for on, field_name, what in refused:
+            if on:
+                raise TaskError(f"{field_name}: true needs {what} on the target, which {why} never lets the source do: "
+                                f"set {field_name}: false, or target_access: full")
+        if self.retention_policy == "source":
+            raise TaskError(f"retention_policy source with {why}: the target's retention runs on the target host, which cannot "
+                            "see the source's snapshots; use retention_policy custom (lifetime_value/lifetime_unit) or none")
 
     def _validate_auto_snapshot_task(self) -> None:
         """The snapshot task derived from this one (_auto_snapshot) snapshots the local sources on the task's schedule,
@@ -458,7 +486,11 @@ class ReplicationTask:
                 raise TaskError(f"lifetimes[{i}]: {exc}") from exc
         return base, rules
 
-    def retention(self, now: datetime) -> TargetRetention:
+    def retention(self, now: datetime, on_target: bool = False) -> TargetRetention:
+        """The target retention a run applies. append_only: none from the source (the target host applies the task's
+        retention itself, ``on_target``)."""
+        if self.target_access == "append_only" and not on_target:
+            return TargetRetention("none", None, now)
         if self.retention_policy != "custom":
             return TargetRetention(self.retention_policy, None, now)
         base, rules = self.lifetime_rules()

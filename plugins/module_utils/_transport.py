@@ -10,6 +10,7 @@ quoted exactly once, for the remote user's shell, with :func:`shlex.join`.
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import re
 import shlex
@@ -23,6 +24,7 @@ from typing import Any, Callable, TypeVar
 
 from ._allow import hint as allow_hint
 from ._log import command_started, show, trace_line
+from ._receiver import PIPELINE, WHICH
 
 # OpenSSH's "fast" choice: AES-GCM runs at line rate on CPUs with AES-NI.
 FAST_CIPHER = "aes128-gcm@openssh.com"
@@ -238,6 +240,11 @@ class Host:
         """The local argv that runs an already-quoted shell script on this host."""
         return ["sh", "-c", script]
 
+    def pipeline_command(self, argvs: Sequence[Sequence[str]]) -> list[str] | None:
+        """The local argv that runs ``argvs`` as a pipeline on this host without a shell script, for a host that
+        runs no shell (an append-only target); None: this host runs the executor's shell pipeline."""
+        return None
+
     def close(self) -> None:
         pass
 
@@ -380,3 +387,39 @@ class SSHHost(Host):
             )
             if self._own_dir:
                 shutil.rmtree(self.control_dir, ignore_errors=True)
+
+
+class AppendOnlyHost(SSHHost):
+    """A push target whose key runs only the append-only receiver (``target_access: append_only``, _receiver).
+
+    Single commands go as before (one argv, quoted once: the receiver splits it back); a receive pipeline goes as
+    ``zfs-replication-pipeline JSON`` and the tool check as ``zfs-replication-which``. A shell script is never sent:
+    the receiver would refuse it."""
+
+    def shell_command(self, script: str) -> list[str]:
+        raise TransportError(
+            f"{self.label}: target_access append_only: the target's key runs only the append-only receiver, which runs no "
+            f"shell script ({script[:60]!r}...)"
+        )
+
+    def pipeline_command(self, argvs: Sequence[Sequence[str]]) -> list[str] | None:
+        request = json.dumps([[str(a) for a in argv] for argv in argvs], separators=(",", ":"))
+        return ["ssh", *self.ssh_options(), self.conn.host, "--", quote_remote([PIPELINE, request])]
+
+    def missing(self, programs: Sequence[str]) -> list[str]:
+        # Asked at least once per run, even when the stream needs no tool there: the answer proves the key's forced
+        # command is the receiver (a plain key would run anything, and the task would believe it append-only).
+        unknown = [p for p in programs if p not in self._which] or ([] if "zfs" in self._which else ["zfs"])
+        if unknown:
+            argv = [WHICH, *unknown]
+            proc = run_process(self.command(argv), capture_output=True, text=True, env=command_env(), check=False)
+            self.check_connection(proc.returncode, proc.stderr, argv)
+            if proc.returncode != 0:
+                raise TransportError(
+                    f"{self.label}: target_access append_only: the target did not answer {WHICH} (exit {proc.returncode}): "
+                    f"{proc.stderr.strip()}. Is the task's key in its authorized_keys with the receiver as its forced command "
+                    "(playbooks/ssh_trust.yml)?", argv, proc.returncode, proc.stderr)
+            absent = set(proc.stdout.split())
+            for p in unknown:
+                self._which[p] = p not in absent
+        return [p for p in programs if not self._which[p]]

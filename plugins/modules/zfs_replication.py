@@ -441,6 +441,24 @@ options:
       - O(sudo) for the zfs commands on the host the task runs on (where the module or the task's timer runs).
     type: bool
     default: false
+  target_access:
+    description:
+      - V(full) (the default) - the task's SSH key may run any command on the target, as with TrueNAS, syncoid or
+        zfs-autobackup.
+      - V(append_only) - for a push whose source may be compromised one day, the target's C(authorized_keys) line
+        of the task's key (written by the C(ssh_trust) playbook) forces the append-only receiver
+        (C(zfs-replication-receive), installed by the scheduler role on the target). It runs only what a push needs
+        inside O(target_dataset) (list, C(zfs recv -u), C(recv -A), the task's holds, C(readonly=on)) and refuses the
+        rest (destroy, rollback, C(recv -F), mount, other datasets, any shell), logging each refusal on the target.
+        Whoever owns the source can then add snapshots to the backup but never remove one.
+      - With V(append_only) the target host applies O(retention_policy=custom) itself (the scheduler role derives a
+        pruning task there from the same declaration); the source never destroys anything on the target.
+      - V(append_only) needs O(direction=push) and O(transport=ssh), and excludes O(allow_rollback),
+        O(allow_from_scratch), O(mount), O(encryption) (send an encrypted source raw instead) and
+        O(retention_policy=source) (the target cannot see the source's snapshots).
+    type: str
+    choices: [full, append_only]
+    default: full
   retries:
     description:
       - How often a stream is retried after a transient failure (a dropped connection), with exponential backoff.
@@ -760,6 +778,7 @@ def main() -> None:
             encryption_key_generate=dict(type="bool", default=False),
             sudo=dict(type="bool", default=False),
             local_sudo=dict(type="bool", default=False),
+            target_access=dict(type="str", default="full", choices=["full", "append_only"]),
             retries=dict(type="int", default=5),
             parallel_transfers=dict(type="int", default=4),
             retry_delay=dict(type="float", default=2.0),
