@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import pwd
 import secrets
+import shlex
 import shutil
 import stat
 import subprocess
@@ -126,6 +127,65 @@ def test_ssh_trust_check_then_real_then_idempotent(sandbox, ansible_playbook, tm
         assert again.stats["runner"]["changed"] == 0 and again.stats["peer"]["changed"] == 0, changed(again)
         assert (key.read_bytes(), sandbox.sshd.authorized_keys.read_text(), known_hosts.read_text()) == (key_bytes, auth_text, kh_text)
         assert mode(etc_ssh) == 0o755
+    finally:
+        shutil.rmtree(controller_home, ignore_errors=True)
+        sandbox.sshd.authorized_keys.write_text(authorized_before)
+        sandbox.sshd.authorized_keys.chmod(0o600)
+
+
+def test_ssh_trust_forces_the_receiver_for_an_append_only_push(sandbox, ansible_playbook, tmp_path, remote_home_dir):
+    """target_access append_only: the key's line gets the receiver as its forced command, with the task's target
+    root and hold tag; the key can then ask what a push needs and nothing else (the receiver is a launcher of this
+    checkout's engine standing in for the one the scheduler role installs)."""
+    import os
+
+    ssh_dir, name, _mode = remote_home_dir
+    tag = secrets.token_hex(3)
+    controller_home = Path(tempfile.mkdtemp(prefix="zrh-", dir="/tmp"))
+    known_hosts = tmp_path / "known_hosts"
+    key = ssh_dir / name / "id_ed25519"
+    receive_log = tmp_path / "receive.log"
+    launcher = tmp_path / "zfs-replication-receive"
+    launcher.write_text("#!/bin/sh\n" + shlex.join(["exec", "env", f"PYTHONPATH={os.pathsep.join(sys.path)}", sys.executable, "-m",
+                                                    "ansible_collections.zfs.replication.plugins.module_utils._receiver",
+                                                    "--log", str(receive_log)]) + ' "$@"\n')
+    launcher.chmod(0o755)
+    inv = json.loads(inventory(sandbox, f"~/.ssh/{name}/id_ed25519", known_hosts, tag))
+    hosts = inv["all"]["hosts"]
+    hosts["runner"]["zfs_replication_replication_tasks"][0]["target_access"] = "append_only"
+    hosts["peer"]["scheduler_receive_command"] = str(launcher)
+    target = hosts["runner"]["zfs_replication_replication_tasks"][0]["target_dataset"]
+    authorized_before = sandbox.sshd.authorized_keys.read_text()
+    env = {"HOME": str(controller_home)}
+    try:
+        first = ansible_playbook(PLAY, inventory_text=json.dumps(inv), env=env)
+        assert_no_warnings(first)
+        pub = Path(f"{key}.pub").read_text().split()
+        added = sandbox.sshd.authorized_keys.read_text().splitlines()[len(authorized_before.splitlines()):]
+        assert added == [f'restrict,from="127.0.0.1",command="{launcher} --root {target} --tag zfs.replication:trust{tag}" '
+                         f'{pub[0]} {pub[1]} zfs.replication@runner']
+
+        def with_key(*command: str) -> subprocess.CompletedProcess:
+            return subprocess.run(["ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+                                   "-o", f"UserKnownHostsFile={known_hosts}", "-o", "IdentitiesOnly=yes", "-i", str(key),
+                                   "-p", str(sandbox.sshd.port), f"{sandbox.sshd.user}@{sandbox.sshd.host}", "--", *command],
+                                  capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL)
+
+        def datasets() -> str:
+            return subprocess.run(["zfs", "list", "-H", "-o", "name", "-r", sandbox.dst_pool], capture_output=True, text=True,
+                                  check=True).stdout
+
+        pools = datasets()
+        asked = with_key("zfs-replication-which", "pv", "zfs")
+        assert asked.returncode == 0 and asked.stdout == "", asked
+        for command in ([f"zfs destroy -r {sandbox.dst_pool}"], ["echo", "trusted"], [f"zfs recv -u -F {target}"]):
+            refused = with_key(*command)
+            assert refused.returncode == 126 and "zfs-replication-receive: refused" in refused.stderr, (command, refused)
+        assert datasets() == pools and pools
+        assert receive_log.read_text().count("refused") == 3
+
+        second = ansible_playbook(PLAY, inventory_text=json.dumps(inv), env=env)
+        assert second.stats["runner"]["changed"] == 0 and second.stats["peer"]["changed"] == 0, changed(second)
     finally:
         shutil.rmtree(controller_home, ignore_errors=True)
         sandbox.sshd.authorized_keys.write_text(authorized_before)
