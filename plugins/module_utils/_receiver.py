@@ -264,8 +264,9 @@ class Receiver:
         raise Refused(f"{prog or '(nothing)'}: only zfs and the stream's filters ({', '.join(sorted(FILTER_PROGRAMS))}) run here")
 
     def check_pipeline(self, stages: object) -> list[list[str]]:
-        if not (isinstance(stages, list) and stages and all(isinstance(s, list) and s and all(isinstance(w, str) for w in s)
-                                                             for s in stages)):
+        well_formed = isinstance(stages, list) and stages and all(
+            isinstance(s, list) and s and all(isinstance(w, str) for w in s) for s in stages)
+        if not well_formed:
             raise Refused(f"{PIPELINE} takes a JSON list of argv lists")
         *filters, last = stages
         for argv in filters:
@@ -313,7 +314,7 @@ class Receiver:
         if any(w in ("mountpoint", ) or w.startswith("mountpoint=") for w in argv):
             return argv
         zfs = argv.index("zfs")
-        probe = subprocess.run([*argv[:zfs], "zfs", "version"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        probe = subprocess.run([*argv[:zfs], "zfs", "version"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,  # pylint: disable=ansible-bad-function
                                stderr=subprocess.DEVNULL, check=False)
         if probe.returncode != 0:
             return argv
@@ -321,12 +322,13 @@ class Receiver:
 
     def log(self, line: str) -> None:
         client = (os.environ.get("SSH_CLIENT") or "local").split(" ")[0]
-        text = f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} zfs-replication-receive[{os.getpid()}] {','.join(self.tags)} from {client}: {line}"
-        try:
-            import syslog  # pylint: disable=import-outside-toplevel  (absent on some platforms; the file still gets it)
+        what = f"{','.join(self.tags)} from {client}: {line}"
+        text = f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} zfs-replication-receive[{os.getpid()}] {what}"
+        try:  # syslog is absent on some platforms; the file still gets the line
+            import syslog  # pylint: disable=import-outside-toplevel
 
-            syslog.openlog("zfs-replication-receive", 0, syslog.LOG_AUTH)
-            syslog.syslog(syslog.LOG_WARNING, text.split(": ", 1)[1] if ": " in text else text)
+            syslog.openlog("zfs-replication-receive", syslog.LOG_PID, syslog.LOG_AUTH)
+            syslog.syslog(syslog.LOG_WARNING, what)
         except (ImportError, OSError):
             pass
         if self.log_file:
@@ -366,7 +368,7 @@ def run(argvs: list[list[str]]) -> list[int]:
         for i, argv in enumerate(argvs):
             last = i == len(argvs) - 1
             try:
-                proc = subprocess.Popen(argv, stdin=stdin, stdout=None if last else subprocess.PIPE)  # pylint: disable=consider-using-with
+                proc = subprocess.Popen(argv, stdin=stdin, stdout=None if last else subprocess.PIPE)  # pylint: disable=consider-using-with,ansible-bad-function
             except OSError as exc:
                 sys.stderr.write(f"zfs-replication-receive: cannot run {argv[0]}: {exc}\n")
                 procs_rc = [p.wait() for p in procs]
@@ -400,4 +402,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

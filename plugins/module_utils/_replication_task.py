@@ -250,9 +250,13 @@ class ReplicationTask:
         if self.transport != "ssh":
             raise TaskError(f"{why} needs transport ssh: with ssh+netcat the stream bypasses the receiver (a plain TCP port "
                             "the receiver cannot check), and a local target has no key to restrict")
-        refused = [(self.allow_rollback, "allow_rollback", "a rollback"), (self.allow_from_scratch, "allow_from_scratch", "zfs recv -F"),
-                   (self.mount, "mount", "zfs mount"), (self.encryption, "encryption",
-                    "putting the key on the target (send an encrypted source raw instead: it arrives encrypted, no key needed)")]
+        refused = [
+            (self.allow_rollback, "allow_rollback", "a rollback"),
+            (self.allow_from_scratch, "allow_from_scratch", "zfs recv -F"),
+            (self.mount, "mount", "zfs mount"),
+            (self.encryption, "encryption", "putting the key on the target (send an encrypted source raw instead: it arrives "
+                                            "encrypted, no key needed)"),
+        ]
         for on, field_name, what in refused:
             if on:
                 raise TaskError(f"{field_name}: true needs {what} on the target, which {why} never lets the source do: "
