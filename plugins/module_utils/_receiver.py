@@ -7,8 +7,9 @@ sshd runs it for every command the key asks for, with that command in ``SSH_ORIG
 command as the argv the engine sends (:func:`shlex.split`, then a strict check of every word: no shell ever reads
 it) and runs only what a push needs inside the task's target roots:
 
-* ``zfs version``; ``zfs list``/``get``/``holds`` of the roots, what is below them and their parents (read only);
-* ``zfs recv -u`` into a root or below it, with ``-s``, ``-x PROP`` and ``-o PROP=VALUE`` that cannot mount or
+* ``zfs version``; ``zfs list``/``get``/``holds`` of the roots and what is below them, and of their parents on their
+  own (no -r: the rest of the pool stays unlisted);
+* ``zfs recv -u`` (only as a pipeline, below) into a root or below it, with ``-s``, ``-x PROP`` and ``-o PROP=VALUE`` that cannot mount or
   expose anything (never ``-F``); ``zfs recv -A`` (abort an interrupted receive) there;
 * ``zfs hold``/``release`` of the task's own tag on snapshots there; ``zfs create`` of a root or a dataset below it;
   ``zfs set`` of the protective values the engine sets (readonly=on, canmount=noauto, ...);
@@ -100,10 +101,13 @@ class Receiver:
             raise Refused(f"{name} is outside the target root{'s' if len(self.roots) > 1 else ''} {', '.join(self.roots)}")
         return name
 
-    def readable(self, name: str) -> str:
-        """``name`` when it is inside a root or a parent of one (reads only: the engine checks the root's parent)."""
+    def readable(self, name: str, recursive: bool) -> str:
+        """``name`` when it is inside a root, or a parent of one read on its own (the engine reads the type and the
+        encryption of the root's parent; a recursive read there would list the rest of the pool)."""
         dataset, _snap = self._check_name(name)
-        if any(r == dataset or r.startswith(dataset + "/") for r in self.roots):
+        if any(r != dataset and r.startswith(dataset + "/") for r in self.roots):
+            if recursive:
+                raise Refused(f"{name} is a parent of the target root: it may be read only on its own (no -r or -d)")
             return name
         return self.inside(name)
 
@@ -140,8 +144,9 @@ class Receiver:
             operands = operands[1:]
         if not operands:
             raise Refused(f"zfs {verb} needs a dataset inside {', '.join(self.roots)} (a listing of every pool is not allowed)")
+        recursive = "-r" in args or "-d" in args
         for name in operands:
-            self.readable(name)
+            self.readable(name, recursive)
 
     def _holds(self, verb: str, args: list[str]) -> None:
         operands = self._options(verb, args, {"-H": False, "-p": False, "-r": False})
@@ -303,7 +308,12 @@ class Receiver:
             except ValueError as exc:
                 raise Refused(f"{PIPELINE}: not JSON: {exc}") from None
             return "pipeline", self.check_pipeline(stages)
-        return "zfs", [self.check_zfs(words)]
+        argv = self.check_zfs(words)
+        zfs = argv[argv.index("zfs"):]
+        if zfs[1] in ("recv", "receive") and zfs[2:3] != ["-A"]:
+            # Only as a pipeline, where -x mountpoint is added and the receive is logged (without_mountpoint).
+            raise Refused(f"a receive comes as {PIPELINE} only")
+        return "zfs", [argv]
 
     @staticmethod
     def without_mountpoint(argv: list[str]) -> list[str]:

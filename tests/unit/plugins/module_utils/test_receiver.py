@@ -34,8 +34,6 @@ ALLOWED = [
     f"zfs set readonly=on {ROOT}/data",
     f"zfs set canmount=noauto {ROOT}/data/c1 {ROOT}/data/c2",
     f"sudo -n zfs list -H -o name {ROOT}",
-    f"zfs recv -u -s -x mountpoint -o canmount=noauto -o setuid=off -o devices=off -o compression=zstd {ROOT}/data",
-    f"zfs recv -u '{ROOT}/with space'",
     "zfs-replication-which pv zstd mbuffer",
 ]
 
@@ -45,6 +43,10 @@ REFUSED = [
     f"zfs destroy -r {ROOT}",
     f"zfs destroy {ROOT}/data@a",
     f"zfs rollback -r {ROOT}/data@a",
+    f"zfs recv -u -s -x mountpoint -o canmount=noauto {ROOT}/data",  # a receive only as a pipeline (-x mountpoint added)
+    f"zfs recv -u '{ROOT}/with space'",
+    "zfs list -H -o name -r backup",  # the root's parent recursively: the rest of the pool
+    "zfs get -H -d 1 -o name,value type backup",
     f"zfs recv -u -F {ROOT}/data",
     f"zfs recv -F -u {ROOT}/data",
     f"zfs recv {ROOT}/data",  # no -u: would mount
@@ -101,6 +103,17 @@ def test_everything_else_is_refused(command):
         R.parse(command)
 
 
+@pytest.mark.parametrize("recv", [
+    ["zfs", "recv", "-u", "-s", "-x", "mountpoint", "-o", "canmount=noauto", "-o", "setuid=off", "-o", "devices=off",
+     "-o", "compression=zstd", f"{ROOT}/data"],
+    ["sudo", "-n", "zfs", "receive", "-u", f"{ROOT}/with space"],
+])
+def test_a_receive_is_allowed_as_a_pipeline(recv):
+    import json
+
+    assert R.parse(shlex.join([PIPELINE, json.dumps([recv])])) == ("pipeline", [recv])
+
+
 def test_pipeline_from_the_engine_round_trips():
     host = AppendOnlyHost(SSHConnection(host="127.0.0.1"), control_dir="/tmp/zr-test-ctl")
     stages = [["mbuffer", "-q", "-s", "128k", "-m", "64M"], ["zstd", "-q", "-d", "-c"], ["pv", "-n", "-b", "-f", "-i", "5", "-L", "1000"],
@@ -150,6 +163,8 @@ def test_whatever_is_accepted_stays_inside_the_root(command):
             continue
         assert words[1] in ("version", "list", "get", "holds", "recv", "receive", "hold", "release", "create", "set")
         assert "-F" not in words
+        if words[1] in ("recv", "receive"):
+            assert kind == "pipeline" or words[2:3] == ["-A"]
         if words[1] in ("recv", "receive", "hold", "release", "create", "set"):
             target = words[-1].split("@")[0]
             assert target == ROOT or target.startswith(ROOT + "/")
