@@ -77,6 +77,7 @@ KNOWN_PARAMS = frozenset(
         "other_lifetimes",
         "keep_snapshots",
         "allow_empty",
+        "take_snapshots",
         "timezone",
         "enabled",
         "hold_pending_snapshots",
@@ -102,6 +103,7 @@ class SnapshotTask:
     other_lifetimes: tuple[Lifetime, ...] = ()
     keep_snapshots: frozenset[str] = frozenset()
     allow_empty: bool = True
+    take_snapshots: bool = True  # false: prune only (the pruning task of an append-only target, _target_pruning)
     timezone: str | None = None
     enabled: bool = True
     name: str | None = None
@@ -193,6 +195,7 @@ class SnapshotTask:
             other_lifetimes=tuple(others),
             keep_snapshots=frozenset(keep),
             allow_empty=_bool(p, "allow_empty", True),
+            take_snapshots=_bool(p, "take_snapshots", True),
             timezone=tz_name,
             enabled=_bool(p, "enabled", True),
             name=name or None,
@@ -354,7 +357,9 @@ def plan_snapshot_task(task: SnapshotTask, listing: Listing, now: datetime, pend
     slot: datetime | None = None
     name: str | None = None
     plan = SnapshotPlan(None, None, datasets)
-    if not task.schedule.in_window(now):
+    if not task.take_snapshots:
+        plan.reason = "take_snapshots is false: this task only prunes"
+    elif not task.schedule.in_window(now):
         local = now.astimezone(task.schedule.tz) if now.tzinfo else now
         plan.reason = (
             f"now ({local.strftime('%H:%M')}) is outside the schedule's window "

@@ -133,6 +133,14 @@ options:
         not counted yet by either.
     type: bool
     default: true
+  take_snapshots:
+    description:
+      - When V(false), the task takes no snapshot and only prunes the snapshots of its naming schema that outlived
+        their lifetime (held ones and the newest of each dataset are kept as always). The scheduler role declares such
+        a task on the target of a push with O(zfs.replication.zfs_replication#module:target_access=append_only), whose
+        source may not prune there.
+    type: bool
+    default: true
   timezone:
     description:
       - Time zone of the schedule and of the times written in snapshot names without C(%z), V(UTC) or an
@@ -436,6 +444,7 @@ def main() -> None:
             ),
             keep_snapshots=dict(type="list", elements="str", default=[]),
             allow_empty=dict(type="bool", default=True),
+            take_snapshots=dict(type="bool", default=True),
             timezone=dict(type="str"),
             enabled=dict(type="bool", default=True),
             logging_level=LOGGING_LEVEL_SPEC,
