@@ -8,6 +8,7 @@ for anything else is refused, nothing on the target changes (guids before == aft
 from __future__ import annotations
 
 import contextlib
+import json
 import secrets
 import shlex
 from collections.abc import Iterator
@@ -175,6 +176,18 @@ def test_append_only_resumes_an_interrupted_receive_and_sends_encrypted_raw(back
         assert backend.snapshots_with_guids(enc_dst) == backend.snapshots_with_guids(enc_src)
         assert backend.prop(enc_dst, "encryption") != "off"
         assert backend.prop(enc_dst, "keystatus") == "unavailable"  # raw: the target never had the key
+        # A source's owner sends by hand a stream whose dataset carries mountpoint=/mnt/zr-evil and canmount=on, as a
+        # receive pipeline without -x: the receiver excludes the mountpoint itself, the replica stays under the root.
+        evil = f"{src}/evil"
+        backend.zfs("create", "-o", "mountpoint=/mnt/zr-evil", evil)
+        backend.zfs("snapshot", f"{evil}@{SCHEMA_SNAP.format(10)}")
+        request = shlex.join(["zfs-replication-pipeline", json.dumps([["zfs", "recv", "-u", f"{root}/evil"]])])
+        rc, err = by_hand(backend, key, request, stdin=f"zfs send -p {shlex.quote(evil + '@' + SCHEMA_SNAP.format(10))} |")
+        assert rc == 0, err
+        mountpoint, source = backend.zfs("get", "-H", "-o", "value,source", "mountpoint", f"{root}/evil").strip().split("\t")
+        assert not mountpoint.startswith("/mnt/zr-evil") and source != "received", (mountpoint, source)
+        backend.zfs("unmount", evil)
+
         logged = backend.sh(f"cat {key.log}")
         assert "refused" not in logged, logged
 
