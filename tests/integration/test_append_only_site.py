@@ -13,7 +13,9 @@ stay. fileserver's push waits for its timer and changes nothing on the target.
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import subprocess
 import sys
 
 import pytest
@@ -61,7 +63,16 @@ def test_the_target_of_an_append_only_push_prunes_its_replica_itself(sandbox, an
                                     "take_snapshots": False, "schedule": "hourly", "lifetime_value": 1, "lifetime_unit": "day"}
         timer = (tmp_path / "backup" / "units" / f"zfs-replication-snap-{prune}.timer").read_text()
         assert "OnCalendar=" in timer
-        assert (tmp_path / "backup" / "bin" / "zfs-replication-receive").is_file()  # the role installs the receiver there
+        # The receiver the role installed there, run as sshd runs a forced command: it answers and refuses, and logs.
+        receiver = tmp_path / "backup" / "bin" / "zfs-replication-receive"
+        args = [str(receiver), "--root", replica, "--tag", hold]
+        which = subprocess.run(args, env={**os.environ, "SSH_ORIGINAL_COMMAND": "zfs-replication-which pv"}, capture_output=True,
+                               text=True, check=False)
+        assert which.returncode == 0, which
+        refused = subprocess.run(args, env={**os.environ, "SSH_ORIGINAL_COMMAND": f"zfs destroy -r {replica}"}, capture_output=True,
+                                 text=True, check=False)
+        assert refused.returncode == 126 and "refused: zfs destroy" in refused.stderr, refused
+        assert f"refused 'zfs destroy -r {replica}'" in (tmp_path / "backup" / "log" / "receive.log").read_text()
         assert not (tmp_path / "fileserver" / "etc" / f"snap-{prune}.json").exists()
 
         left = sorted(snapshots_with_guids(replica))
