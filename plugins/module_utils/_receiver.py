@@ -67,7 +67,8 @@ SAFE_VALUES = {
 }
 # Properties a receive may never take a value for other than SAFE_VALUES' (everything else in -o is a plain
 # dataset property such as compression or a user property, which changes no path).
-GUARDED = frozenset({*SAFE_VALUES, "encryption", "keyformat", "zoned", "overlay", "snapdev", "volmode"})
+# origin: a receive as a clone of a snapshot elsewhere would pin that snapshot (it could no longer be destroyed).
+GUARDED = frozenset({*SAFE_VALUES, "encryption", "keyformat", "zoned", "overlay", "snapdev", "volmode", "origin"})
 
 
 class Refused(Exception):

@@ -129,6 +129,8 @@ def test_pipeline_from_the_engine_round_trips():
     [["pv", "-n", "-o", "/etc/passwd"], ["zfs", "recv", "-u", f"{ROOT}/d"]],
     [["zfs", "recv", "-u", f"{ROOT}/d"], ["zfs", "destroy", f"{ROOT}/d"]],
     [["zfs", "recv", "-u", "-F", f"{ROOT}/d"]],
+    [["zfs", "recv", "-u", "-o", "origin=tank/data@a", f"{ROOT}/d"]],
+    [["zfs", "recv", "-u", "-o", "keylocation=file:///etc/shadow", f"{ROOT}/d"]],
     [["zfs", "recv", "-A", f"{ROOT}/d"]],
     [["zfs", "list", ROOT]],
     "not a list",
