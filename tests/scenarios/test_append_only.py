@@ -48,13 +48,14 @@ def restricted_key(backend, root: str, task: str) -> Iterator[RestrictedKey]:
 
 
 def by_hand(backend, key: RestrictedKey, command: str | None, stdin: str = "") -> tuple[int, str]:
-    """(exit status, stderr) of COMMAND sent with the restricted key, as someone holding the key would."""
+    """(exit status, stderr) of COMMAND sent with the restricted key, as someone holding the key would; STDIN, a shell
+    pipeline's start ("zfs send ... |"), feeds it."""
     ssh = backend.ssh()
     argv = ["ssh", "-T", "-i", key.path, "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=yes",
             "-o", f"UserKnownHostsFile={ssh['known_hosts_file']}", "-p", str(ssh["port"]), "-l", ssh["user"], ssh["host"]]
     if command is not None:
         argv += ["--", command]
-    out = backend.sh(f"if {stdin} {shlex.join(argv)} </dev/null >/dev/null 2>/tmp/zr-ao-err; then echo rc=0; else echo rc=$?; fi; "
+    out = backend.sh(f"if {stdin or '</dev/null'} {shlex.join(argv)} >/dev/null 2>/tmp/zr-ao-err; then echo rc=0; else echo rc=$?; fi; "
                      "cat /tmp/zr-ao-err")
     first, _nl, rest = out.partition("\n")
     return int(first[3:]), rest
