@@ -19,17 +19,15 @@ from typing import Any, Callable, TypeVar
 from . import _netcat as netcat
 from ._executor import PipelineError, PipelineResult, Stage, Watch, remote_stage, run_pipeline
 from ._first_full import FirstFulls, prepare_retry, settle, stuck_message
+from ._holds import Holds, hold_tag
 from ._keys import KeyStoreError, key_path, keyed_targets, obtain_key
 from ._lag import CREATION, listing_recovery_points
 from ._planner import DatasetPlan, Plan, PlanError, PlanTask, Send, plan, target_retention, target_root
 from ._progress import StreamProgress
 from ._replication_task import COMPRESSORS, ReplicationTask, TaskError, suggest_name
+from ._streams import SAFE_VALUES, Streams
 from ._transport import AppendOnlyHost, ConnectionFailed, Host, LocalHost, SSHHost, TransportError
 from ._zfs import Capabilities, DatasetMissing, Listing, Snapshot, ZfsError, dataset_type, is_within, list_tree, probe, zfs_values
-
-# What a received filesystem gets instead of the source's values: no mount at boot or on zfs mount -a, no setuid
-# programs or device nodes honoured (unless the task's properties_override asks for them).
-SAFE_VALUES = (("canmount", "noauto"), ("setuid", "off"), ("devices", "off"))
 
 A = TypeVar("A")
 B = TypeVar("B")
@@ -171,6 +169,11 @@ class Runner:
         self.generated_key: str | None = None
         self.key_new = False  # this run generated the key (in check mode: would)
 
+    def streams(self) -> Streams:
+        """How this run builds its streams, from what it knows of both sides now (probed; listed once planned)."""
+        return Streams(self.task, self.src, self.dst, self.src_caps, self.dst_caps, self.source, self.target_listing,
+                       self.parent_encrypted, self.counter_on_sender)
+
     def log(self, line: str) -> None:
         with self._log_lock:  # datasets transfer in parallel: whole lines, one at a time
             self.lines.append(line)
@@ -282,31 +285,6 @@ class Runner:
                 "(and replicate: false) to send it decrypted without properties, or leave raw unset to send it raw. Nothing was sent"
             )
 
-    def stream_flag(self, opt: str) -> bool:
-        value = getattr(self.task, opt)
-        if value is None:
-            return bool(self.src_caps and self.src_caps.version and self.dst_caps and self.dst_caps.version)
-        return bool(value)
-
-    def target_encrypted(self, target: str) -> bool:
-        """Is (or will) ``target`` be encrypted: the task encrypts it, it is, or its new parent is."""
-        if self.task.encryption:
-            return True
-        listing = self.target_listing
-        ds = listing.get(target) if listing is not None else None
-        if ds is None and listing is not None:
-            ds = listing.get(target.rsplit("/", 1)[0])
-        if ds is not None:
-            return ds.props.get("encryption", "off") not in ("off", "-", "")
-        return self.parent_encrypted
-
-    def is_raw(self, dataset: str) -> bool:
-        """Encrypted sources are sent raw (-w) unless raw: false: the target never sees the key."""
-        if self.task.raw is False or self.source is None:
-            return False
-        ds = self.source.get(dataset)
-        return ds is not None and ds.props.get("encryption", "off") not in ("off", "-", "")
-
     # -- listing -------------------------------------------------------------
     def list_source(self, caps: Capabilities) -> Listing:
         try:
@@ -344,122 +322,11 @@ class Runner:
         return None
 
     # -- streams -------------------------------------------------------------
-    def sender_parts(self, send: Send) -> tuple[list[Stage], int | None]:
-        t = self.task
-        argv = ["zfs", "send", *self.send_flags(send)]
-        if send.mode in ("I", "i"):
-            argv += [f"-{send.mode}", f"{send.source}@{send.base}"]
-        argv.append(f"{send.source}@{send.snapshot}")
-        if send.token:
-            argv = ["zfs", "send", *(["-w"] if self.is_raw(send.source) else []), "-t", send.token]
-        parts = [Stage(self.src, argv, "zfs send")]
-        counter = None
-        if self.counter_on_sender:
-            # pv writes its count every 5 s, or as often as the progress lines need it (progress_interval).
-            every = min(5, t.progress_interval) if t.progress_interval > 0 else 5
-            pv = ["pv", "-n", "-b", "-f", "-i", str(every)]
-            if t.speed_limit:
-                pv += ["-L", str(int(t.speed_limit))]
-            counter = len(parts)
-            parts.append(Stage(self.src, pv, "pv"))
-        if t.compression:
-            parts.append(Stage(self.src, COMPRESSORS[t.compression][0], t.compression))
-        return parts, counter
-
-    def send_flags(self, send: Send) -> list[str]:
-        flags = []
-        if send.replicate:
-            flags.append("-R")
-        elif self.task.properties and not self.emulate_exclude():
-            flags.append("-p")  # never to a target without recv -x/-o: the stream would create it with the source's mountpoint
-        raw = self.is_raw(send.source)
-        if raw:
-            flags.append("-w")
-        if self.stream_flag("large_block"):
-            flags.append("-L")
-        if not raw and self.stream_flag("embed") and not self.target_encrypted(send.target):
-            flags.append("-e")  # OpenZFS refuses embedded-data streams into encrypted datasets
-        if not raw and self.stream_flag("compressed"):
-            flags.append("-c")
-        return flags
-
-    def recv_argv(self, send: Send) -> list[str]:
-        argv = ["zfs", "recv", "-u"]
-        caps = self.dst_caps
-        if caps is not None and caps.resumable and self.src_caps is not None and self.src_caps.resumable:
-            argv.append("-s")
-        if send.force:
-            argv.append("-F")
-        if caps is not None and caps.recv_props and not send.token:
-            safe = self.safe_values(send.source)
-            if self.task.properties or send.replicate:  # without send -p there is nothing to exclude
-                for prop in self.task.properties_exclude:
-                    if prop not in safe:  # zfs recv refuses a property in both -x and -o; -o already ignores the source's
-                        argv += ["-x", prop]
-                if self.is_filesystem(send.source) and "mountpoint" not in self.task.properties_override \
-                        and "mountpoint" not in self.task.properties_exclude:
-                    argv += ["-x", "mountpoint"]  # never the source's paths: the replica inherits the target's
-            for prop, value in sorted(self.task.properties_override.items()):
-                argv += ["-o", f"{prop}={value}"]
-            # No mount at boot or on zfs mount -a (mount: true mounts explicitly), no setuid programs or device nodes
-            # honoured from the source. setuid and devices are inherited, so a send -R tree gets them too; canmount
-            # is not: fix_properties sets it on the received children.
-            for prop, value in sorted(safe.items()):
-                argv += ["-o", f"{prop}={value}"]
-        if send.key_file:
-            argv += ["-o", "encryption=on", "-o", f"keyformat={self.task.encryption_key_format}", "-o", f"keylocation=file://{send.key_file}"]
-        argv.append(send.target)
-        return argv
-
-    def estimate(self, send: Send) -> tuple[int | None, str]:
-        """How big the stream will be, and what says so: ``zfs send -n -P`` (OpenZFS), or on a command line without
-        it (zfs-fuse) the snapshots' ``referenced``, a rough estimate (see estimate_from_referenced)."""
-        if not (self.src_caps and self.src_caps.send_dry_run):
-            return self.estimate_from_referenced(send), "from the snapshots' referenced: a rough estimate"
-        if send.token:
-            argv = ["zfs", "send", "-n", "-P", "-t", send.token]
-        else:
-            argv = ["zfs", "send", "-n", "-P", *self.send_flags(send)]
-            if send.mode in ("I", "i"):
-                argv += [f"-{send.mode}", f"{send.source}@{send.base}"]
-            argv.append(f"{send.source}@{send.snapshot}")
-        proc = self.src.run(argv, check=False)
-        for line in (proc.stdout + "\n" + proc.stderr).splitlines():
-            parts = line.split("\t")
-            if len(parts) == 2 and parts[0] == "size" and parts[1].strip().isdigit():
-                return int(parts[1]), "zfs send -nP"
-        return None, ""
-
-    def estimate_from_referenced(self, send: Send) -> int | None:
-        """Where zfs send has no -nP: a full stream is about the snapshot's referenced bytes, an incremental about
-        what referenced grew by since its base (low when data was overwritten rather than added: percent then stops at
-        100 and the ETA at 0 before the end). One zfs get. None for a send -R tree (its children are not counted
-        here), a resumed stream, or when the growth is not positive."""
-        if send.replicate or send.token:
-            return None
-        snaps = [f"{send.source}@{send.snapshot}"]
-        if send.mode in ("I", "i") and send.base:
-            snaps.append(f"{send.source}@{send.base}")
-        got = zfs_values(self.src, "referenced", snaps)
-        if not all(got.get(n, "").strip().isdigit() for n in snaps):
-            return None
-        size = int(got[snaps[0]]) - (int(got[snaps[1]]) if len(snaps) == 2 else 0)
-        return size if size > 0 else None
-
-    def receiver_parts(self, send: Send) -> list[Stage]:
-        t = self.task
-        parts = []
-        if t.buffer_size:
-            parts.append(Stage(self.dst, ["mbuffer", "-q", "-s", "128k", "-m", str(t.buffer_size)], "mbuffer"))
-        if t.compression:
-            parts.append(Stage(self.dst, COMPRESSORS[t.compression][1], f"{t.compression} -d"))
-        parts.append(Stage(self.dst, self.recv_argv(send), "zfs recv"))
-        return parts
-
     def run_stream(self, send: Send, expected: int | None = None) -> PipelineResult:
         """One attempt at SEND; EXPECTED is its estimated size, for the progress lines (progress_interval)."""
-        sender, counter = self.sender_parts(send)
-        receiver = self.receiver_parts(send)
+        streams = self.streams()
+        sender, counter = streams.sender_parts(send)
+        receiver = streams.receiver_parts(send)
         where = {"ssh": "ssh", "ssh+netcat": "nc", "local": ""}[self.task.transport]
         self.log("  $ " + " | ".join(shlex.join(p.argv) for p in sender) + (f" | {where} | " if where else " | ")
                  + " | ".join(shlex.join(p.argv) for p in receiver))
@@ -540,23 +407,6 @@ class Runner:
             for name in names:
                 self.dst.run(["zfs", "destroy", f"{dataset}@{name}"])
 
-    def emulate_exclude(self) -> bool:
-        """True when properties are sent to a target that cannot zfs recv -x/-o (zfs-fuse). A stream with -p would
-        create the replica with the source's mountpoint and canmount, live until a later zfs set (a run killed in
-        between leaves them, and it mounts at boot): such streams go without -p, and fix_properties copies the
-        source's local properties after the receive, minus the excluded ones and those of safe_values (they arrive
-        as local values, not received ones). send -R always carries them: check_capabilities refuses that case
-        when the source sets a mountpoint."""
-        return bool(self.task.properties and self.dst_caps is not None and not self.dst_caps.recv_props)
-
-    def safe_values(self, dataset: str) -> dict[str, str]:
-        """What a received filesystem gets instead of the source's canmount, setuid and devices: no mount at boot or
-        on zfs mount -a, no setuid programs or device nodes honoured. A property the task's properties_override
-        names is left to it (the user asked). {} for a volume."""
-        if not self.is_filesystem(dataset):
-            return {}
-        return {p: v for p, v in SAFE_VALUES if p not in self.task.properties_override}
-
     def fixed_properties(self, caps: Capabilities) -> list[str]:
         """Properties fix_properties sets on targets without recv -o: the target listing reads them too."""
         if caps.recv_props:
@@ -585,10 +435,11 @@ class Runner:
         source, target = send.source, send.target
         known = self.target_listing.get(target) if self.target_listing is not None and send.mode != "full" else None
         current = known.props if known is not None else {}
-        for prop, value in sorted(self.safe_values(source).items()):  # first: canmount, then setuid, devices
+        streams = self.streams()
+        for prop, value in sorted(streams.safe_values(source).items()):  # first: canmount, then setuid, devices
             if current.get(prop) != value:
                 self.dst.run(["zfs", "set", f"{prop}={value}", target])
-        if self.emulate_exclude():
+        if streams.emulate_exclude():
             def local(host: Host, name: str) -> dict[str, str]:
                 out = host.run(["zfs", "get", "-H", "-p", "-s", "local", "-o", "property,value", "all", name]).stdout
                 return dict(line.split("\t", 1) for line in out.splitlines() if "\t" in line)
@@ -613,10 +464,6 @@ class Runner:
             if names:
                 self.log(f"  set {prop}={value} on {len(names)} received filesystem(s) of {target}")
                 self.dst.run(["zfs", "set", f"{prop}={value}", *names])
-
-    def is_filesystem(self, dataset: str) -> bool:
-        ds = self.source.get(dataset) if self.source is not None else None
-        return ds is None or ds.type == "filesystem"
 
     def send_with_retries(self, send: Send, res: DatasetResult, expected: int | None = None) -> PipelineResult:
         delay = self.task.retry_delay
@@ -697,7 +544,7 @@ class Runner:
                 "nothing was destroyed, the next run plans again"
             )
         # The task's own hold (on an earlier base) must not block what the user consented to.
-        self._hold_batch(self.dst, "release", snaps, strict=False)
+        self.holds.batch(self.dst, "release", snaps, strict=False)
         self.destroy(dplan.target, names, why)
         return list(names)
 
@@ -718,7 +565,7 @@ class Runner:
         uncounted = False
         for send in dplan.sends:
             self.log(send.describe())
-            est, how = self.estimate(send)
+            est, how = self.streams().estimate(send)
             if est is not None:
                 res.estimated_bytes = (res.estimated_bytes or 0) + est
                 self.log(f"  estimated size {est} bytes ({how})")
@@ -772,46 +619,11 @@ class Runner:
         return names
 
     @property
-    def hold_tag(self) -> str:
-        return f"zfs.replication:{self.task.name}"
-
-    def move_holds(self, moved: list[DatasetPlan]) -> None:
-        """Hold the new newest common snapshot of every dataset that received something, on both sides,
-        and release the previous one: one zfs hold and one zfs release per side for the whole run
-        (per snapshot only when the batch fails, e.g. a snapshot that already carries the tag)."""
-        if not moved:
-            return
-        for host, side, listing in ((self.src, "source", self.source), (self.dst, "target", self.target_listing)):
-            news = [f"{d.source if side == 'source' else d.target}@{_newest_common(d)}" for d in moved]
-            # Release the task's hold on every other snapshot that carries a hold, not only the planned base: a
-            # base whose copy was destroyed on the other side, or a run killed between receive and hold, left one.
-            olds = []
-            for d in moved:
-                ds = d.source if side == "source" else d.target
-                known = listing.get(ds) if listing is not None else None
-                stale = {s.name for s in known.snapshots if s.userrefs > 0} if known is not None else set()
-                if d.base:
-                    stale.add(d.base)
-                olds += [f"{ds}@{n}" for n in sorted(stale - {_newest_common(d)})]
-            self._hold_batch(host, "hold", news, strict=True)
-            # An old base may carry no hold of ours (older runs, released by hand): nothing to release then.
-            self._hold_batch(host, "release", olds, strict=False)
-        self.log(f"  hold {self.hold_tag} moved to the new base of {len(moved)} dataset(s) on both sides")
+    def holds(self) -> Holds:
+        return Holds(hold_tag(self.task.name), self.src, self.dst, self.log)
 
     def holds_need_repair(self, dplan: DatasetPlan) -> bool:
-        """An in-sync dataset whose base carries no hold on a side (a run killed between receive and hold).
-
-        Other held snapshots alone do not trigger a repair: they may be anyone's holds, and checking them
-        on every run would cost zfs calls in runs that have nothing to do. Stale holds of ours are released
-        by the next run that moves the holds."""
-        if not self.task.hold_base or dplan.action != "in_sync" or not dplan.base:
-            return False
-        for ds, listing in ((dplan.source, self.source), (dplan.target, self.target_listing)):
-            known = listing.get(ds) if listing is not None else None
-            base = known.by_name().get(dplan.base) if known is not None else None
-            if base is not None and base.userrefs == 0:
-                return True
-        return False
+        return self.task.hold_base and Holds.need_repair(dplan, self.source, self.target_listing)
 
     def is_first_full(self, send: Send) -> bool:
         """The first full stream into a target that did not exist when this run listed it: its leftover is ours."""
@@ -835,17 +647,6 @@ class Runner:
         if out.action == "stuck":
             return "; " + stuck_message(send.target, self.first_fulls.get(send.target), out.reason)
         return ""
-
-    def _hold_batch(self, host: Host, verb: str, snapshots: list[str], strict: bool) -> None:
-        if not snapshots:
-            return
-        proc = host.run(["zfs", verb, self.hold_tag, *snapshots], check=False)
-        if proc.returncode == 0:
-            return
-        for snap in snapshots:
-            one = host.run(["zfs", verb, self.hold_tag, snap], check=False)
-            if one.returncode != 0 and strict and "tag already exists" not in one.stderr:
-                raise TransportError(f"{host.label}: zfs {verb} {self.hold_tag} {snap}: {one.stderr.strip()}")
 
     def prepare_encryption(self, send: Send, dplan: DatasetPlan) -> None:
         """A new encrypted target root: put the key in a file on the target for zfs recv -o keylocation=file://."""
@@ -1039,7 +840,7 @@ class Runner:
         moved = [d for d in done if d.sends and d.pending] + [d for d in the_plan.datasets if self.holds_need_repair(d)]
         if self.task.hold_base:
             try:
-                self.move_holds(moved)
+                self.holds.move(moved, self.source, self.target_listing)
             except TransportError as exc:
                 errors.append(f"hold: {exc}")
                 done = []  # an old base may still be held: no retention this run
@@ -1192,7 +993,7 @@ class Runner:
             changed = True
         elif not the_plan.has_work and any(self.holds_need_repair(d) for d in the_plan.datasets):
             try:  # nothing to send, but a killed run left the holds behind: put them right
-                self.move_holds([d for d in the_plan.datasets if self.holds_need_repair(d)])
+                self.holds.move([d for d in the_plan.datasets if self.holds_need_repair(d)], self.source, self.target_listing)
             except TransportError as exc:
                 errors.append(f"hold: {exc}")
         elif the_plan.has_work:
@@ -1257,10 +1058,6 @@ def _nearest_ancestor(name: str, known: dict[str, Any]) -> str | None:
     return None
 
 
-def _newest_common(d: DatasetPlan) -> str | None:
-    return d.pending[-1] if d.pending else d.base
-
-
 def explain_receive_error(message: str, dplan: DatasetPlan) -> str:
     if "has been modified" in message:
         return (
@@ -1309,19 +1106,7 @@ def release_holds(params: dict[str, Any], check_mode: bool = False, log: Callabl
                 listing = list_tree(host, caps, roots)
             except DatasetMissing:
                 continue
-            for ds in listing.datasets.values():
-                for snap in ds.snapshots:
-                    if snap.userrefs <= 0:
-                        continue
-                    if check_mode:
-                        proc = host.run(["zfs", "holds", snap.full], check=False)
-                        if runner.hold_tag in proc.stdout:
-                            released[side].append(snap.full)
-                        continue
-                    proc = host.run(["zfs", "release", runner.hold_tag, snap.full], check=False)
-                    if proc.returncode == 0:
-                        released[side].append(snap.full)
-                        runner.log(f"released {runner.hold_tag} on {snap.full} ({host.label})")
+            released[side] = runner.holds.release_all(host, listing, check_mode)
     except (ConnectionFailed, ZfsError, TransportError) as exc:
         raise TaskError(str(exc)) from exc
     finally:

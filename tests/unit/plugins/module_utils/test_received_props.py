@@ -47,41 +47,41 @@ def pairs(argv: list[str], flag: str) -> list[str]:
 @pytest.mark.parametrize("replicate", [False, True])
 def test_openzfs_receive_never_takes_mountpoint_canmount_setuid_devices(replicate):
     r = runner(replicate=replicate)
-    argv = r.recv_argv(full(replicate=replicate))
+    argv = r.streams().recv_argv(full(replicate=replicate))
     assert argv[:3] == ["zfs", "recv", "-u"] and argv[-1] == "q/a"
     assert pairs(argv, "-x") == ["mountpoint"]
     assert sorted(pairs(argv, "-o")) == ["canmount=noauto", "devices=off", "setuid=off"]
-    assert r.send_flags(full(replicate=replicate))[:1] == (["-R"] if replicate else ["-p"])
+    assert r.streams().send_flags(full(replicate=replicate))[:1] == (["-R"] if replicate else ["-p"])
 
 
 def test_openzfs_without_properties_still_sets_the_safe_values():
-    argv = runner(properties=False).recv_argv(full())
+    argv = runner(properties=False).streams().recv_argv(full())
     assert pairs(argv, "-x") == []  # nothing is sent that could be excluded
     assert sorted(pairs(argv, "-o")) == ["canmount=noauto", "devices=off", "setuid=off"]
 
 
 def test_properties_override_is_how_a_user_asks_for_them():
-    argv = runner(properties_override={"setuid": "on", "devices": "on", "canmount": "on", "mountpoint": "/srv/replica"}).recv_argv(full())
+    argv = runner(properties_override={"setuid": "on", "devices": "on", "canmount": "on", "mountpoint": "/srv/replica"}).streams().recv_argv(full())
     assert pairs(argv, "-x") == []
     assert sorted(pairs(argv, "-o")) == ["canmount=on", "devices=on", "mountpoint=/srv/replica", "setuid=on"]
 
 
 def test_excluding_a_safe_property_does_not_give_zfs_both_x_and_o():
     """zfs recv refuses one property in both -x and -o: the safe value already ignores the source's."""
-    argv = runner(properties_exclude=["setuid", "devices", "canmount", "mountpoint", "compression"]).recv_argv(full())
+    argv = runner(properties_exclude=["setuid", "devices", "canmount", "mountpoint", "compression"]).streams().recv_argv(full())
     assert sorted(pairs(argv, "-x")) == ["compression", "mountpoint"]
     assert sorted(pairs(argv, "-o")) == ["canmount=noauto", "devices=off", "setuid=off"]
 
 
 def test_a_zvol_gets_no_filesystem_properties():
-    argv = runner().recv_argv(full("p/a/vol"))
+    argv = runner().streams().recv_argv(full("p/a/vol"))
     assert pairs(argv, "-o") == [] and pairs(argv, "-x") == []
 
 
 def test_a_resumed_receive_repeats_nothing():
     send = full()
     send.token = "1-abc"
-    assert runner().recv_argv(send) == ["zfs", "recv", "-u", "-s", "q/a"]
+    assert runner().streams().recv_argv(send) == ["zfs", "recv", "-u", "-s", "q/a"]
 
 
 @pytest.mark.parametrize("params", [{}, {"properties_exclude": ["compression"]}, {"properties": False}])
@@ -89,8 +89,8 @@ def test_legacy_targets_never_get_the_sources_properties_in_the_stream(params):
     """No recv -x/-o there: a stream with -p would create the dataset with the source's mountpoint and canmount,
     live until a later zfs set (a kill in between leaves them). Non-replicate streams go without -p."""
     r = runner(LEGACY, **params)
-    assert "-p" not in r.send_flags(full())
-    argv = r.recv_argv(full())
+    assert "-p" not in r.streams().send_flags(full())
+    argv = r.streams().recv_argv(full())
     assert argv == ["zfs", "recv", "-u", "q/a"]
 
 

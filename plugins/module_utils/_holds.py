@@ -1,0 +1,108 @@
+# Copyright (c) zfs.replication contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The task's hold (``zfs.replication:TASK``, ``hold_base``) on the newest common snapshot of each dataset.
+
+Both sides keep the snapshot the next incremental starts from held, so nothing (another task's retention, a person,
+another tool) destroys it while the task needs it. After each run that sent something the hold moves to the new
+base, on both sides, in one ``zfs hold`` and one ``zfs release`` per side; a run killed in between leaves a base
+unheld, which the next run repairs (:meth:`Holds.need_repair`). Removing a task releases its holds
+(:meth:`Holds.release_all`).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Callable
+
+from ._planner import DatasetPlan
+from ._transport import Host, TransportError
+from ._zfs import Listing
+
+
+def hold_tag(task_name: str) -> str:
+    return f"zfs.replication:{task_name}"
+
+
+def newest_common(d: DatasetPlan) -> str | None:
+    """The dataset's newest snapshot on both sides once its plan has run: the last one sent, else its base."""
+    return d.pending[-1] if d.pending else d.base
+
+
+@dataclass(frozen=True)
+class Holds:
+    tag: str
+    src: Host
+    dst: Host
+    log: Callable[[str], None]
+
+    def move(self, moved: Sequence[DatasetPlan], source: Listing | None, target: Listing | None) -> None:
+        """Hold the new newest common snapshot of every dataset that received something, on both sides, and release
+        the previous one: one zfs hold and one zfs release per side for the whole run (per snapshot only when the
+        batch fails, e.g. a snapshot that already carries the tag). ``source``/``target``: the listings planned on."""
+        if not moved:
+            return
+        for host, side, listing in ((self.src, "source", source), (self.dst, "target", target)):
+            news = [f"{d.source if side == 'source' else d.target}@{newest_common(d)}" for d in moved]
+            # Release the task's hold on every other snapshot that carries a hold, not only the planned base: a
+            # base whose copy was destroyed on the other side, or a run killed between receive and hold, left one.
+            olds = []
+            for d in moved:
+                ds = d.source if side == "source" else d.target
+                known = listing.get(ds) if listing is not None else None
+                stale = {s.name for s in known.snapshots if s.userrefs > 0} if known is not None else set()
+                if d.base:
+                    stale.add(d.base)
+                olds += [f"{ds}@{n}" for n in sorted(stale - {newest_common(d)})]
+            self.batch(host, "hold", news, strict=True)
+            # An old base may carry no hold of ours (older runs, released by hand): nothing to release then.
+            self.batch(host, "release", olds, strict=False)
+        self.log(f"  hold {self.tag} moved to the new base of {len(moved)} dataset(s) on both sides")
+
+    @staticmethod
+    def need_repair(dplan: DatasetPlan, source: Listing | None, target: Listing | None) -> bool:
+        """An in-sync dataset whose base carries no hold on a side (a run killed between receive and hold).
+
+        Other held snapshots alone do not trigger a repair: they may be anyone's holds, and checking them
+        on every run would cost zfs calls in runs that have nothing to do. Stale holds of ours are released
+        by the next run that moves the holds."""
+        if dplan.action != "in_sync" or not dplan.base:
+            return False
+        for ds, listing in ((dplan.source, source), (dplan.target, target)):
+            known = listing.get(ds) if listing is not None else None
+            base = known.by_name().get(dplan.base) if known is not None else None
+            if base is not None and base.userrefs == 0:
+                return True
+        return False
+
+    def batch(self, host: Host, verb: str, snapshots: Sequence[str], strict: bool) -> None:
+        """``zfs hold``/``release`` of the tag on ``snapshots``: one call, per snapshot when it fails. ``strict``: a
+        snapshot that cannot take the hold (but for already carrying it) is an error."""
+        if not snapshots:
+            return
+        proc = host.run(["zfs", verb, self.tag, *snapshots], check=False)
+        if proc.returncode == 0:
+            return
+        for snap in snapshots:
+            one = host.run(["zfs", verb, self.tag, snap], check=False)
+            if one.returncode != 0 and strict and "tag already exists" not in one.stderr:
+                raise TransportError(f"{host.label}: zfs {verb} {self.tag} {snap}: {one.stderr.strip()}")
+
+    def release_all(self, host: Host, listing: Listing, check_mode: bool) -> list[str]:
+        """Release the tag on every held snapshot of ``listing`` (the task is being removed); what was (or, in check
+        mode, would be) released."""
+        released = []
+        for ds in listing.datasets.values():
+            for snap in ds.snapshots:
+                if snap.userrefs <= 0:
+                    continue
+                if check_mode:
+                    proc = host.run(["zfs", "holds", snap.full], check=False)
+                    if self.tag in proc.stdout:
+                        released.append(snap.full)
+                    continue
+                proc = host.run(["zfs", "release", self.tag, snap.full], check=False)
+                if proc.returncode == 0:
+                    released.append(snap.full)
+                    self.log(f"released {self.tag} on {snap.full} ({host.label})")
+        return released

@@ -1,0 +1,198 @@
+# Copyright (c) zfs.replication contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""How each stream of a run is built: ``zfs send``'s flags, ``zfs recv``'s argv, the pipeline's parts on each side
+(pv, compression, mbuffer) and the stream's expected size.
+
+A :class:`Streams` is made by the run once both sides are probed and listed; it reads those facts and the task and
+changes nothing. Which host runs a part, and how parts become processes (locally, over ssh, through netcat), is the
+executor's (_executor, _netcat); what happens around a stream (retries, holds, keys) is the run's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._executor import Stage
+from ._planner import Send
+from ._replication_task import COMPRESSORS, ReplicationTask
+from ._transport import Host
+from ._zfs import Capabilities, Listing, zfs_values
+
+# What a received filesystem gets instead of the source's values: no mount at boot or on zfs mount -a, no setuid
+# programs or device nodes honoured (unless the task's properties_override asks for them).
+SAFE_VALUES = (("canmount", "noauto"), ("setuid", "off"), ("devices", "off"))
+
+
+@dataclass(frozen=True)
+class Streams:
+    """The streams of one run: ``source`` and ``target`` are the listings the run planned on (``target`` None when
+    the target tree did not exist), ``parent_encrypted`` whether a new target's parent is encrypted, and
+    ``counter_on_sender`` whether pv counts on the sending side."""
+
+    task: ReplicationTask
+    src: Host
+    dst: Host
+    src_caps: Capabilities | None
+    dst_caps: Capabilities | None
+    source: Listing | None
+    target: Listing | None
+    parent_encrypted: bool = False
+    counter_on_sender: bool = False
+
+    def stream_flag(self, opt: str) -> bool:
+        value = getattr(self.task, opt)
+        if value is None:
+            return bool(self.src_caps and self.src_caps.version and self.dst_caps and self.dst_caps.version)
+        return bool(value)
+
+    def target_encrypted(self, target: str) -> bool:
+        """Is (or will) ``target`` be encrypted: the task encrypts it, it is, or its new parent is."""
+        if self.task.encryption:
+            return True
+        listing = self.target
+        ds = listing.get(target) if listing is not None else None
+        if ds is None and listing is not None:
+            ds = listing.get(target.rsplit("/", 1)[0])
+        if ds is not None:
+            return ds.props.get("encryption", "off") not in ("off", "-", "")
+        return self.parent_encrypted
+
+    def is_raw(self, dataset: str) -> bool:
+        """Encrypted sources are sent raw (-w) unless raw: false: the target never sees the key."""
+        if self.task.raw is False or self.source is None:
+            return False
+        ds = self.source.get(dataset)
+        return ds is not None and ds.props.get("encryption", "off") not in ("off", "-", "")
+
+    def is_filesystem(self, dataset: str) -> bool:
+        ds = self.source.get(dataset) if self.source is not None else None
+        return ds is None or ds.type == "filesystem"
+
+    def safe_values(self, dataset: str) -> dict[str, str]:
+        """What a received filesystem gets instead of the source's canmount, setuid and devices: no mount at boot or
+        on zfs mount -a, no setuid programs or device nodes honoured. A property the task's properties_override
+        names is left to it (the user asked). {} for a volume."""
+        if not self.is_filesystem(dataset):
+            return {}
+        return {p: v for p, v in SAFE_VALUES if p not in self.task.properties_override}
+
+    def emulate_exclude(self) -> bool:
+        """True when properties are sent to a target that cannot zfs recv -x/-o (zfs-fuse). A stream with -p would
+        create the replica with the source's mountpoint and canmount, live until a later zfs set (a run killed in
+        between leaves them, and it mounts at boot): such streams go without -p, and fix_properties copies the
+        source's local properties after the receive, minus the excluded ones and those of safe_values (they arrive
+        as local values, not received ones). send -R always carries them: check_capabilities refuses that case
+        when the source sets a mountpoint."""
+        return bool(self.task.properties and self.dst_caps is not None and not self.dst_caps.recv_props)
+
+    def send_flags(self, send: Send) -> list[str]:
+        flags = []
+        if send.replicate:
+            flags.append("-R")
+        elif self.task.properties and not self.emulate_exclude():
+            flags.append("-p")  # never to a target without recv -x/-o: the stream would create it with the source's mountpoint
+        raw = self.is_raw(send.source)
+        if raw:
+            flags.append("-w")
+        if self.stream_flag("large_block"):
+            flags.append("-L")
+        if not raw and self.stream_flag("embed") and not self.target_encrypted(send.target):
+            flags.append("-e")  # OpenZFS refuses embedded-data streams into encrypted datasets
+        if not raw and self.stream_flag("compressed"):
+            flags.append("-c")
+        return flags
+
+    def recv_argv(self, send: Send) -> list[str]:
+        argv = ["zfs", "recv", "-u"]
+        caps = self.dst_caps
+        if caps is not None and caps.resumable and self.src_caps is not None and self.src_caps.resumable:
+            argv.append("-s")
+        if send.force:
+            argv.append("-F")
+        if caps is not None and caps.recv_props and not send.token:
+            safe = self.safe_values(send.source)
+            if self.task.properties or send.replicate:  # without send -p there is nothing to exclude
+                for prop in self.task.properties_exclude:
+                    if prop not in safe:  # zfs recv refuses a property in both -x and -o; -o already ignores the source's
+                        argv += ["-x", prop]
+                if self.is_filesystem(send.source) and "mountpoint" not in self.task.properties_override \
+                        and "mountpoint" not in self.task.properties_exclude:
+                    argv += ["-x", "mountpoint"]  # never the source's paths: the replica inherits the target's
+            for prop, value in sorted(self.task.properties_override.items()):
+                argv += ["-o", f"{prop}={value}"]
+            # No mount at boot or on zfs mount -a (mount: true mounts explicitly), no setuid programs or device nodes
+            # honoured from the source. setuid and devices are inherited, so a send -R tree gets them too; canmount
+            # is not: fix_properties sets it on the received children.
+            for prop, value in sorted(safe.items()):
+                argv += ["-o", f"{prop}={value}"]
+        if send.key_file:
+            argv += ["-o", "encryption=on", "-o", f"keyformat={self.task.encryption_key_format}", "-o", f"keylocation=file://{send.key_file}"]
+        argv.append(send.target)
+        return argv
+
+    def sender_parts(self, send: Send) -> tuple[list[Stage], int | None]:
+        t = self.task
+        argv = ["zfs", "send", *self.send_flags(send)]
+        if send.mode in ("I", "i"):
+            argv += [f"-{send.mode}", f"{send.source}@{send.base}"]
+        argv.append(f"{send.source}@{send.snapshot}")
+        if send.token:
+            argv = ["zfs", "send", *(["-w"] if self.is_raw(send.source) else []), "-t", send.token]
+        parts = [Stage(self.src, argv, "zfs send")]
+        counter = None
+        if self.counter_on_sender:
+            # pv writes its count every 5 s, or as often as the progress lines need it (progress_interval).
+            every = min(5, t.progress_interval) if t.progress_interval > 0 else 5
+            pv = ["pv", "-n", "-b", "-f", "-i", str(every)]
+            if t.speed_limit:
+                pv += ["-L", str(int(t.speed_limit))]
+            counter = len(parts)
+            parts.append(Stage(self.src, pv, "pv"))
+        if t.compression:
+            parts.append(Stage(self.src, COMPRESSORS[t.compression][0], t.compression))
+        return parts, counter
+
+    def receiver_parts(self, send: Send) -> list[Stage]:
+        t = self.task
+        parts = []
+        if t.buffer_size:
+            parts.append(Stage(self.dst, ["mbuffer", "-q", "-s", "128k", "-m", str(t.buffer_size)], "mbuffer"))
+        if t.compression:
+            parts.append(Stage(self.dst, COMPRESSORS[t.compression][1], f"{t.compression} -d"))
+        parts.append(Stage(self.dst, self.recv_argv(send), "zfs recv"))
+        return parts
+
+    def estimate(self, send: Send) -> tuple[int | None, str]:
+        """How big the stream will be, and what says so: ``zfs send -n -P`` (OpenZFS), or on a command line without
+        it (zfs-fuse) the snapshots' ``referenced``, a rough estimate (see estimate_from_referenced)."""
+        if not (self.src_caps and self.src_caps.send_dry_run):
+            return self.estimate_from_referenced(send), "from the snapshots' referenced: a rough estimate"
+        if send.token:
+            argv = ["zfs", "send", "-n", "-P", "-t", send.token]
+        else:
+            argv = ["zfs", "send", "-n", "-P", *self.send_flags(send)]
+            if send.mode in ("I", "i"):
+                argv += [f"-{send.mode}", f"{send.source}@{send.base}"]
+            argv.append(f"{send.source}@{send.snapshot}")
+        proc = self.src.run(argv, check=False)
+        for line in (proc.stdout + "\n" + proc.stderr).splitlines():
+            parts = line.split("\t")
+            if len(parts) == 2 and parts[0] == "size" and parts[1].strip().isdigit():
+                return int(parts[1]), "zfs send -nP"
+        return None, ""
+
+    def estimate_from_referenced(self, send: Send) -> int | None:
+        """Where zfs send has no -nP: a full stream is about the snapshot's referenced bytes, an incremental about
+        what referenced grew by since its base (low when data was overwritten rather than added: percent then stops at
+        100 and the ETA at 0 before the end). One zfs get. None for a send -R tree (its children are not counted
+        here), a resumed stream, or when the growth is not positive."""
+        if send.replicate or send.token:
+            return None
+        snaps = [f"{send.source}@{send.snapshot}"]
+        if send.mode in ("I", "i") and send.base:
+            snaps.append(f"{send.source}@{send.base}")
+        got = zfs_values(self.src, "referenced", snaps)
+        if not all(got.get(n, "").strip().isdigit() for n in snaps):
+            return None
+        size = int(got[snaps[0]]) - (int(got[snaps[1]]) if len(snaps) == 2 else 0)
+        return size if size > 0 else None
