@@ -20,12 +20,13 @@ from . import _netcat as netcat
 from ._executor import PipelineError, PipelineResult, Stage, Watch, remote_stage, run_pipeline
 from ._first_full import FirstFulls, prepare_retry, settle, stuck_message
 from ._holds import Holds, hold_tag
-from ._keys import KeyStoreError, key_path, keyed_targets, obtain_key
+from ._keys import key_path
 from ._lag import CREATION, listing_recovery_points
 from ._planner import DatasetPlan, Plan, PlanError, PlanTask, Send, plan, target_retention, target_root
 from ._progress import StreamProgress
 from ._replication_task import COMPRESSORS, ReplicationTask, TaskError, suggest_name
 from ._streams import SAFE_VALUES, Streams
+from ._target_keys import TargetKeys
 from ._transport import AppendOnlyHost, ConnectionFailed, Host, LocalHost, SSHHost, TransportError
 from ._zfs import Capabilities, DatasetMissing, Listing, Snapshot, ZfsError, dataset_type, is_within, list_tree, probe, zfs_values
 
@@ -165,9 +166,8 @@ class Runner:
         self.parent_encrypted = False
         self.first_fulls = FirstFulls(state_dir, task.name, self.log)  # first transfers in progress, on this host
         # encryption_key_generate: the key is kept on this host (_keys), read or made once per run, passed on stdin only.
-        self.key_file = key_path(state_dir, task.name) if task.encryption and task.encryption_key_generate else None
-        self.generated_key: str | None = None
-        self.key_new = False  # this run generated the key (in check mode: would)
+        self.keys = TargetKeys(task, self.dst, [target_root(task.source_datasets, task.target_dataset, s) for s in task.source_datasets],
+                               self.log, key_path(state_dir, task.name) if task.encryption and task.encryption_key_generate else None)
 
     def streams(self) -> Streams:
         """How this run builds its streams, from what it knows of both sides now (probed; listed once planned)."""
@@ -575,7 +575,7 @@ class Runner:
                 snap = src.by_name().get(send.snapshot) if src is not None else None
                 self.first_fulls.start(send.target, f"{send.source}@{send.snapshot}", snap.guid if snap else "", self.dst.label)
             try:
-                self.prepare_encryption(send, dplan)
+                self.keys.prepare(send, self.target_listing)
                 out = self.send_with_retries(send, res, est)
             except PipelineError as exc:
                 left = self.discard_partial_full(send)
@@ -588,7 +588,7 @@ class Runner:
                 errors.append(res.error)
                 return False
             finally:
-                self.finish_encryption(send)
+                self.keys.finish(send)
             if first:
                 self.first_fulls.clear(send.target)
             res.snapshots_sent += send.snapshots
@@ -648,71 +648,8 @@ class Runner:
             return "; " + stuck_message(send.target, self.first_fulls.get(send.target), out.reason)
         return ""
 
-    def prepare_encryption(self, send: Send, dplan: DatasetPlan) -> None:
-        """A new encrypted target root: put the key in a file on the target for zfs recv -o keylocation=file://."""
-        t = self.task
-        if not t.encryption or send.mode != "full" or not self.is_target_root(send.target):
-            return
-        if self.target_listing is not None and self.target_listing.get(send.target) is not None and not send.force:
-            return
-        key = self.target_key()
-        if t.encryption_key_location:
-            path = t.encryption_key_location
-            script = f"umask 077; mkdir -p {shlex.quote(path.rsplit('/', 1)[0] or '/')}; cat > {shlex.quote(path)}"
-            self.dst.run_script(script, input_text=key)
-            send.key_file = path
-        else:
-            proc = self.dst.run_script("umask 077; f=$(mktemp); cat > \"$f\"; echo \"$f\"", input_text=key)
-            send.key_file = proc.stdout.strip()
-            send.key_is_temp = True
-        self.log(f"  {send.target} is created encrypted (keyformat={t.encryption_key_format})")
-
-    def target_key(self) -> str:
-        """The new target's key: the task's encryption_key, or the one generated and kept on this host."""
-        return self.task.encryption_key or self.generated_key or ""
-
-    def obtain_generated_key(self, target: Listing | None, check_mode: bool) -> None:
-        """encryption_key_generate: read the task's key on this host, or make and keep it (first run). A missing key
-        with a target this task already encrypted is the run's error, before anything changes; never a new key."""
-        if self.key_file is None:
-            return
-        try:
-            key, generated = obtain_key(self.key_file, keyed_targets(target, self.task.target_dataset), check_mode, self.log)
-        except KeyStoreError as exc:
-            raise TaskError(str(exc)) from exc
-        self.generated_key = key
-        self.key_new = generated or key is None
-
-    def finish_encryption(self, send: Send) -> None:
-        if not send.key_file or not send.key_is_temp:
-            return
-        # The key stays with the task: the target asks for it (keylocation=prompt) when it is loaded.
-        if dataset_type(self.dst, send.target) is not None:
-            self.dst.run(["zfs", "set", "keylocation=prompt", send.target], check=False)
-        self.dst.run(["rm", "-f", send.key_file], check=False)
-        send.key_file = None
-
     def target_root(self, source_root: str) -> str:
         return target_root(self.task.source_datasets, self.task.target_dataset, source_root)
-
-    def is_target_root(self, target: str) -> bool:
-        return any(self.target_root(s) == target for s in self.task.source_datasets)
-
-    def load_keys(self, the_plan: Plan) -> None:
-        """Non-raw streams into an encrypted target need its key loaded."""
-        if not self.task.encryption or self.target_listing is None:
-            return
-        for d in the_plan.datasets:
-            ds = self.target_listing.get(d.target)
-            if not d.sends or ds is None or ds.props.get("keystatus") != "unavailable":
-                continue
-            if ds.props.get("encryptionroot") not in (d.target, None):
-                continue
-            self.log(f"load-key {d.target} on {self.dst.label}")
-            if self.task.encryption_key_location:
-                self.dst.run(["zfs", "load-key", d.target])
-            else:
-                self.dst.run(["zfs", "load-key", "-L", "prompt", d.target], input_text=self.target_key())
 
     def resume_interrupted(self, listing: Listing, check_mode: bool) -> bool:
         """Finish receives that left a resume token, or abort stale ones. True when the target changed."""
@@ -834,7 +771,7 @@ class Runner:
         if the_plan.create_target_root:
             self.log(f"create {self.task.target_dataset} on {self.dst.label}")
             self.dst.run(["zfs", "create", self.task.target_dataset])
-        self.load_keys(the_plan)
+        self.keys.load(the_plan, self.target_listing)
         work = [d for d in the_plan.datasets if d.sends or d.destroy_before or d.destroy_after or d.rollback]
         done = self.transfer(work, results, errors)
         moved = [d for d in done if d.sends and d.pending] + [d for d in the_plan.datasets if self.holds_need_repair(d)]
@@ -950,7 +887,7 @@ class Runner:
         source, before = _both(lambda: self.list_source(src_caps), lambda: self.list_target(dst_caps))
         self.source = source
         self.check_encrypted_sources(source)
-        self.obtain_generated_key(before, check_mode)  # before anything changes: a lost key stops the run here
+        self.keys.obtain(before, check_mode)  # before anything changes: a lost key stops the run here
         if self.task.create_snapshot and self.take_missing_snapshots(source, now, check_mode):
             source = self.source = self.list_source(self.src_caps)
         if before is not None and self.dst_caps.resumable and self.resume_interrupted(before, check_mode):
@@ -1017,7 +954,7 @@ class Runner:
                 snapshot_names(before) != names_after or bool(the_plan.set_readonly) or the_plan.create_target_root
                 or bool(self.resumed) or rolled_back
             )
-        changed = changed or self.key_new
+        changed = changed or self.keys.new
         for target, point in listing_recovery_points(after, results).items():
             results[target].recovery_point = point
         result = RunResult(
@@ -1032,7 +969,7 @@ class Runner:
             target_capabilities=self.dst_caps,
             before=snapshot_names(before),
             after=_planned_after(before, the_plan) if check_mode else names_after if names_after is not None else snapshot_names(after),
-            key_file=str(self.key_file) if self.key_file is not None else None,
+            key_file=str(self.keys.key_file) if self.keys.key_file is not None else None,
         )
         self.log(
             f"task {self.task.name}: {'check mode, ' if check_mode else ''}{result.snapshots_sent} snapshot(s) sent, "
