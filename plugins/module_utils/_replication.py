@@ -24,8 +24,9 @@ from ._keys import key_path
 from ._lag import CREATION, listing_recovery_points
 from ._planner import DatasetPlan, Plan, PlanError, PlanTask, Send, plan, target_retention, target_root
 from ._progress import StreamProgress
+from ._received_props import ReceivedProps, fixed_properties
 from ._replication_task import COMPRESSORS, ReplicationTask, TaskError, suggest_name
-from ._streams import SAFE_VALUES, Streams
+from ._streams import Streams
 from ._target_keys import TargetKeys
 from ._transport import AppendOnlyHost, ConnectionFailed, Host, LocalHost, SSHHost, TransportError
 from ._zfs import Capabilities, DatasetMissing, Listing, Snapshot, ZfsError, dataset_type, is_within, list_tree, probe, zfs_values
@@ -299,7 +300,7 @@ class Runner:
         try:
             # allow_rollback plans a rollback only when the target was written to since the base (`written`, OpenZFS).
             written = ["written"] if self.task.allow_rollback and caps.list_parsable else []
-            listing = list_tree(self.dst, caps, target, [*self.fixed_properties(caps), *written, CREATION])
+            listing = list_tree(self.dst, caps, target, [*fixed_properties(self.task, caps), *written, CREATION])
         except DatasetMissing:
             listing = None
         if listing is not None:
@@ -406,64 +407,6 @@ class Runner:
         else:
             for name in names:
                 self.dst.run(["zfs", "destroy", f"{dataset}@{name}"])
-
-    def fixed_properties(self, caps: Capabilities) -> list[str]:
-        """Properties fix_properties sets on targets without recv -o: the target listing reads them too."""
-        if caps.recv_props:
-            return []
-        return sorted(set(self.task.properties_override) | {p for p, _unused in SAFE_VALUES})
-
-    def fix_properties(self, send: Send) -> None:
-        """After a receive: what recv -o/-x could not do.
-
-        A send -R tree: canmount is not inherited, so recv -o canmount=noauto reaches only its top; every received
-        filesystem whose canmount (or, on older command lines, setuid/devices) differs is set in one zfs set per
-        property (one zfs list of the tree finds them).
-
-        Older command lines (no recv -x/-o): the stream carried no properties (see emulate_exclude), so the replica
-        has the defaults, mounted (if ever) below the target's own path. safe_values and overrides are set when the
-        target's value (from this run's listing) differs: after a full stream, or when the task's overrides changed;
-        then the source's local properties are copied where the target's local value differs."""
-        caps = self.dst_caps
-        if caps is None:
-            return
-        if send.replicate:
-            self.fix_received_tree(send.target)
-            return
-        if caps.recv_props:
-            return
-        source, target = send.source, send.target
-        known = self.target_listing.get(target) if self.target_listing is not None and send.mode != "full" else None
-        current = known.props if known is not None else {}
-        streams = self.streams()
-        for prop, value in sorted(streams.safe_values(source).items()):  # first: canmount, then setuid, devices
-            if current.get(prop) != value:
-                self.dst.run(["zfs", "set", f"{prop}={value}", target])
-        if streams.emulate_exclude():
-            def local(host: Host, name: str) -> dict[str, str]:
-                out = host.run(["zfs", "get", "-H", "-p", "-s", "local", "-o", "property,value", "all", name]).stdout
-                return dict(line.split("\t", 1) for line in out.splitlines() if "\t" in line)
-
-            skip = set(self.task.properties_exclude) | set(self.task.properties_override) | {"mountpoint"} | {p for p, _unused in SAFE_VALUES}
-            have = local(self.dst, target)
-            for prop, value in local(self.src, source).items():
-                if prop not in skip and have.get(prop) != value:
-                    self.dst.run(["zfs", "set", f"{prop}={value}", target])
-        for prop, value in sorted(self.task.properties_override.items()):
-            if current.get(prop) != str(value):
-                self.dst.run(["zfs", "set", f"{prop}={value}", target])
-
-    def fix_received_tree(self, target: str) -> None:
-        """Every filesystem of a received send -R tree gets canmount=noauto, setuid=off, devices=off (or the task's
-        override of them) where its value differs: one zfs list, and one zfs set per property that needs it."""
-        wanted = {p: str(self.task.properties_override.get(p, v)) for p, v in SAFE_VALUES}
-        out = self.dst.run(["zfs", "list", "-H", "-r", "-t", "filesystem", "-o", "name," + ",".join(wanted), target]).stdout
-        rows = [line.split("\t") for line in out.splitlines() if line.count("\t") == len(wanted)]
-        for i, (prop, value) in enumerate(wanted.items(), start=1):
-            names = [row[0] for row in rows if row[i] != value]
-            if names:
-                self.log(f"  set {prop}={value} on {len(names)} received filesystem(s) of {target}")
-                self.dst.run(["zfs", "set", f"{prop}={value}", *names])
 
     def send_with_retries(self, send: Send, res: DatasetResult, expected: int | None = None) -> PipelineResult:
         delay = self.task.retry_delay
@@ -597,7 +540,7 @@ class Runner:
             res.bytes = None if uncounted else (res.bytes or 0) + (out.bytes or 0)
             self.log(f"done {send.target}@{send.snapshot}: {out.bytes if out.bytes is not None else '?'} bytes in {out.duration:.2f}s")
             try:
-                self.fix_properties(send)
+                ReceivedProps(self.streams(), self.log).fix(send)
             except TransportError as exc:
                 res.error = f"{send.target}: properties: {exc}"
                 errors.append(res.error)

@@ -13,6 +13,7 @@ import pytest
 
 from ansible_collections.zfs.replication.plugins.module_utils import _zfs as z
 from ansible_collections.zfs.replication.plugins.module_utils._planner import Send
+from ansible_collections.zfs.replication.plugins.module_utils._received_props import fixed_properties
 from ansible_collections.zfs.replication.plugins.module_utils._replication import Runner, TaskError
 from ansible_collections.zfs.replication.plugins.module_utils._replication_task import ReplicationTask
 from ansible_collections.zfs.replication.plugins.module_utils._transport import LocalHost
@@ -95,8 +96,8 @@ def test_legacy_targets_never_get_the_sources_properties_in_the_stream(params):
 
 
 def test_legacy_targets_list_the_values_they_fix():
-    assert runner(LEGACY, properties_override={"compression": "lz4"}).fixed_properties(LEGACY) == ["canmount", "compression", "devices", "setuid"]
-    assert runner().fixed_properties(OPENZFS) == []
+    assert fixed_properties(runner(LEGACY, properties_override={"compression": "lz4"}).task, LEGACY) == ["canmount", "compression", "devices", "setuid"]
+    assert fixed_properties(runner().task, OPENZFS) == []
 
 
 class Recorder(LocalHost):

@@ -1,0 +1,85 @@
+# Copyright (c) zfs.replication contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Properties of received datasets that ``zfs recv -o``/``-x`` could not set, set after the receive.
+
+Two cases stand in for a capability:
+
+* a ``send -R`` tree (``replicate``): ``canmount`` is not inherited, so ``recv -o canmount=noauto`` reaches only the
+  tree's top; every received filesystem whose canmount (and, on older command lines, setuid/devices) differs gets it
+  (:meth:`ReceivedProps.fix_tree`);
+* command lines without ``recv -o``/``-x`` (zfs-fuse, ``Capabilities.recv_props`` false): the stream carries no
+  properties (``Streams.emulate_exclude``), and the replica gets the safe values, the task's overrides and the
+  source's own local properties (minus the excluded ones and the mountpoint) with ``zfs set``
+  (:meth:`ReceivedProps.fix`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ._planner import Send
+from ._replication_task import ReplicationTask
+from ._streams import SAFE_VALUES, Streams
+from ._transport import Host
+from ._zfs import Capabilities
+
+
+def fixed_properties(task: ReplicationTask, caps: Capabilities) -> list[str]:
+    """Properties :meth:`ReceivedProps.fix` sets on targets without recv -o: the target listing reads them too."""
+    if caps.recv_props:
+        return []
+    return sorted(set(task.properties_override) | {p for p, _unused in SAFE_VALUES})
+
+
+@dataclass(frozen=True)
+class ReceivedProps:
+    streams: Streams  # the run's streams: its task, hosts, capabilities and the target listing it planned on
+    log: Callable[[str], None]
+
+    def fix(self, send: Send) -> None:
+        """After a receive: what recv -o/-x could not do (see the module's docstring). Older command lines: safe
+        values and overrides are set where the target's value (from this run's listing) differs, after a full stream
+        or when the task's overrides changed; then the source's local properties are copied where the target's local
+        value differs."""
+        s = self.streams
+        caps, task = s.dst_caps, s.task
+        if caps is None:
+            return
+        if send.replicate:
+            self.fix_tree(send.target)
+            return
+        if caps.recv_props:
+            return
+        source, target = send.source, send.target
+        known = s.target.get(target) if s.target is not None and send.mode != "full" else None
+        current = known.props if known is not None else {}
+        for prop, value in sorted(s.safe_values(source).items()):  # first: canmount, then setuid, devices
+            if current.get(prop) != value:
+                s.dst.run(["zfs", "set", f"{prop}={value}", target])
+        if s.emulate_exclude():
+            def local(host: Host, name: str) -> dict[str, str]:
+                out = host.run(["zfs", "get", "-H", "-p", "-s", "local", "-o", "property,value", "all", name]).stdout
+                return dict(line.split("\t", 1) for line in out.splitlines() if "\t" in line)
+
+            skip = set(task.properties_exclude) | set(task.properties_override) | {"mountpoint"} | {p for p, _unused in SAFE_VALUES}
+            have = local(s.dst, target)
+            for prop, value in local(s.src, source).items():
+                if prop not in skip and have.get(prop) != value:
+                    s.dst.run(["zfs", "set", f"{prop}={value}", target])
+        for prop, value in sorted(task.properties_override.items()):
+            if current.get(prop) != str(value):
+                s.dst.run(["zfs", "set", f"{prop}={value}", target])
+
+    def fix_tree(self, target: str) -> None:
+        """Every filesystem of a received send -R tree gets canmount=noauto, setuid=off, devices=off (or the task's
+        override of them) where its value differs: one zfs list, and one zfs set per property that needs it."""
+        s = self.streams
+        wanted = {p: str(s.task.properties_override.get(p, v)) for p, v in SAFE_VALUES}
+        out = s.dst.run(["zfs", "list", "-H", "-r", "-t", "filesystem", "-o", "name," + ",".join(wanted), target]).stdout
+        rows = [line.split("\t") for line in out.splitlines() if line.count("\t") == len(wanted)]
+        for i, (prop, value) in enumerate(wanted.items(), start=1):
+            names = [row[0] for row in rows if row[i] != value]
+            if names:
+                self.log(f"  set {prop}={value} on {len(names)} received filesystem(s) of {target}")
+                s.dst.run(["zfs", "set", f"{prop}={value}", *names])
