@@ -116,7 +116,7 @@ def test_replicate_to_a_legacy_target_refuses_a_source_mountpoint():
     r = runner(LEGACY, replicate=True)
     r.src = Recorder("p/a/c\tmountpoint\t/etc\tlocal\n")
     with pytest.raises(TaskError) as err:
-        r.check_capabilities()
+        r.preflight().capabilities()
     text = str(err.value)
     assert "replicate" in text and "p/a/c" in text and "/etc" in text and "zfs inherit mountpoint" in text
     assert r.src.calls == [["zfs", "get", "-H", "-r", "-s", "local,received", "-o", "name,property,value,source", "mountpoint", "p/a"]]
@@ -126,11 +126,11 @@ def test_replicate_to_a_legacy_target_refuses_a_source_mountpoint():
 def test_replicate_to_a_legacy_target_accepts_inherited_none_or_legacy_mountpoints(out):
     r = runner(LEGACY, replicate=True)
     r.src = Recorder(out)
-    r.check_capabilities()
+    r.preflight().capabilities()
 
 
 def test_replicate_to_openzfs_asks_the_source_nothing():
     r = runner(replicate=True)
     r.src = Recorder("p/a/c\tmountpoint\t/etc\tlocal\n")
-    r.check_capabilities()
+    r.preflight().capabilities()
     assert r.src.calls == []

@@ -44,10 +44,10 @@ def runner(**params) -> Runner:
 def test_raw_false_with_properties_on_an_encrypted_source_is_refused_before_anything_is_sent():
     source = parse_list_output("tank/src", LISTING, COLUMNS)
     with pytest.raises(TaskError) as err:
-        runner(raw=False).check_encrypted_sources(source)
+        runner(raw=False).preflight().encrypted_sources(source)
     assert "tank/src/secret is encrypted" in str(err.value) and "properties: false" in str(err.value)
     with pytest.raises(TaskError, match="replicate"):
-        runner(raw=False, replicate=True, properties=False).check_encrypted_sources(source)
+        runner(raw=False, replicate=True, properties=False).preflight().encrypted_sources(source)
 
 
 @pytest.mark.parametrize("params", [
@@ -57,4 +57,4 @@ def test_raw_false_with_properties_on_an_encrypted_source_is_refused_before_anyt
     {"raw": False, "recursive": False},  # only the unencrypted root
 ])
 def test_combinations_openzfs_can_send_pass(params):
-    runner(**params).check_encrypted_sources(parse_list_output("tank/src", LISTING, COLUMNS))
+    runner(**params).preflight().encrypted_sources(parse_list_output("tank/src", LISTING, COLUMNS))
