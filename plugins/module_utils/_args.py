@@ -18,12 +18,3 @@ SSH_SPEC: dict = dict(
         connect_timeout=dict(type="int", default=10),
     ),
 )
-
-
-def snapshot_diff(before: dict[str, list[str]], after: dict[str, list[str]], header: str) -> dict[str, str]:
-    """Ansible's diff of two {dataset: [snapshot names]} maps, one ``dataset@snapshot`` a line."""
-
-    def render(lists: dict[str, list[str]]) -> str:
-        return "".join(f"{ds}@{snap}\n" for ds in sorted(lists) for snap in lists[ds])
-
-    return {"before": render(before), "after": render(after), "before_header": header, "after_header": header}

@@ -1,20 +1,26 @@
 # Copyright (c) zfs.replication contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""How each stream of a run is built: ``zfs send``'s flags, ``zfs recv``'s argv, the pipeline's parts on each side
-(pv, compression, mbuffer) and the stream's expected size.
+"""How each stream of a run is built and run: ``zfs send``'s flags, ``zfs recv``'s argv, the pipeline's parts on each
+side (pv, compression, mbuffer), the stream's expected size, and one attempt at it: locally, over ssh, or over a
+netcat connection on a free port, with its progress lines.
 
-A :class:`Streams` is made by the run once both sides are probed and listed; it reads those facts and the task and
-changes nothing. Which host runs a part, and how parts become processes (locally, over ssh, through netcat), is the
-executor's (_executor, _netcat); what happens around a stream (retries, holds, keys) is the run's.
+A :class:`Streams` is made by the run once both sides are probed and listed; it reads those facts and the task. How
+parts become processes is the executor's (_executor, _netcat); what happens around a stream (retries, the first
+full's leftovers, holds, keys) is the transfer's (_transfer).
 """
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
+from typing import Callable
 
-from ._executor import Stage
+from . import _netcat as netcat
+from ._executor import PipelineResult, Stage, Watch, remote_stage, run_pipeline
 from ._planner import Send
-from ._replication_task import COMPRESSORS, ReplicationTask
+from ._preflight import netcat_sender_listens
+from ._progress import StreamProgress
+from ._replication_task import COMPRESSORS, ReplicationTask, TaskError
 from ._transport import Host
 from ._zfs import Capabilities, Listing, zfs_values
 
@@ -38,6 +44,7 @@ class Streams:
     target: Listing | None
     parent_encrypted: bool = False
     counter_on_sender: bool = False
+    log: Callable[[str], None] = lambda _line: None  # the run's log: the pipeline's line, netcat's port, progress
 
     def stream_flag(self, opt: str) -> bool:
         value = getattr(self.task, opt)
@@ -196,3 +203,68 @@ class Streams:
             return None
         size = int(got[snaps[0]]) - (int(got[snaps[1]]) if len(snaps) == 2 else 0)
         return size if size > 0 else None
+
+    # -- running a stream -----------------------------------------------------------------------------------------
+    def run(self, send: Send, expected: int | None = None) -> PipelineResult:
+        """One attempt at SEND; EXPECTED is its estimated size, for the progress lines (progress_interval)."""
+        sender, counter = self.sender_parts(send)
+        receiver = self.receiver_parts(send)
+        where = {"ssh": "ssh", "ssh+netcat": "nc", "local": ""}[self.task.transport]
+        self.log("  $ " + " | ".join(shlex.join(p.argv) for p in sender) + (f" | {where} | " if where else " | ")
+                 + " | ".join(shlex.join(p.argv) for p in receiver))
+        progress = None
+        if counter is not None and self.task.progress_interval > 0:
+            progress = StreamProgress(send.target, send.snapshot or "(resumed)", expected, self.log)
+        watch = Watch(self.task.progress_interval, progress) if progress is not None else None
+        try:
+            return self._run(send, sender, counter, receiver, watch)
+        finally:
+            if progress is not None:
+                progress.end()
+
+    def _run(self, send: Send, sender: list[Stage], counter: int | None, receiver: list[Stage],
+             watch: Watch | None) -> PipelineResult:
+        if self.task.transport == "ssh+netcat":
+            return self.run_netcat(sender, counter, receiver, watch)
+        stages: list[Stage] = []
+        if self.src.is_local:
+            stages += sender
+        else:
+            stages.append(remote_stage(self.src, sender))
+            counter = 0 if counter is not None else None
+        if self.dst.is_local:
+            stages += receiver
+        else:
+            stages.append(remote_stage(self.dst, receiver))
+        return run_pipeline(stages, counter, watch)
+
+    def run_netcat(self, sender: list[Stage], counter: int | None, receiver: list[Stage], watch: Watch | None = None) -> PipelineResult:
+        """Data over a plain TCP connection (see _netcat): the active side (netcat.active_side, by default the receiving
+        side) listens, the other connects."""
+        nc = self.task.netcat
+        if nc is None or self.task.ssh is None:
+            raise TaskError("transport ssh+netcat needs the ssh and netcat options")
+        try:
+            listen_addr, connect_addr = netcat.addresses(self.task.direction, self.task.ssh.host, nc.listen_address, nc.connect_address,
+                                                         nc.active_side)
+        except ValueError as exc:
+            raise TaskError(str(exc)) from exc
+        sender_listens = netcat_sender_listens(self.task)
+        listen_host = self.src if sender_listens else self.dst
+        port = self.free_port(listen_host, nc.port_min, nc.port_max)
+        stream = netcat.build(listen_host, self.src, listen_addr, connect_addr, port, sender, receiver, sender_listens)
+        side = "sending" if sender_listens else "receiving"
+        self.log(f"  netcat: {listen_host.label} ({side} side) listens on {listen_addr}:{port}; data is NOT encrypted")
+        return netcat.run(stream, counter, self.port_listening, watch=watch)
+
+    def free_port(self, host: Host, low: int, high: int) -> int:
+        try:
+            return netcat.pick_port(self._listening_ports(host), low, high, host.label)
+        except ValueError as exc:
+            raise TaskError(str(exc)) from exc
+
+    def _listening_ports(self, host: Host) -> set[int]:
+        return netcat.listening_ports(host)
+
+    def port_listening(self, host: Host, port: int) -> bool:
+        return port in self._listening_ports(host)

@@ -711,9 +711,10 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.zfs.replication.plugins.module_utils._args import SSH_SPEC, snapshot_diff
+from ansible_collections.zfs.replication.plugins.module_utils._args import SSH_SPEC
 from ansible_collections.zfs.replication.plugins.module_utils._log import LOGGING_LEVEL_SPEC
 from ansible_collections.zfs.replication.plugins.module_utils._replication import ReplicationTask, TaskError, release_holds
+from ansible_collections.zfs.replication.plugins.module_utils._results import snapshot_diff
 from ansible_collections.zfs.replication.plugins.module_utils._runner import TASK_RUN_SPEC, ConfigError, TaskBusy, run_from_module
 
 

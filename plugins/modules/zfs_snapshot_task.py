@@ -396,8 +396,8 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.zfs.replication.plugins.module_utils._args import snapshot_diff
 from ansible_collections.zfs.replication.plugins.module_utils._log import LOGGING_LEVEL_SPEC
+from ansible_collections.zfs.replication.plugins.module_utils._results import snapshot_diff
 from ansible_collections.zfs.replication.plugins.module_utils._runner import TASK_RUN_SPEC, ConfigError, TaskBusy, run_from_module
 from ansible_collections.zfs.replication.plugins.module_utils._snapshot_task import SnapshotTask, TaskError, run_snapshot_task
 

@@ -19,13 +19,31 @@ from ansible_collections.zfs.replication.plugins.module_utils._first_full import
     prepare_retry,
     settle,
 )
+from ansible_collections.zfs.replication.plugins.module_utils._holds import Holds, hold_tag
 from ansible_collections.zfs.replication.plugins.module_utils._planner import DatasetPlan, Plan, Send
-from ansible_collections.zfs.replication.plugins.module_utils._replication import DatasetResult, Runner
+from ansible_collections.zfs.replication.plugins.module_utils._replication import DatasetResult
 from ansible_collections.zfs.replication.plugins.module_utils._replication_task import ReplicationTask
+from ansible_collections.zfs.replication.plugins.module_utils._streams import Streams
+from ansible_collections.zfs.replication.plugins.module_utils._target_changes import TargetChanges
+from ansible_collections.zfs.replication.plugins.module_utils._target_keys import TargetKeys
+from ansible_collections.zfs.replication.plugins.module_utils._transfer import Transfer
+from ansible_collections.zfs.replication.plugins.module_utils._transport import LocalHost
 from ansible_collections.zfs.replication.plugins.module_utils._zfs import LEGACY, Dataset, Listing, Snapshot, parse_version_output
 
 OPENZFS = parse_version_output("zfs-2.3.2-1\n")
 T = "q/a"
+
+
+def transfer_for(task: ReplicationTask, dst, source: Listing | None = None) -> Transfer:
+    """A run's Transfer as the run makes it for a first full stream (the target not listed: it did not exist), the
+    target a scripted host, OpenZFS on both sides, retries without waiting."""
+    def quiet(_line: str) -> None:
+        pass
+
+    streams = Streams(task, LocalHost(), dst, OPENZFS, OPENZFS, source, None, log=quiet)
+    changes = TargetChanges(dst, OPENZFS, Holds(hold_tag(task.name), streams.src, dst, quiet), quiet)
+    return Transfer(task, streams, TargetKeys(task, dst, [task.target_dataset], quiet), FirstFulls(None, task.name, quiet), changes,
+                    quiet, lambda _s: None)
 
 
 def listing(*datasets: Dataset) -> Listing:
@@ -182,10 +200,7 @@ def test_a_full_resent_into_a_target_that_appeared_late_is_read_again_and_resume
     retry sent the full again and zfs recv refused it: the run reads the target again and resumes the token."""
     task = ReplicationTask.from_params({"name": "t", "source_datasets": ["p/a"], "target_dataset": T, "transport": "local",
                                         "naming_schema": ["auto-%Y-%m-%d_%H-%M"], "retries": 3, "retry_delay": 1})
-    runner = Runner(task, sleep=lambda s: None)
-    runner.dst = ScriptedHost([Leftover(False)] * 4 + [Leftover(True, token="1-abc")])
-    runner.dst_caps = runner.src_caps = OPENZFS
-    runner.target_listing = None  # the target did not exist when the run listed it: a first full of this run
+    runner = transfer_for(task, ScriptedHost([Leftover(False)] * 4 + [Leftover(True, token="1-abc")]))
     cut = PipelineError("cut", [StageResult("ssh", "target", ["ssh"], 255, "Connection closed")])
     exists = PipelineError("refused", [StageResult("zfs recv", "target", ["zfs", "recv"], 1,
                                                    f"cannot receive new filesystem stream: destination '{T}' exists\n"
@@ -206,11 +221,11 @@ def test_a_full_resent_into_a_target_that_appeared_late_is_read_again_and_resume
     assert runner.send_with_retries(send, res).bytes == 10
     assert res.attempts == 3 and send.token == "1-abc" and res.resumed
     assert streams[0].startswith("full") and streams[1].startswith("full") and streams[2].startswith("resume")
-    assert destroyed(runner.dst) == 0
+    assert destroyed(runner.streams.dst) == 0
 
 
 def scripted_streams(outcomes: list):
-    """A stand-in for Runner.run_stream: each call raises or returns the next of OUTCOMES."""
+    """A stand-in for Transfer.run_stream: each call raises or returns the next of OUTCOMES."""
     def run_stream(send, expected=None):
         out = outcomes.pop(0)
         if isinstance(out, Exception):
@@ -224,28 +239,22 @@ def test_a_stream_that_arrived_before_its_connection_dropped_is_not_sent_again()
     the snapshot with the source's guid, and the run goes on instead of resending (refused on every retry)."""
     task = ReplicationTask.from_params({"name": "t", "source_datasets": ["p/a"], "target_dataset": T, "transport": "local",
                                         "naming_schema": ["auto-%Y-%m-%d_%H-%M"], "retries": 3, "retry_delay": 1})
-    runner = Runner(task, sleep=lambda s: None)
-    runner.source = listing(Dataset("p/a", "filesystem", snapshots=[Snapshot("p/a", "s1", "42", 1)]))
-    runner.target_listing = None
-    runner.dst_caps = runner.src_caps = OPENZFS
+    source = listing(Dataset("p/a", "filesystem", snapshots=[Snapshot("p/a", "s1", "42", 1)]))
     cut = PipelineError("cut", [StageResult("ssh", "target", ["ssh"], 255, "Connection closed")])
     for guid, arrived in (("42", True), ("7", False)):
-        runner.dst = ScriptedHost([Leftover(True, snapshots=1)], guids={f"{T}@s1": guid})
+        runner = transfer_for(task, ScriptedHost([Leftover(True, snapshots=1)], guids={f"{T}@s1": guid}), source)
         runner.run_stream = scripted_streams([cut, PipelineResult([], 1.0, 10)])
         res = DatasetResult("p/a", T, "full", None)
         out = runner.send_with_retries(full(), res)
         # Arrived: one attempt, nothing sent again. A snapshot of that name with another guid is not ours: retried.
         assert (res.attempts, out.bytes) == ((1, None) if arrived else (2, 10))
-        assert destroyed(runner.dst) == 0
+        assert destroyed(runner.streams.dst) == 0
 
 
 def test_a_refused_full_that_was_not_resent_after_a_cut_is_not_retried():
     task = ReplicationTask.from_params({"name": "t", "source_datasets": ["p/a"], "target_dataset": T, "transport": "local",
                                         "naming_schema": ["auto-%Y-%m-%d_%H-%M"], "retries": 3})
-    runner = Runner(task, sleep=lambda s: None)
-    runner.dst = ScriptedHost([Leftover(True)])
-    runner.dst_caps = runner.src_caps = OPENZFS
-    runner.target_listing = None
+    runner = transfer_for(task, ScriptedHost([Leftover(True)]))
     exists = PipelineError("refused", [StageResult("zfs recv", "target", ["zfs", "recv"], 1, f"destination '{T}' exists")])
 
     def run_stream(send, expected=None):
@@ -255,7 +264,7 @@ def test_a_refused_full_that_was_not_resent_after_a_cut_is_not_retried():
     res = DatasetResult("p/a", T, "full", None)
     with pytest.raises(PipelineError):
         runner.send_with_retries(full(), res)
-    assert res.attempts == 1 and destroyed(runner.dst) == 0
+    assert res.attempts == 1 and destroyed(runner.streams.dst) == 0
 
 
 # ---------------------------------------------------------------------------------------------------- across runs

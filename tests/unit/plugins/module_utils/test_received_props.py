@@ -7,15 +7,18 @@ in tests/reliability and on OpenZFS in tests/openzfs)."""
 from __future__ import annotations
 
 import subprocess
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from ansible_collections.zfs.replication.plugins.module_utils import _zfs as z
 from ansible_collections.zfs.replication.plugins.module_utils._planner import Send
+from ansible_collections.zfs.replication.plugins.module_utils._preflight import Preflight
 from ansible_collections.zfs.replication.plugins.module_utils._received_props import fixed_properties
-from ansible_collections.zfs.replication.plugins.module_utils._replication import Runner, TaskError
+from ansible_collections.zfs.replication.plugins.module_utils._replication import TaskError
 from ansible_collections.zfs.replication.plugins.module_utils._replication_task import ReplicationTask
+from ansible_collections.zfs.replication.plugins.module_utils._streams import Streams
 from ansible_collections.zfs.replication.plugins.module_utils._transport import LocalHost
 
 OPENZFS = z.parse_version_output("zfs-2.3.2-1\nzfs-kmod-2.3.2-1\n")
@@ -27,14 +30,28 @@ SOURCE = z.Listing("p/a", {
 })
 
 
-def runner(target_caps: z.Capabilities = OPENZFS, **params: Any) -> Runner:
-    task = ReplicationTask.from_params(dict({
+@dataclass
+class Run:
+    """What a run knows of both sides (OpenZFS on the source, TARGET_CAPS on the target, SOURCE listed), for the argv
+    builders and the checks."""
+
+    task: ReplicationTask
+    target_caps: z.Capabilities
+    src: LocalHost = field(default_factory=LocalHost)
+    dst: LocalHost = field(default_factory=LocalHost)
+
+    def streams(self) -> Streams:
+        return Streams(self.task, self.src, self.dst, OPENZFS, self.target_caps, SOURCE, None)
+
+    def preflight(self) -> Preflight:
+        return Preflight(self.task, self.src, self.dst, OPENZFS, self.target_caps, lambda _line: None)
+
+
+def runner(target_caps: z.Capabilities = OPENZFS, **params: Any) -> Run:
+    return Run(ReplicationTask.from_params(dict({
         "name": "t", "source_datasets": ["p/a"], "target_dataset": "q/a", "transport": "local",
         "naming_schema": ["auto-%Y-%m-%d_%H-%M"], "recursive": True,
-    }, **params))
-    r = Runner(task)
-    r.src_caps, r.dst_caps, r.source = OPENZFS, target_caps, SOURCE
-    return r
+    }, **params)), target_caps)
 
 
 def full(source: str = "p/a", replicate: bool = False) -> Send:

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.zfs.replication.plugins.module_utils._replication import Runner
+from ansible_collections.zfs.replication.plugins.module_utils._preflight import Preflight
 from ansible_collections.zfs.replication.plugins.module_utils._replication_task import ReplicationTask, TaskError
+from ansible_collections.zfs.replication.plugins.module_utils._transport import LocalHost
 from ansible_collections.zfs.replication.plugins.module_utils._tz import zone_name_from_probe
 from ansible_collections.zfs.replication.plugins.module_utils._zfs import parse_list_output
 
@@ -35,19 +36,19 @@ def test_the_source_zone_from_its_localtime_link_or_whole_hour_offset(link, offs
     assert zone_name_from_probe(link, offset) == want
 
 
-def runner(**params) -> Runner:
+def preflight(**params) -> Preflight:
     base = {"name": "t", "source_datasets": ["tank/src"], "target_dataset": "backup/src", "transport": "local",
             "naming_schema": ["auto-%Y-%m-%d_%H-%M"], "recursive": True}
-    return Runner(ReplicationTask.from_params({**base, **params}))
+    return Preflight(ReplicationTask.from_params({**base, **params}), LocalHost(), LocalHost(), None, None, lambda _line: None)
 
 
 def test_raw_false_with_properties_on_an_encrypted_source_is_refused_before_anything_is_sent():
     source = parse_list_output("tank/src", LISTING, COLUMNS)
     with pytest.raises(TaskError) as err:
-        runner(raw=False).preflight().encrypted_sources(source)
+        preflight(raw=False).encrypted_sources(source)
     assert "tank/src/secret is encrypted" in str(err.value) and "properties: false" in str(err.value)
     with pytest.raises(TaskError, match="replicate"):
-        runner(raw=False, replicate=True, properties=False).preflight().encrypted_sources(source)
+        preflight(raw=False, replicate=True, properties=False).encrypted_sources(source)
 
 
 @pytest.mark.parametrize("params", [
@@ -57,4 +58,4 @@ def test_raw_false_with_properties_on_an_encrypted_source_is_refused_before_anyt
     {"raw": False, "recursive": False},  # only the unencrypted root
 ])
 def test_combinations_openzfs_can_send_pass(params):
-    runner(**params).preflight().encrypted_sources(parse_list_output("tank/src", LISTING, COLUMNS))
+    preflight(**params).encrypted_sources(parse_list_output("tank/src", LISTING, COLUMNS))

@@ -1,7 +1,7 @@
 # Copyright (c) zfs.replication contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Runner.transfer: datasets in parallel, bounded, each after its parent (the scheduling logic alone)."""
+"""Transfer.run_all: datasets in parallel, bounded, each after its parent (the scheduling logic alone)."""
 from __future__ import annotations
 
 import contextlib
@@ -9,12 +9,23 @@ import threading
 
 import pytest
 
+from ansible_collections.zfs.replication.plugins.module_utils._first_full import FirstFulls
+from ansible_collections.zfs.replication.plugins.module_utils._holds import Holds, hold_tag
 from ansible_collections.zfs.replication.plugins.module_utils._planner import DatasetPlan, Send
-from ansible_collections.zfs.replication.plugins.module_utils._replication import DatasetResult, Runner
+from ansible_collections.zfs.replication.plugins.module_utils._replication import DatasetResult
 from ansible_collections.zfs.replication.plugins.module_utils._replication_task import ReplicationTask, TaskError
+from ansible_collections.zfs.replication.plugins.module_utils._streams import Streams
+from ansible_collections.zfs.replication.plugins.module_utils._target_changes import TargetChanges
+from ansible_collections.zfs.replication.plugins.module_utils._target_keys import TargetKeys
+from ansible_collections.zfs.replication.plugins.module_utils._transfer import Transfer
+from ansible_collections.zfs.replication.plugins.module_utils._transport import LocalHost
 
 
-class TimedRunner(Runner):
+def quiet(_line: str) -> None:
+    pass
+
+
+class TimedTransfer(Transfer):
     """execute_dataset fails for the names in `fail` and records, in one sequence, when each dataset started and
     ended (counted events, not clock readings). The first `meet` datasets to start wait for each other at a
     barrier: they can only all get through if the runner really runs that many at once."""
@@ -24,7 +35,10 @@ class TimedRunner(Runner):
             dict({"name": "t", "source_datasets": ["p/a"], "target_dataset": "q/a", "transport": "local",
                   "naming_schema": ["auto-%Y-%m-%d_%H-%M"], "parallel_transfers": parallel}, **extra)
         )
-        super().__init__(task)
+        host = LocalHost()
+        super().__init__(task, Streams(task, host, host, None, None, None, None), TargetKeys(task, host, [task.target_dataset], quiet),
+                         FirstFulls(None, task.name, quiet), TargetChanges(host, None, Holds(hold_tag(task.name), host, host, quiet), quiet),
+                         quiet, lambda _s: None)
         self.fail = fail
         self.events: list[tuple[str, str]] = []
         self.running = 0
@@ -76,10 +90,10 @@ TREE = {"p/a": "incremental", **{f"p/a/c{i}": "incremental" for i in range(8)}, 
 
 
 def test_children_start_after_their_parent_and_siblings_overlap_up_to_the_bound():
-    r = TimedRunner(parallel=4, meet=4)
+    r = TimedTransfer(parallel=4, meet=4)
     plans, results = work(TREE)
     errors: list[str] = []
-    done = r.transfer(plans, results, errors)
+    done = r.run_all(plans, results, errors)
     assert [d.source for d in done] == list(TREE) and errors == []
     for child in TREE:
         parent = child.rsplit("/", 1)[0]
@@ -89,9 +103,9 @@ def test_children_start_after_their_parent_and_siblings_overlap_up_to_the_bound(
 
 
 def test_one_at_a_time_runs_in_plan_order():
-    r = TimedRunner(parallel=1)
+    r = TimedTransfer(parallel=1)
     plans, results = work(TREE)
-    r.transfer(plans, results, [])
+    r.run_all(plans, results, [])
     assert r.started() == list(TREE) and r.most == 1
     assert r.events == [(kind, ds) for ds in TREE for kind in ("start", "end")]  # each ends before the next starts
 
@@ -99,10 +113,10 @@ def test_one_at_a_time_runs_in_plan_order():
 def test_a_failed_first_transfer_skips_everything_below_it_and_a_failed_incremental_skips_nothing():
     tree = {"p/a": "incremental", "p/a/new": "full", "p/a/new/x": "full", "p/a/new/x/y": "full", "p/a/old": "incremental",
             "p/a/old/z": "incremental", "p/a/ok": "incremental"}
-    r = TimedRunner(parallel=3, fail={"p/a/new", "p/a/old"})
+    r = TimedTransfer(parallel=3, fail={"p/a/new", "p/a/old"})
     plans, results = work(tree)
     errors: list[str] = []
-    done = r.transfer(plans, results, errors)
+    done = r.run_all(plans, results, errors)
     assert [d.source for d in done] == ["p/a", "p/a/old/z", "p/a/ok"]
     assert set(r.started()) == {"p/a", "p/a/new", "p/a/old", "p/a/old/z", "p/a/ok"}  # the lost subtree never ran
     assert results["q/a/new/x"].error == "p/a/new/x: skipped because a parent failed"
@@ -112,7 +126,7 @@ def test_a_failed_first_transfer_skips_everything_below_it_and_a_failed_incremen
 
 
 def test_an_unexpected_error_in_a_transfer_is_the_runs_error():
-    class Boom(TimedRunner):
+    class Boom(TimedTransfer):
         def execute_dataset(self, dplan, res, errors):  # type: ignore[no-untyped-def,override]
             if dplan.source == "p/a/c3":
                 raise RuntimeError("unexpected")
@@ -120,14 +134,14 @@ def test_an_unexpected_error_in_a_transfer_is_the_runs_error():
 
     plans, results = work(TREE)
     with pytest.raises(RuntimeError, match="unexpected"):
-        Boom(parallel=4).transfer(plans, results, [])
+        Boom(parallel=4).run_all(plans, results, [])
 
 
 def test_netcat_goes_one_at_a_time_and_the_bound_is_validated():
-    r = TimedRunner(parallel=4)
+    r = TimedTransfer(parallel=4)
     assert r.workers == 4
     r.task.transport = "ssh+netcat"
     assert r.workers == 1
     for bad in (0, 9):
         with pytest.raises(TaskError, match=f"parallel_transfers {bad}: use 1 .* to 8"):
-            TimedRunner(parallel=bad)
+            TimedTransfer(parallel=bad)
