@@ -29,7 +29,7 @@ def mount_received(task: ReplicationTask, dst: Host, the_plan: Plan, results: di
             name = name.rsplit("/", 1)[0]
             names.add(name)
     proc = dst.run(["zfs", "get", "-H", "-o", "name,property,value,source", "type,mounted,canmount,mountpoint", *sorted(names)],
-                        check=False)
+                   check=False)
     props: dict[str, dict[str, tuple[str, str]]] = {}
     for line in proc.stdout.splitlines():
         cols = line.split("\t")
@@ -60,4 +60,4 @@ def mount_received(task: ReplicationTask, dst: Host, the_plan: Plan, results: di
             continue
         out = dst.run(["zfs", "mount", *(["-o", ",".join(opts)] if opts else []), target], check=False)
         log(f"mount {target} at {mountpoint}{' (' + ','.join(opts) + ')' if opts else ''}: "
-                 + ("ok" if out.returncode == 0 else out.stderr.strip()))
+            + ("ok" if out.returncode == 0 else out.stderr.strip()))

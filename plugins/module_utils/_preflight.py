@@ -24,6 +24,7 @@ def netcat_sender_listens(task: ReplicationTask) -> bool:
     remote_listens = netcat.listener_is_remote(task.direction, nc.active_side)
     return remote_listens == (task.direction == "pull")  # the sender is the remote host in pull mode
 
+
 @dataclass(frozen=True)
 class Preflight:
     task: ReplicationTask
