@@ -14,8 +14,10 @@ description:
     each one snapshot task per naming schema that only prunes (C(take_snapshots=false)) the push's C(target_dataset)
     tree, with the push's lifetimes (the longest of them all for every snapshot), schedule and time zone.
   - Held snapshots and the newest snapshot of each dataset are kept, as by every snapshot task.
-  - The declarations are planned with the same validation as on their own host (P(zfs.replication.scheduler#role));
-    one that is invalid fails here too, naming the host, so a target never drops a pruning task silently.
+  - The declarations are planned with the same validation as on their own host (P(zfs.replication.scheduler#role)).
+    One that is invalid is left out here: its own host fails on it, naming the field, and one host's mistake does not
+    stop the others. A target then has no pruning task for that host's pushes until it is fixed, which keeps
+    snapshots longer, never shorter.
 author:
   - zfs.replication contributors
 options:
@@ -71,9 +73,8 @@ def target_pruning_tasks(declarations: Any, address: str, port: Any = 22) -> lis
             entries = scheduler_tasks(decl.get("snapshot_tasks") or [], replication_tasks=decl.get("replication_tasks") or [],
                                       snapshot_defaults=decl.get("snapshot_defaults") or {},
                                       replication_defaults=decl.get("replication_defaults") or {}, secrets=False)
-        except AnsibleFilterError as exc:
-            raise AnsibleFilterError(f"the declaration of host {source} is invalid ({exc}), so the append-only pushes it "
-                                     "may make to this host are unknown: fix it there") from None
+        except AnsibleFilterError:
+            continue  # its own host fails on it; leaving it out here only keeps snapshots longer
         for entry in entries:
             params = entry["config"]["params"]
             ssh = params.get("ssh") or {}

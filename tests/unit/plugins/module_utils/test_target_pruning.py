@@ -10,7 +10,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
-from ansible.errors import AnsibleFilterError
 
 from ansible_collections.zfs.replication.plugins.filter.target_pruning_tasks import target_pruning_tasks
 from ansible_collections.zfs.replication.plugins.module_utils import _snapshot_task as st
@@ -95,6 +94,7 @@ def test_the_filter_picks_the_pushes_that_reach_this_host():
     assert target_pruning_tasks(decls, address="192.0.2.99") == []
 
 
-def test_an_invalid_declaration_elsewhere_fails_naming_its_host():
-    with pytest.raises(AnsibleFilterError, match="the declaration of host fileserver is invalid"):
-        target_pruning_tasks([declaration("fileserver", push(retention_policy="source"))], address="192.0.2.20")
+def test_an_invalid_declaration_elsewhere_is_left_out_and_the_others_still_count():
+    """Its own host fails on it (naming the field); here it only means no pruning task for it, which keeps snapshots."""
+    decls = [declaration("fileserver", push(retention_policy="source")), declaration("db", push(name="db"))]
+    assert [t["name"] for t in target_pruning_tasks(decls, address="192.0.2.20")] == ["db-db-prune"]
