@@ -15,7 +15,7 @@ description:
     tree, with the push's lifetimes (the longest of them all for every snapshot), schedule and time zone.
   - Held snapshots and the newest snapshot of each dataset are kept, as by every snapshot task.
   - The declarations are planned with the same validation as on their own host (P(zfs.replication.scheduler#role)).
-    One that is invalid is left out here: its own host fails on it, naming the field, and one host's mistake does not
+    One that is invalid is left out here; its own host fails on it, naming the field, and one host's mistake does not
     stop the others. A target then has no pruning task for that host's pushes until it is fixed, which keeps
     snapshots longer, never shorter.
 author:
