@@ -32,9 +32,9 @@ import sys
 import time
 from collections.abc import Sequence
 
+from ._receiver_protocol import PIPELINE, WHICH
+
 REFUSED = 126
-WHICH = "zfs-replication-which"
-PIPELINE = "zfs-replication-pipeline"
 # What may stand before zfs recv in a receive pipeline: the engine's buffer, counter and decompressors
 # (_replication_task.COMPRESSORS' second argv of each tool; a unit test keeps the two the same).
 DECOMPRESSORS = (

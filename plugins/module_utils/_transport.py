@@ -24,7 +24,7 @@ from typing import Any, Callable, TypeVar
 
 from ._allow import hint as allow_hint
 from ._log import command_started, show, trace_line
-from ._receiver import PIPELINE, WHICH
+from ._receiver_protocol import PIPELINE, WHICH
 
 # OpenSSH's "fast" choice: AES-GCM runs at line rate on CPUs with AES-NI.
 FAST_CIPHER = "aes128-gcm@openssh.com"
