@@ -63,8 +63,9 @@ from ansible_collections.zfs.replication.plugins.module_utils._replication_task 
 from ansible_collections.zfs.replication.plugins.module_utils._target_pruning import derive
 
 
-def target_pruning_tasks(declarations: Any, address: str, port: Any = 22) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
+def incoming_append_only(declarations: Any, address: str, port: Any = 22) -> list[tuple[str, ReplicationTask]]:
+    """(source host, validated task) of every append-only push in DECLARATIONS that reaches ADDRESS:PORT."""
+    out: list[tuple[str, ReplicationTask]] = []
     for decl in declarations or []:
         if not isinstance(decl, Mapping):
             raise AnsibleFilterError("target_pruning_tasks: each declaration must be a dict")
@@ -82,11 +83,14 @@ def target_pruning_tasks(declarations: Any, address: str, port: Any = 22) -> lis
                     or str(ssh.get("host")) != str(address) or int(ssh.get("port") or 22) != int(port)):
                 continue
             try:
-                task = ReplicationTask.from_params(params)
+                out.append((source, ReplicationTask.from_params(params)))
             except TaskError as exc:  # pragma: no cover - scheduler_tasks validated it already
                 raise AnsibleFilterError(f"replication task {entry['name']!r} of host {source}: {exc}") from None
-            out.extend(derive(task, source))
     return out
+
+
+def target_pruning_tasks(declarations: Any, address: str, port: Any = 22) -> list[dict[str, Any]]:
+    return [params for source, task in incoming_append_only(declarations, address, port) for params in derive(task, source)]
 
 
 class FilterModule:

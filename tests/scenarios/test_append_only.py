@@ -72,9 +72,11 @@ def by_hand_all(backend, key: RestrictedKey, attempts: list[tuple[str | None, st
     return results
 
 
-def hostile(root: str, dst: str, snapshot: str) -> list[str]:
-    """What a source's owner could try with the key."""
-    return [
+def hostile(root: str, dst: str, snapshot: str, every: bool = True) -> list[str]:
+    """What a source's owner could try with the key. Not EVERY: one of each kind (destroy, rollback, recv -F, outside
+    the root, a path traversal, a mountpoint, a shell, smuggling with ; $() newline and quotes): the receiver's
+    checks do not depend on the ZFS under it, each attempt costs a few seconds on the emulated guest."""
+    attempts = [
         f"zfs destroy -r {dst}",
         f"zfs destroy {snapshot}",
         f"zfs rollback -r {dst}@{SCHEMA_SNAP.format(10)}",
@@ -94,6 +96,8 @@ def hostile(root: str, dst: str, snapshot: str) -> list[str]:
         f"zfs release zfs.replication:another-task {snapshot}",
         "cat /etc/shadow",
     ]
+    kinds = {0, 2, 3, 4, 5, 6, 10, 11, 13, 14, 15}  # destroy, rollback, recv -F, outside, .., mountpoint, sh, ;, $(), quotes, newline
+    return attempts if every else [a for i, a in enumerate(attempts) if i in kinds]
 
 
 def test_append_only_push_works_and_the_key_can_do_nothing_else(backend):
@@ -130,7 +134,7 @@ def test_append_only_push_works_and_the_key_can_do_nothing_else(backend):
 
         before = (backend.snapshots_with_guids(root), backend.datasets_under(backend.dst_pool))
         snapshot = f"{dst}@{SCHEMA_SNAP.format(11)}"
-        attempts = hostile(root, dst, snapshot)
+        attempts = hostile(root, dst, snapshot, every=backend.name == "zfs-fuse")
         stream = f"zfs send {shlex.quote(src + '@' + SCHEMA_SNAP.format(10))} |"
         # Each hostile command, a login without a command, and a real stream with recv -F (refused before it is read).
         answers = by_hand_all(backend, key, [(c, "") for c in attempts] + [(None, ""), (f"zfs recv -u -F {dst}", stream)])
