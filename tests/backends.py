@@ -1,7 +1,10 @@
 # Copyright (c) zfs.replication contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""One scenario, two ZFS backends: OpenZFS 2.x (the qemu guest: what users run) and zfs-fuse (the legacy command line).
+"""One scenario, two ZFS backends: OpenZFS 2.x (what users run) and zfs-fuse (the legacy command line).
+
+OpenZFS is this host's own when it runs OpenZFS (the `zfs` module loaded: tests/sandbox.py's pools on image files),
+otherwise the qemu guest's; zfs-fuse is this host's (it cannot be installed beside OpenZFS).
 
 A scenario takes the `backend` fixture (tests/scenarios/conftest.py) and talks only to it:
 
@@ -227,17 +230,20 @@ class Backend:
         raise NotImplementedError
 
 
-class FuseBackend(Backend):
-    """zfs-fuse on this host (tests/sandbox.py): pools zrs*src / zrs*dst, the sandbox's sshd on 127.0.0.1."""
+class LocalBackend(Backend):
+    """The ZFS of this host (tests/sandbox.py): zfs-fuse, or the host's own OpenZFS when it runs it (then this is the
+    `openzfs` backend and no guest is booted); pools zrs*src / zrs*dst, the sandbox's sshd on 127.0.0.1."""
 
     def __init__(self, sandbox: Any) -> None:
-        super().__init__('zfs-fuse', sandbox.src_pool, sandbox.dst_pool, LEGACY_CAPS)
+        native = sandbox.zfs == 'openzfs'
+        super().__init__('openzfs' if native else 'zfs-fuse', sandbox.src_pool, sandbox.dst_pool,
+                         OPENZFS_CAPS if native else LEGACY_CAPS)
         self.sandbox = sandbox
 
     def sh(self, script: str, timeout: float = 300) -> str:
         proc = subprocess.run(['sh', '-ec', script], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
         if proc.returncode != 0:
-            raise helpers.CommandError(f'zfs-fuse host: {script} exited {proc.returncode}: {proc.stderr.strip()}')
+            raise helpers.CommandError(f'{self.name} (this host): {script} exited {proc.returncode}: {proc.stderr.strip()}')
         return proc.stdout
 
     def _drive(self, request: str, env: dict[str, str], timeout: float) -> EngineRun:

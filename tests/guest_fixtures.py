@@ -14,11 +14,14 @@ them), so the OpenZFS tier and the two-backend scenarios share one booted guest.
 
 from __future__ import annotations
 
+import base64
 import inspect
+import io
 import json
 import os
 import secrets
 import sys
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,6 +120,24 @@ class Guest:
 
     def tag(self) -> str:
         return secrets.token_hex(3)
+
+    def pools_state(self) -> tuple[str, str]:
+        """Every dataset and snapshot of the guest's own pools (zra, zrb: a user's pools on an OpenZFS host) with its
+        guid, and the pools' command history (every command that changed them). Space figures are left out: an
+        earlier test's destroy still frees space asynchronously."""
+        self.zpool('sync', *POOLS)
+        state = self.zfs('get', '-H', '-p', '-r', '-t', 'all', '-o', 'name,value', 'guid', *POOLS)
+        return state, self.zpool('history', *POOLS)
+
+    def copy_in(self, files: dict[str, Path], directory: str, timeout: float = 600) -> None:
+        """FILES ({name in DIRECTORY: host path}) into DIRECTORY in the guest, replacing it: one tar over the shared
+        connection."""
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode='w:gz') as tar:
+            for name, path in sorted(files.items()):
+                tar.add(path, arcname=name, recursive=False)
+        self.run('sh', '-ec', f'rm -rf {directory} && mkdir -p {directory} && base64 -d | tar -xz -C {directory}',
+                 input=base64.b64encode(buf.getvalue()).decode(), timeout=timeout)
 
     def destroy(self, *datasets: str) -> None:
         """`zfs destroy -r` each of DATASETS that exists, after releasing every hold on its snapshots."""

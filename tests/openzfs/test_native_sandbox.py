@@ -18,20 +18,12 @@ from pathlib import Path
 TESTS = Path(__file__).resolve().parents[1]
 
 
-def user_pools(guest) -> tuple[str, str]:
-    """Every dataset and snapshot of the host's pools with its guid, and the pools' command history (every command
-    that changed them). Space figures are left out: an earlier test's destroy still frees space asynchronously."""
-    guest.zpool('sync', 'zra', 'zrb')
-    state = guest.zfs('get', '-H', '-p', '-r', '-t', 'all', '-o', 'name,value', 'guid', 'zra', 'zrb')
-    return state, guest.zpool('history', 'zra', 'zrb')
-
-
 def test_sandbox_uses_the_hosts_openzfs_and_leaves_its_pools_alone(guest):
     work = f'/root/zr-native-{guest.tag()}'
     guest.sh(f'mkdir -p {work}')
     for name in ('sandbox.py', 'collection_deps.py'):
         guest.run('sh', '-c', f'cat > {work}/{name}', input=(TESTS / name).read_text())
-    before = user_pools(guest)
+    before = guest.pools_state()
 
     sb = f'{work}/sb'
     desc = json.loads(guest.run('python3', f'{work}/sandbox.py', 'up', '--dir', sb, timeout=600))
@@ -57,5 +49,5 @@ def test_sandbox_uses_the_hosts_openzfs_and_leaves_its_pools_alone(guest):
     pools = guest.zpool('list', '-H', '-o', 'name').split()
     assert src not in pools and dst not in pools, pools
     assert guest.sh(f'ls {sb} 2>/dev/null || true').strip() == ''  # images, keys, state: all gone
-    assert user_pools(guest) == before  # the host's pools: nothing read into them changed, nothing written
+    assert guest.pools_state() == before  # the host's pools: nothing read into them changed, nothing written
     guest.sh(f'rm -rf {work}')

@@ -65,7 +65,7 @@ RECIPE = {
     'suite': 'bookworm',
     'variant': 'minbase',
     'components': 'main,contrib',
-    'base_packages': ['initramfs-tools', 'systemd-sysv', 'udev', 'openssh-server', 'iproute2', 'python3', 'sudo',
+    'base_packages': ['initramfs-tools', 'systemd-sysv', 'udev', 'openssh-server', 'iproute2', 'python3', 'python3-venv', 'sudo',
                       'pv', 'kmod', 'procps', 'netcat-openbsd', 'mbuffer', 'lz4', 'zstd', 'pigz', 'xz-utils',
                       'plzip'],
     'zfs_packages': ['zfs-dkms', 'zfsutils-linux'],

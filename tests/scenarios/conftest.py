@@ -1,10 +1,14 @@
 # Copyright (c) zfs.replication contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Scenarios written once, run on each backend (tests/backends.py): `openzfs` (the OpenZFS 2.x guest, what users
-run) and `zfs-fuse` (the legacy command line). ZR_BACKENDS=zfs-fuse (or openzfs) narrows a local loop; scripts/test
-runs both, one lane each. A scenario that is meaningless on a backend says why through backend.require(capability,
-why)."""
+"""Scenarios written once, run on each backend (tests/backends.py): `openzfs` (OpenZFS 2.x, what users run: the
+guest's, or this host's own when it runs OpenZFS) and `zfs-fuse` (the legacy command line). ZR_BACKENDS=zfs-fuse (or
+openzfs) narrows a local loop; scripts/test runs both, one lane each. A scenario that is meaningless on a backend
+says why through backend.require(capability, why).
+
+On a host that runs OpenZFS there is no zfs-fuse (the two cannot be installed together): every scenario runs on the
+host's OpenZFS, those marked for zfs-fuse only too (their marker spares the emulated guest, which a native host does
+not boot)."""
 from __future__ import annotations
 
 import os
@@ -12,16 +16,24 @@ from collections.abc import Iterator
 
 import pytest
 
-from backends import Backend, FuseBackend, GuestBackend
+import sandbox as sandbox_mod
+from backends import Backend, GuestBackend, LocalBackend
 
 ALL = ('openzfs', 'zfs-fuse')
 
 
+NATIVE = sandbox_mod.native_openzfs()
+
+
 def selected() -> list[str]:
-    wanted = [b.strip() for b in os.environ.get('ZR_BACKENDS', ','.join(ALL)).split(',') if b.strip()]
+    default = 'openzfs' if NATIVE else ','.join(ALL)
+    wanted = [b.strip() for b in os.environ.get('ZR_BACKENDS', default).split(',') if b.strip()]
     unknown = sorted(set(wanted) - set(ALL))
     if unknown:
         raise pytest.UsageError(f'ZR_BACKENDS: unknown backend(s) {", ".join(unknown)}: use {", ".join(ALL)}')
+    if NATIVE and 'zfs-fuse' in wanted:
+        raise pytest.UsageError('ZR_BACKENDS: zfs-fuse cannot run on this host, which runs OpenZFS (zfs-fuse and '
+                                'zfsutils-linux conflict): use ZR_BACKENDS=openzfs here, and zfs-fuse on a machine without ZFS')
     return wanted
 
 
@@ -40,7 +52,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         # planner's selection, the pipeline's tools) runs on zfs-fuse only, and the marker says why.
         if not only.kwargs.get('reason'):
             raise pytest.UsageError(f'{metafunc.definition.nodeid}: @pytest.mark.backends needs a reason')
-        names = [n for n in names if n in only.args]
+        names = [n for n in names if n in only.args or (NATIVE and n == 'openzfs')]  # native: cheap, and no zfs-fuse
     metafunc.parametrize('backend_name', names, scope='session')
 
 
@@ -68,13 +80,14 @@ def _guest_backend(request: pytest.FixtureRequest) -> GuestBackend:
 
 
 @pytest.fixture(scope='session')
-def _fuse_backend(request: pytest.FixtureRequest) -> FuseBackend:
-    return FuseBackend(request.getfixturevalue('sandbox'))
+def _local_backend(request: pytest.FixtureRequest) -> LocalBackend:
+    return LocalBackend(request.getfixturevalue('sandbox'))
 
 
 @pytest.fixture
 def backend(backend_name: str, request: pytest.FixtureRequest) -> Iterator[Backend]:
-    b = request.getfixturevalue('_guest_backend' if backend_name == 'openzfs' else '_fuse_backend')
+    b = request.getfixturevalue('_guest_backend' if backend_name == 'openzfs' and not NATIVE else '_local_backend')
+    assert b.name == backend_name, (b.name, backend_name)
     try:
         yield b
     finally:
