@@ -23,15 +23,12 @@ tests/openzfs and tests/systemd.
 """
 from __future__ import annotations
 
-import base64
 import contextlib
-import io
 import json
 import secrets
 import shlex
 import subprocess
 import sys
-import tarfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -282,15 +279,10 @@ class GuestBackend(Backend):
     def install(self) -> None:
         """The engine as the role installs it (a package of plugins/module_utils) plus the driver, and a key that lets
         the guest reach its own sshd on loopback with the host key checked. Once per session."""
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode='w:gz') as tar:
-            for path in sorted((REPO_ROOT / 'plugins' / 'module_utils').glob('*.py')):
-                tar.add(path, arcname=f'zfs_replication_engine/{path.name}')
-            tar.add(DRIVER, arcname='scenario_driver.py')
-        payload = base64.b64encode(buf.getvalue()).decode()
-        self.guest.run('sh', '-ec', f'rm -rf {GUEST_ENGINE_DIR} && mkdir -p {GUEST_ENGINE_DIR} && base64 -d | tar -xz -C {GUEST_ENGINE_DIR} '
-                       f'&& touch {GUEST_ENGINE_DIR}/zfs_replication_engine/__init__.py', input=payload)
+        files = {f'zfs_replication_engine/{path.name}': path for path in (REPO_ROOT / 'plugins' / 'module_utils').glob('*.py')}
+        self.guest.copy_in({**files, 'scenario_driver.py': DRIVER}, GUEST_ENGINE_DIR)
         self.sh(f'''
+            touch {GUEST_ENGINE_DIR}/zfs_replication_engine/__init__.py
             mkdir -p -m 700 /root/.ssh
             [ -f {GUEST_LOOP_KEY} ] || ssh-keygen -q -t ed25519 -N '' -f {GUEST_LOOP_KEY}
             grep -qF "$(cut -d' ' -f2 {GUEST_LOOP_KEY}.pub)" /root/.ssh/authorized_keys 2>/dev/null || cat {GUEST_LOOP_KEY}.pub >> /root/.ssh/authorized_keys
