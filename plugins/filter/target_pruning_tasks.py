@@ -68,7 +68,7 @@ def incoming_append_only(declarations: Any, address: str, port: Any = 22) -> lis
     out: list[tuple[str, ReplicationTask]] = []
     for decl in declarations or []:
         if not isinstance(decl, Mapping):
-            raise AnsibleFilterError("target_pruning_tasks: each declaration must be a dict")
+            raise AnsibleFilterError("the inventory's declarations: each must be a dict (playbooks/tasks/declared.yml builds them)")
         source = str(decl.get("source"))
         try:
             entries = scheduler_tasks(decl.get("snapshot_tasks") or [], replication_tasks=decl.get("replication_tasks") or [],
