@@ -310,10 +310,11 @@ class Bench:
             if self.zfs('list', target, check=False).returncode != 0:
                 self.seed(root, target)
                 if tool in ('ours', 'ours-serial'):
-                    # what our own first (full) run leaves on each received filesystem: canmount=noauto
-                    # (recv -o on OpenZFS, zfs set here); without it the first incremental run would set it
+                    # what our own first (full) run leaves on each received filesystem: canmount=noauto, setuid=off,
+                    # devices=off (recv -o on OpenZFS, zfs set here); without them the first incremental run sets them
                     for ds in self.zfs('list', '-H', '-o', 'name', '-r', '-t', 'filesystem', target).stdout.split():
-                        self.zfs('set', 'canmount=noauto', ds)
+                        for prop in ('canmount=noauto', 'setuid=off', 'devices=off'):  # zfs-fuse: one per zfs set
+                            self.zfs('set', prop, ds)
             if tool == 'zfs-autobackup':
                 self.zfs('set', f'autobackup:{tree}=true', root)
             self.timed(self.cmd(tool, root, target, 'local'), f'warm-up {tool} {tree}')
@@ -330,16 +331,19 @@ class Bench:
             say(f'  no-op {tree} {via:5s} {"floor":15s} {out[via]["floor"]["time"]:7.2f} s')
         return out
 
-    def case_catchup(self, tree, tools, via):
+    def case_catchup(self, tree, tools, via, reps):
+        """REPS rounds: 5 new snapshots on every dataset, then each tool catches its own target up (median per tool)."""
         root = f'{self.S}/{tree}'
-        for _i in range(5):
-            self.snap(root)
-        out = {}
-        for tool in tools:
-            dt, calls, _rss, _p = self.timed(self.cmd(tool, root, self.target_for(tool, tree), via), f'catch-up {tool}')
-            out[tool] = {'time': dt, 'calls': calls}
-            say(f'  catch-up {tree} {via} {tool:15s} {dt:7.2f} s  zfs calls {calls}')
-        return out
+        runs: dict = {tool: [] for tool in tools}
+        for rnd in range(reps):
+            for _i in range(5):
+                self.snap(root)
+            for tool in tools:
+                dt, calls, _rss, _p = self.timed(self.cmd(tool, root, self.target_for(tool, tree), via), f'catch-up {tool}')
+                runs[tool].append((dt, calls))
+                say(f'  catch-up {tree} {via} round {rnd + 1}/{reps} {tool:15s} {dt:7.2f} s  zfs calls {calls}')
+        return {tool: {'time': statistics.median(t for t, _c in r), 'times': [round(t, 2) for t, _c in r], 'calls': r[-1][1]}
+                for tool, r in runs.items()}
 
     def write_data(self, ds, mb, kind, tag):
         mnt = self.zfs('get', '-H', '-o', 'value', 'mountpoint', ds).stdout.strip()
@@ -533,6 +537,7 @@ def main():
     ap.add_argument('--snapshots', type=int, default=20)
     ap.add_argument('--reps', type=int, default=3)
     ap.add_argument('--peer-reps', type=int, default=3, help='repetitions for the peers (slow: 20-120 s per no-op)')
+    ap.add_argument('--catchup-reps', type=int, default=3, help='catch-up rounds (5 new snapshots each); medians')
     ap.add_argument('--data-mb', type=int, default=500)
     ap.add_argument('--progress-interval', type=int, default=1,
                     help="our task's progress_interval in the data case (default 1 s: progress read and logged every second)")
@@ -601,7 +606,7 @@ def main():
         res['case_seconds']['setup'] = round(time.monotonic() - t, 1)
         case('noop', lambda: bench.case_noop(tree, tools, ['local', 'ssh'], args.reps))
         case('wan', lambda: bench.case_noop(tree, ['ours', *peers], ['wan'], args.reps)['wan'])
-        case('catchup', lambda: bench.case_catchup(tree, ['ours', 'ours-serial', *peers], 'local'))
+        case('catchup', lambda: bench.case_catchup(tree, ['ours', 'ours-serial', *peers], 'local', args.catchup_reps))
         case('growth', growth)
         case('data', lambda: bench.case_data(args.data_mb, args.reps))
     finally:

@@ -12,6 +12,7 @@ unheld, which the next run repairs (:meth:`Holds.need_repair`). Removing a task 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -39,9 +40,13 @@ class Holds:
     def move(self, moved: Sequence[DatasetPlan], source: Listing | None, target: Listing | None) -> None:
         """Hold the new newest common snapshot of every dataset that received something, on both sides, and release
         the previous one: one zfs hold and one zfs release per side for the whole run (per snapshot only when the
-        batch fails, e.g. a snapshot that already carries the tag). ``source``/``target``: the listings planned on."""
+        batch fails, e.g. a snapshot that already carries the tag). ``source``/``target``: the listings planned on.
+
+        The two sides' holds run at once, then, only when both succeeded, their releases: a side that cannot take the
+        new hold leaves both old bases held, so the chain keeps a held common snapshot on each side."""
         if not moved:
             return
+        sides = []
         for host, side, listing in ((self.src, "source", source), (self.dst, "target", target)):
             news = [f"{d.source if side == 'source' else d.target}@{newest_common(d)}" for d in moved]
             # Release the task's hold on every other snapshot that carries a hold, not only the planned base: a
@@ -54,9 +59,15 @@ class Holds:
                 if d.base:
                     stale.add(d.base)
                 olds += [f"{ds}@{n}" for n in sorted(stale - {newest_common(d)})]
-            self.batch(host, "hold", news, strict=True)
+            sides.append((host, news, olds))
+        with ThreadPoolExecutor(max_workers=2) as pool:  # two hosts (or two pools): one round trip each, at once
+            holds = [pool.submit(self.batch, host, "hold", news, True) for host, news, _olds in sides]
+            for future in holds:
+                future.result()  # the source's error first, as in sequence
             # An old base may carry no hold of ours (older runs, released by hand): nothing to release then.
-            self.batch(host, "release", olds, strict=False)
+            releases = [pool.submit(self.batch, host, "release", olds, False) for host, _news, olds in sides]
+            for future in releases:
+                future.result()
         self.log(f"  hold {self.tag} moved to the new base of {len(moved)} dataset(s) on both sides")
 
     @staticmethod
