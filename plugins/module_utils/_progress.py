@@ -66,14 +66,16 @@ class StreamProgress:
     """The progress of one stream. Call it with pv's running byte count; ``end()`` when the stream is over.
 
     ``expected`` is the stream's size as ``zfs send -nP`` estimated it (None when the command line cannot tell), so
-    percent and ETA are estimates too; the rate is over the last interval, the ETA uses it.
+    percent and ETA are estimates too; the rate is over the last interval, the ETA uses it. It may be a callable that
+    makes the estimate: it is called once, at the first progress line, so a stream that ends sooner never asks.
     """
 
-    def __init__(self, target: str, snapshot: str, expected: int | None, log: Callable[[str], None],
+    def __init__(self, target: str, snapshot: str, expected: int | None | Callable[[], int | None], log: Callable[[str], None],
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.target = target
         self.snapshot = snapshot
-        self.expected = expected
+        self._ask = expected if callable(expected) else None
+        self.expected = None if callable(expected) else expected
         self.log = log
         self.clock = clock
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -81,6 +83,8 @@ class StreamProgress:
         self._last_bytes = 0
 
     def __call__(self, nbytes: int) -> None:
+        if self._ask is not None:
+            self.expected, self._ask = self._ask(), None
         now = self.clock()
         span = now - self._last_t
         rate = (nbytes - self._last_bytes) / span if span > 0 else None

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional, Union
 
 from . import _netcat as netcat
 from ._executor import PipelineResult, Stage, Watch, remote_stage, run_pipeline
@@ -26,6 +26,9 @@ from ._zfs import Capabilities, Listing, zfs_values
 
 # What a received filesystem gets instead of the source's values: no mount at boot or on zfs mount -a, no setuid
 # programs or device nodes honoured (unless the task's properties_override asks for them).
+# A stream's expected size for its progress lines: known, unknown (None), or asked for when the first line is due.
+Expected = Union[int, None, Callable[[], Optional[int]]]
+
 SAFE_VALUES = (("canmount", "noauto"), ("setuid", "off"), ("devices", "off"))
 
 
@@ -205,8 +208,9 @@ class Streams:
         return size if size > 0 else None
 
     # -- running a stream -----------------------------------------------------------------------------------------
-    def run(self, send: Send, expected: int | None = None) -> PipelineResult:
-        """One attempt at SEND; EXPECTED is its estimated size, for the progress lines (progress_interval)."""
+    def run(self, send: Send, expected: Expected = None) -> PipelineResult:
+        """One attempt at SEND; EXPECTED is its estimated size for the progress lines (progress_interval), or what
+        gives it when the first line is due (_transfer.Estimate)."""
         sender, counter = self.sender_parts(send)
         receiver = self.receiver_parts(send)
         where = {"ssh": "ssh", "ssh+netcat": "nc", "local": ""}[self.task.transport]

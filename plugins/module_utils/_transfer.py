@@ -22,7 +22,7 @@ from ._planner import DatasetPlan, Send
 from ._received_props import LocalProps, ReceivedProps
 from ._replication_task import ReplicationTask
 from ._results import DatasetResult
-from ._streams import Streams
+from ._streams import Expected, Streams
 from ._target_changes import TargetChanges
 from ._target_keys import TargetKeys
 from ._transport import TransportError
@@ -67,6 +67,33 @@ def nearest_ancestor(name: str, known: dict[str, Any]) -> str | None:
     return None
 
 
+class Estimate:
+    """A stream's expected size, asked for only when its first progress line needs it: a stream that ends within
+    ``progress_interval`` (a catch-up's small incrementals) costs no ``zfs send -nP`` (or ``zfs get``) for it. The
+    estimate is made once per stream, logged, and added to the dataset's ``estimated_bytes``; one that cannot be made
+    leaves the progress lines without a size."""
+
+    def __init__(self, streams: Streams, send: Send, res: DatasetResult, log: Callable[[str], None]) -> None:
+        self.streams, self.send, self.res, self.log = streams, send, res, log
+        self.asked = False
+        self.value: int | None = None
+
+    def __call__(self) -> int | None:
+        if self.asked:
+            return self.value
+        self.asked = True
+        try:
+            est, how = self.streams.estimate(self.send)
+        except (TransportError, ZfsError) as exc:  # the stream goes on: only its percent and ETA are missing
+            self.log(f"  {self.send.target}: no size estimate ({exc})")
+            return None
+        if est is not None:
+            self.value = est
+            self.res.estimated_bytes = (self.res.estimated_bytes or 0) + est
+            self.log(f"  estimated size {est} bytes ({how})")
+        return self.value
+
+
 @dataclass
 class Transfer:
     task: ReplicationTask
@@ -78,11 +105,11 @@ class Transfer:
     sleep: Callable[[float], None]
     local_props: LocalProps = field(default_factory=LocalProps)  # zfs-fuse targets: read in batches by run_all
 
-    def run_stream(self, send: Send, expected: int | None = None) -> PipelineResult:
+    def run_stream(self, send: Send, expected: Expected = None) -> PipelineResult:
         """One attempt at SEND (Streams.run)."""
         return self.streams.run(send, expected)
 
-    def send_with_retries(self, send: Send, res: DatasetResult, expected: int | None = None) -> PipelineResult:
+    def send_with_retries(self, send: Send, res: DatasetResult, expected: Expected = None) -> PipelineResult:
         delay = self.task.retry_delay
         attempt = 0
         resent_first_full = False  # a cut first full found nothing on the target and is sent again in full
@@ -172,10 +199,7 @@ class Transfer:
         uncounted = False
         for send in dplan.sends:
             self.log(send.describe())
-            est, how = self.streams.estimate(send)
-            if est is not None:
-                res.estimated_bytes = (res.estimated_bytes or 0) + est
-                self.log(f"  estimated size {est} bytes ({how})")
+            est = Estimate(self.streams, send, res, self.log)
             first = self.is_first_full(send)
             if first:
                 src = self.streams.source.get(send.source) if self.streams.source is not None else None

@@ -317,6 +317,8 @@ options:
       - Every this many seconds while a stream runs, log its progress (bytes so far of the size C(zfs send -nP)
         estimated, percent, rate over the interval, ETA) and, in a timer's run, write it to the task's state file and
         metrics. C(0) turns it off. Needs C(pv) on the sending host, like the byte counts.
+      - The size is estimated when a stream's first progress line is due, so a stream that ends sooner (the small
+        incrementals of a catch-up) costs no estimate; its C(estimated_bytes) in the result is then null.
     type: int
     default: 30
   buffer_size:

@@ -206,3 +206,27 @@ def test_the_status_command_prints_tasks_lag_and_live_progress(tmp_path):
 def test_the_status_command_names_a_missing_state_dir(tmp_path, capsys):
     assert status_cli.main(["--state-dir", str(tmp_path / "nope")], out=io.StringIO()) == 2
     assert "no such directory" in capsys.readouterr().err
+
+
+def test_the_size_is_asked_for_only_when_a_stream_outlasts_its_first_interval():
+    """A callable expected size (the engine's Estimate, which costs a zfs call) is asked once, at the first progress
+    line: a stream that ends within the interval never asks; a longer one asks once and its lines carry percent."""
+    def stream(size: int, limit: int, every: float) -> tuple[int, list[str]]:
+        asked: list[int] = []
+        lines: list[str] = []
+
+        def ask() -> int:
+            asked.append(1)
+            return size
+        p = progress.StreamProgress("t/x", "s", ask, lines.append)
+        stages = [Stage(L, ["head", "-c", str(size), "/dev/zero"], "send"),
+                  Stage(L, ["pv", "-n", "-b", "-f", "-i", "0.2", "-L", str(limit)], "pv"),
+                  Stage(L, ["sh", "-c", "cat >/dev/null"], "recv")]
+        assert run_pipeline(stages, 1, Watch(every, p)).bytes == size
+        return len(asked), lines
+
+    asked, lines = stream(10_000, 10_000_000, 5.0)  # a few milliseconds: over before the first line
+    assert (asked, lines) == (0, [])
+    asked, lines = stream(600_000, 400_000, 0.3)  # ~1.5 s: lines every 0.3 s
+    assert asked == 1 and len(lines) >= 2, lines
+    assert all(" of 585.9 KiB (" in line for line in lines), lines
