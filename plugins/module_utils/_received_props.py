@@ -68,11 +68,14 @@ class LocalProps:
                     self._known[(side, name)] = got.get(name, {})
 
     def get(self, side: str, host: Host, name: str) -> dict[str, str]:
+        """NAME's local properties as prefetched for SIDE, else read now (:meth:`read`)."""
         with self._lock:
             known = self._known.get((side, name))
-        if known is not None:
-            return known
-        _rc, got = self._read(host, [name], check=True)  # a failure is the transfer's error, as before batches
+        return known if known is not None else self.read(host, name)
+
+    def read(self, host: Host, name: str) -> dict[str, str]:
+        """NAME's local properties on HOST now (one zfs get); a failure is the transfer's error."""
+        _rc, got = self._read(host, [name], check=True)
         return got.get(name, {})
 
 
@@ -105,7 +108,7 @@ class ReceivedProps:
         if s.emulate_exclude():
             skip = set(task.properties_exclude) | set(task.properties_override) | {"mountpoint"} | {p for p, _unused in SAFE_VALUES}
             # The target's values as the run found them (a full stream's new dataset: read after its receive).
-            have = self.local.get("target", s.dst, target) if known is not None else self.local.get("new", s.dst, target)
+            have = self.local.get("target", s.dst, target) if known is not None else self.local.read(s.dst, target)
             for prop, value in self.local.get("source", s.src, source).items():
                 if prop not in skip and have.get(prop) != value:
                     s.dst.run(["zfs", "set", f"{prop}={value}", target])

@@ -24,11 +24,11 @@ from ._replication_task import COMPRESSORS, ReplicationTask, TaskError
 from ._transport import Host
 from ._zfs import Capabilities, Listing, zfs_values
 
-# What a received filesystem gets instead of the source's values: no mount at boot or on zfs mount -a, no setuid
-# programs or device nodes honoured (unless the task's properties_override asks for them).
 # A stream's expected size for its progress lines: known, unknown (None), or asked for when the first line is due.
 Expected = Union[int, None, Callable[[], Optional[int]]]
 
+# What a received filesystem gets instead of the source's values: no mount at boot or on zfs mount -a, no setuid
+# programs or device nodes honoured (unless the task's properties_override asks for them).
 SAFE_VALUES = (("canmount", "noauto"), ("setuid", "off"), ("devices", "off"))
 
 

@@ -248,9 +248,12 @@ class Transfer:
             return
         sends = [d for d in work if any(not s.replicate for s in d.sends)]
         listed = streams.target
+        # The targets ReceivedProps.fix reads as listed: existing ones an incremental reaches (a full reads its new one).
+        existing = [d.target for d in sends if listed is not None and listed.get(d.target) is not None
+                    and any(s.mode != "full" and not s.replicate for s in d.sends)]
         try:
             self.local_props.prefetch("source", streams.src, [d.source for d in sends])
-            self.local_props.prefetch("target", streams.dst, [d.target for d in sends if listed is not None and listed.get(d.target) is not None])
+            self.local_props.prefetch("target", streams.dst, existing)
         except TransportError as exc:  # each transfer then reads its own, and fails with its dataset named if it must
             self.log(f"  reading local properties in one call failed ({exc}): each dataset reads its own")
 
