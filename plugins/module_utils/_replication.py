@@ -34,7 +34,7 @@ from ._target_changes import TargetChanges
 from ._target_keys import TargetKeys
 from ._transfer import Transfer
 from ._transport import AppendOnlyHost, ConnectionFailed, Host, LocalHost, SSHHost, TransportError
-from ._verify import verify
+from ._verify import list_received, only_adds, verify
 from ._zfs import Capabilities, DatasetMissing, Listing, ZfsError, dataset_type, list_tree, probe
 
 A = TypeVar("A")
@@ -218,10 +218,7 @@ class Runner:
         try:
             done = self.send(the_plan, prepared, transfer, results, errors)
         finally:
-            try:
-                after = list_tree(self.dst, transfer.streams.dst_caps, self.task.target_dataset, (CREATION,))
-            except DatasetMissing:
-                after = None
+            after = self.list_after(the_plan, before, transfer)
         verify(the_plan, prepared.source, after, errors, results)
         destroyed = transfer.changes.retain(done, prepared.source, after, plan_task, results, errors)
         if self.task.mount:
@@ -235,6 +232,16 @@ class Runner:
             or bool(prepared.resumed) or rolled_back
         )
         return Executed(after, names_after, changed)
+
+    def list_after(self, the_plan: Plan, before: Listing | None, transfer: Transfer) -> Listing | None:
+        """The target tree after the sends, for verification and retention: only the snapshots sent when the run
+        just added snapshots to existing targets (_verify.only_adds), else the whole tree again."""
+        if before is not None and only_adds(the_plan, before):
+            return list_received(self.dst, before, [d for d in the_plan.datasets if d.sends])
+        try:
+            return list_tree(self.dst, transfer.streams.dst_caps, self.task.target_dataset, (CREATION,))
+        except DatasetMissing:
+            return None
 
     def send(self, the_plan: Plan, prepared: Prepared, transfer: Transfer, results: dict[str, DatasetResult],
              errors: list[str]) -> list[DatasetPlan]:

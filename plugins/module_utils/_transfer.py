@@ -242,7 +242,8 @@ class Transfer:
 
     def read_local_props(self, work: list[DatasetPlan]) -> None:
         """Targets without recv -x/-o get the source's local properties copied after each receive: read them, and
-        the existing targets' own, for all of the run's datasets at once (one zfs get per side per 200 datasets)."""
+        the existing targets' own, for all of the run's datasets at once (one zfs get per side per 200 datasets, the two
+        sides at the same time)."""
         streams = self.streams
         if not streams.emulate_exclude():
             return
@@ -251,11 +252,14 @@ class Transfer:
         # The targets ReceivedProps.fix reads as listed: existing ones an incremental reaches (a full reads its new one).
         existing = [d.target for d in sends if listed is not None and listed.get(d.target) is not None
                     and any(s.mode != "full" and not s.replicate for s in d.sends)]
-        try:
-            self.local_props.prefetch("source", streams.src, [d.source for d in sends])
-            self.local_props.prefetch("target", streams.dst, existing)
-        except TransportError as exc:  # each transfer then reads its own, and fails with its dataset named if it must
-            self.log(f"  reading local properties in one call failed ({exc}): each dataset reads its own")
+        with ThreadPoolExecutor(max_workers=2) as pool:  # both sides at once
+            reads = [pool.submit(self.local_props.prefetch, "source", streams.src, [d.source for d in sends]),
+                     pool.submit(self.local_props.prefetch, "target", streams.dst, existing)]
+            for read in reads:
+                try:
+                    read.result()
+                except TransportError as exc:  # each transfer then reads its own, and fails with its dataset named if it must
+                    self.log(f"  reading local properties in one call failed ({exc}): each dataset reads its own")
 
     def run_all(self, work: list[DatasetPlan], results: dict[str, DatasetResult], errors: list[str]) -> list[DatasetPlan]:
         """Run every dataset's plan, up to ``workers`` at once; returns those that succeeded, in plan order.

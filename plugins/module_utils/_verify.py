@@ -1,13 +1,26 @@
 # Copyright (c) zfs.replication contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""After the sends: every snapshot a run reports sent is on the target with the source's guid, read from the one
-listing of the target tree taken after the sends (no call per dataset)."""
+"""After the sends: every snapshot a run reports sent is on the target with the source's guid, read in a few zfs calls
+for the whole run (no call per dataset).
+
+What is read depends on what the run did. A run that only added snapshots to existing targets (incremental streams,
+nothing destroyed or rolled back, no retention due) reads just the snapshots it sent (:func:`list_received`: one
+``zfs get`` per ~60 KB of names), and the rest of the tree is as listed before the run. Any other run lists the whole
+target tree again: retention decides on what is there now, and a destroy or a rollback changed more than it added.
+"""
 from __future__ import annotations
 
-from ._planner import Plan
+from dataclasses import replace
+
+from ._planner import DatasetPlan, Plan
 from ._results import DatasetResult
-from ._zfs import Listing
+from ._transport import Host
+from ._zfs import Listing, Snapshot
+
+# Names per zfs get: well below the 128 KiB a single argument may have (ssh hands the command line to a shell as one).
+ARGV_BYTES = 60_000
+RECEIVED_PROPS = ("guid", "createtxg", "creation")
 
 
 def verify(the_plan: Plan, source: Listing, after: Listing | None, errors: list[str], results: dict[str, DatasetResult]) -> None:
@@ -25,3 +38,59 @@ def verify(the_plan: Plan, source: Listing, after: Listing | None, errors: list[
             msg = f"verification: {dplan.target} lacks or has a different guid for {', '.join(bad)} after the transfer"
             res.error = msg
             errors.append(msg)
+
+
+def only_adds(the_plan: Plan, before: Listing) -> bool:
+    """The run's work only adds snapshots to targets that existed (in BEFORE): every stream an incremental (no recv -F,
+    no send -R, no resumed token), nothing destroyed before or after, no rollback, no new container."""
+    if the_plan.create_target_root:
+        return False
+    for d in the_plan.datasets:
+        if d.destroy_before or d.destroy_after or d.rollback or d.force_destroys:
+            return False
+        if d.sends and before.get(d.target) is None:
+            return False
+        if any(s.mode not in ("I", "i") or s.force or s.replicate or s.token for s in d.sends):
+            return False
+    return True
+
+
+def list_received(host: Host, before: Listing, work: list[DatasetPlan]) -> Listing:
+    """The target tree after a run that :func:`only_adds`: BEFORE with, on each dataset of WORK, the snapshots of its
+    plan that are on the target now (guid, createtxg, creation; a failed stream's missing ones are left out). Their
+    userrefs are not read (0): only verification and the run's result read this listing, retention never does."""
+    wanted = [f"{d.target}@{n}" for d in work for n in d.pending]
+    got: dict[str, dict[str, str]] = {}
+    for chunk in _by_length(wanted, ARGV_BYTES):
+        out = host.run(["zfs", "get", "-H", "-p", "-o", "name,property,value", ",".join(RECEIVED_PROPS), *chunk], check=False).stdout
+        for line in out.splitlines():
+            parts = line.split("\t", 2)
+            if len(parts) == 3 and parts[1] in RECEIVED_PROPS:
+                got.setdefault(parts[0], {})[parts[1]] = parts[2]
+    datasets = dict(before.datasets)
+    for d in work:
+        known = datasets.get(d.target)
+        if known is None:
+            continue
+        new = []
+        for n in d.pending:
+            props = got.get(f"{d.target}@{n}", {})
+            if props.get("guid") and props.get("createtxg", "").isdigit():
+                new.append(Snapshot(d.target, n, props["guid"], int(props["createtxg"]), 0, {"creation": props.get("creation", "-")}))
+        if new:
+            have = {s.name for s in known.snapshots}
+            snaps = known.snapshots + [s for s in new if s.name not in have]
+            datasets[d.target] = replace(known, snapshots=sorted(snaps, key=lambda s: s.createtxg))
+    return Listing(before.root, datasets)
+
+
+def _by_length(names: list[str], limit: int) -> list[list[str]]:
+    chunks: list[list[str]] = []
+    size = limit
+    for name in names:
+        if size + len(name) + 1 > limit:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(name)
+        size += len(name) + 1
+    return chunks

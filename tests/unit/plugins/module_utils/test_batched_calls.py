@@ -2,10 +2,10 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """zfs calls a catch-up makes once per run rather than per dataset: the local properties older targets need copied
-(LocalProps), and the move of the task's hold on both sides (Holds.move), with the order that keeps a held common
-snapshot on each side when one side refuses. Pure logic over a host that answers from a table and records each argv;
-the real outcomes run on zfs-fuse (tests/reliability/test_received_properties_legacy.py, the fault suite) and
-OpenZFS (tests/openzfs)."""
+(LocalProps), the move of the task's hold on both sides (Holds.move), with the order that keeps a held common
+snapshot on each side when one side refuses, and the read of what arrived for verification (_verify.list_received).
+Pure logic over a host that answers from a table and records each argv; the real outcomes run on zfs-fuse
+(tests/reliability/test_received_properties_legacy.py, the fault suite) and OpenZFS (tests/openzfs)."""
 from __future__ import annotations
 
 import subprocess
@@ -15,9 +15,12 @@ from collections.abc import Sequence
 import pytest
 
 from ansible_collections.zfs.replication.plugins.module_utils._holds import Holds
-from ansible_collections.zfs.replication.plugins.module_utils._planner import DatasetPlan, Send
+from ansible_collections.zfs.replication.plugins.module_utils._planner import DatasetPlan, Plan, Send
 from ansible_collections.zfs.replication.plugins.module_utils._received_props import LocalProps
+from ansible_collections.zfs.replication.plugins.module_utils._results import DatasetResult, snapshot_names
 from ansible_collections.zfs.replication.plugins.module_utils._transport import Host, TransportError
+from ansible_collections.zfs.replication.plugins.module_utils._verify import ARGV_BYTES, list_received, only_adds, verify
+from ansible_collections.zfs.replication.plugins.module_utils._zfs import Dataset, Listing, Snapshot
 
 
 class Recorder(Host):
@@ -95,3 +98,76 @@ def test_a_side_that_cannot_take_the_new_hold_leaves_both_old_bases_held(refusin
     for host in (src, dst):
         assert "release" not in [c[1] for c in host.calls], host.calls
         assert host.calls[0][1] == "hold"
+
+
+class Snapshots(Host):
+    """A target whose zfs get answers guid, createtxg and creation of the snapshots in HAVE ({full name: (guid, txg)})."""
+
+    def __init__(self, have: dict[str, tuple[str, int]]) -> None:
+        self.label = "dst"
+        self.have = have
+        self.calls: list[list[str]] = []
+
+    def run(self, argv: Sequence[str], check: bool = True, input_text: str | None = None) -> subprocess.CompletedProcess:
+        argv = list(argv)
+        self.calls.append(argv)
+        assert argv[:7] == ["zfs", "get", "-H", "-p", "-o", "name,property,value", "guid,createtxg,creation"], argv
+        names = argv[7:]
+        out = "".join(f"{n}\tguid\t{self.have[n][0]}\n{n}\tcreatetxg\t{self.have[n][1]}\n{n}\tcreation\t{1767225600 + self.have[n][1]}\n"
+                      for n in names if n in self.have)
+        missing = [n for n in names if n not in self.have]
+        return subprocess.CompletedProcess(argv, 1 if missing else 0, out, "".join(f"cannot open '{n}': dataset does not exist\n" for n in missing))
+
+
+def tree(root: str, n: int, snaps: list[tuple[str, str, int]]) -> Listing:
+    names = [root] + [f"{root}/child-with-a-long-name-to-fill-the-command-line-{i:04d}" for i in range(1, n)]
+    return Listing(root, {name: Dataset(name, "filesystem", snapshots=[Snapshot(name, s, g, t, 1, {"creation": "1"}) for s, g, t in snaps])
+                          for name in names})
+
+
+def test_a_catch_up_reads_only_the_snapshots_it_sent_in_few_calls_and_a_missing_one_fails_verification():
+    source = tree("p/a", 1500, [("s1", "g1", 10), ("s2", "g2", 20), ("s3", "g3", 30)])
+    before = tree("q/a", 1500, [("s1", "g1", 5)])
+    work = [DatasetPlan(src, tgt, "incremental", base="s1", sends=[Send(src, tgt, "I", "s3", "s1", ["s2", "s3"])])
+            for src, tgt in zip(source.datasets, before.datasets)]
+    short = work[7].target  # its stream failed after s2 had landed
+    have = {f"{d.target}@{n}": (g, t) for d in work for n, g, t in (("s2", "g2", 6), ("s3", "g3", 7))
+            if not (d.target == short and n == "s3")}
+    host = Snapshots(have)
+    assert only_adds(Plan(work), before)
+    after = list_received(host, before, work)
+    assert 1 < len(host.calls) <= 1 + 1500 * 2 * 80 // ARGV_BYTES  # batched by length, not one call per dataset
+    assert all(sum(len(a) + 1 for a in c[7:]) <= ARGV_BYTES for c in host.calls)
+    assert sorted(n for c in host.calls for n in c[7:]) == sorted(f"{d.target}@{n}" for d in work for n in ("s2", "s3"))
+    names = snapshot_names(after)
+    assert names[work[0].target] == ["s1", "s2", "s3"] and names[short] == ["s1", "s2"]
+    assert [s.guid for s in after.datasets[work[0].target].snapshots] == ["g1", "g2", "g3"]
+    assert snapshot_names(before)[work[0].target] == ["s1"]  # the listing planned on is left as it was
+    results = {d.target: DatasetResult(d.source, d.target, "incremental", "s1", snapshots_sent=["s2", "s3"]) for d in work}
+    errors: list[str] = []
+    verify(Plan(work), source, after, errors, results)
+    assert errors == [f"verification: {short} lacks or has a different guid for s3 after the transfer"]
+
+
+def incremental(**kw) -> DatasetPlan:
+    send = Send("p/a", "q/a", kw.pop("mode", "I"), "s2", "s1", ["s2"], force=kw.pop("force", False), replicate=kw.pop("replicate", False),
+                token=kw.pop("token", None))
+    return DatasetPlan("p/a", "q/a", "incremental", base="s1", sends=[send], **kw)
+
+
+@pytest.mark.parametrize("the_plan, target_listed, adds_only", [
+    (Plan([incremental()]), True, True),
+    (Plan([incremental(mode="i")]), True, True),
+    (Plan([incremental()]), False, False),  # a target created by this run
+    (Plan([incremental(mode="full")]), True, False),
+    (Plan([incremental(force=True)]), True, False),
+    (Plan([incremental(replicate=True)]), True, False),
+    (Plan([incremental(token="1-abc")]), True, False),
+    (Plan([incremental(destroy_before=["s0"])]), True, False),
+    (Plan([incremental(destroy_after=[("s0", "expired")])]), True, False),  # retention reads the whole tree as it is now
+    (Plan([incremental(rollback=True)]), True, False),
+    (Plan([incremental()], create_target_root=True), True, False),
+])
+def test_the_whole_target_tree_is_listed_again_unless_the_run_only_added_snapshots(the_plan, target_listed, adds_only):
+    before = Listing("q/a", {"q/a": Dataset("q/a", "filesystem")} if target_listed else {})
+    assert only_adds(the_plan, before) is adds_only
