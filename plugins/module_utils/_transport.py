@@ -78,8 +78,9 @@ class SSHConnection:
             raise ValueError(f"ssh.cipher {self.cipher!r}: use standard, fast or an OpenSSH cipher name")
         for field in ("private_key_file", "known_hosts_file"):
             value = getattr(self, field)
-            if value is not None and (not value or "\n" in value):
-                raise ValueError(f"ssh.{field} {value!r} is not a usable path")
+            if value is not None and (not value or any(ord(c) < 32 or ord(c) == 127 for c in value)):
+                raise ValueError(f"ssh.{field} {value!r} is not a usable path: give a non-empty path without control "
+                                 "characters (newline, carriage return, tab)")
         if int(self.connect_timeout) < 1:
             raise ValueError("ssh.connect_timeout must be at least 1 second")
 

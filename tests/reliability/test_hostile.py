@@ -82,6 +82,7 @@ def test_remote_pipeline_script_survives_the_remote_shell():
        cipher=st.sampled_from(["standard", "fast"]) | SHELL_TEXT, port=st.integers(-5, 70000))
 @example(host="-oProxyCommand=touch /tmp/x", user=None, key=None, kh=None, cipher="standard", port=22)
 @example(host="h", user="-oProxyCommand=x", key="-oProxyCommand=x", kh="/x\nProxyCommand x", cipher="-oX", port=22)
+@example(host="0", user=None, key=None, kh="\r", cipher="standard", port=1)
 def test_ssh_argv_of_hostile_connections(host, user, key, kh, cipher, port):
     """Every connection field is validated or lands in one argv word where ssh reads it as a value: the host is
     one word right before `--`, never an option; nothing carries a newline into ssh's option parser."""

@@ -48,6 +48,10 @@ def test_accept_new_and_ciphers():
         ("user", "-l", "ssh.user"),
         ("cipher", "aes;x", "ssh.cipher"),
         ("host_key_checking", "no", "ssh.host_key_checking"),
+        ("known_hosts_file", "/x\nProxyCommand x", "ssh.known_hosts_file .* without control characters"),
+        ("known_hosts_file", "\r", "ssh.known_hosts_file .* without control characters"),
+        ("private_key_file", "/k\tx", "ssh.private_key_file .* without control characters"),
+        ("private_key_file", "", "ssh.private_key_file"),
     ],
 )
 def test_bad_connection_fields_are_named(field, value, match):
