@@ -30,7 +30,7 @@ import sandbox  # noqa: E402
 
 CACHE = Path(os.environ.get('ZR_CACHE_DIR', '/var/cache/zfs-replication'))
 VENV = CACHE / 'bench' / 'venv'
-ANSIBLE_VENV = CACHE / 'venv-latest'
+ANSIBLE_VENV = Path(os.environ.get('ZB_ANSIBLE_VENV') or CACHE / 'venv-latest')  # the module case's ansible-playbook
 SHIMS = ROOT / 'bench' / 'shims'
 RESULTS = ROOT / 'bench' / 'results'
 ZFS = '/usr/sbin/zfs'
@@ -317,7 +317,8 @@ class Bench:
                             self.zfs('set', prop, ds)
             if tool == 'zfs-autobackup':
                 self.zfs('set', f'autobackup:{tree}=true', root)
-            self.timed(self.cmd(tool, root, target, 'local'), f'warm-up {tool} {tree}')
+            dt = self.timed(self.cmd(tool, root, target, 'local'), f'warm-up {tool} {tree}')[0]
+            say(f'  setup {tree}: {tool} target seeded, warm-up run {dt:.1f} s')
 
     def case_noop(self, tree, tools, vias, reps):
         root = f'{self.S}/{tree}'
@@ -524,11 +525,14 @@ def machine_facts():
                 if ln.strip().startswith('max-arc-size')), '?') if Path('/etc/zfs/zfsrc').exists() else '?'
     cpu = next((ln.split(':', 1)[1].strip() for ln in Path('/proc/cpuinfo').read_text().splitlines() if ln.startswith('model name')), '?')
     mem = int(Path('/proc/meminfo').read_text().split()[1]) // 1024 // 1024
+    native = sandbox.native_openzfs()
+    zfs = sh([ZFS, 'version'], check=False).stdout.split('\n')[0] if native else 'zfs-fuse'
     return {'date': datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC'), 'cpu': cpu, 'cores': os.cpu_count(),
             'memory_gib': mem, 'kernel': platform.release(), 'zfs_fuse_arc_max_mb': arc,
+            'backend': 'openzfs' if native else 'zfs-fuse', 'zfs': zfs,
             'load_at_start': os.getloadavg()[0],
             'syncoid': sh(['syncoid', '--version'], check=False).stdout.split('\n')[0].split()[-1],
-            'git': sh(['git', '-C', str(ROOT), 'rev-parse', '--short', 'HEAD'], check=False).stdout.strip()}
+            'git': os.environ.get('ZB_GIT') or sh(['git', '-C', str(ROOT), 'rev-parse', '--short', 'HEAD'], check=False).stdout.strip()}
 
 
 def main():
@@ -546,9 +550,14 @@ def main():
     ap.add_argument('--pool-size', default='4G')
     ap.add_argument('--planner', default='10000x100')
     ap.add_argument('--cases', default='noop,wan,catchup,data,planner,growth')
+    ap.add_argument('--results', default=str(RESULTS), help='where results.json (and, unless --no-report, the report) go')
+    ap.add_argument('--no-report', action='store_true', help='write results.json only (bench/openzfs.py reports on the host)')
+    ap.add_argument('--peers', default='syncoid,pyznap,zfs-autobackup',
+                    help='the peers to measure (a shorter list is for trying a change; committed results have all three)')
     args = ap.parse_args()
     cases = set(args.cases.split(','))
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
     t_start = time.monotonic()
     res = {'machine': machine_facts(), 'args': vars(args)}
     say(f'bench: {json.dumps(res["machine"])}')
@@ -562,7 +571,7 @@ def main():
         res['planner'] = case_planner(work, tree, n, m)
         say(f'planner {n}x{m}: {res["planner"]}')
     bench = Bench(args)
-    peers = ['syncoid', 'pyznap', 'zfs-autobackup']
+    peers = args.peers.split(',')
     res['failed'], res['case_seconds'] = {}, {}
 
     def case(name, fn):
@@ -611,11 +620,12 @@ def main():
         case('data', lambda: bench.case_data(args.data_mb, args.reps))
     finally:
         res['runtime_s'] = time.monotonic() - t_start
-        (RESULTS / 'results.json').write_text(json.dumps(res, indent=1, default=str))
+        (results / 'results.json').write_text(json.dumps(res, indent=1, default=str))
         bench.down()
-    import report
-    report.write(res, RESULTS)
-    say((RESULTS / 'results.md').read_text())
+    if not args.no_report:
+        import report
+        report.write(res, results)
+        say((results / 'results.md').read_text())
     return 1 if res['failed'] else 0
 
 
