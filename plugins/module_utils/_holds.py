@@ -18,7 +18,7 @@ from typing import Callable
 
 from ._planner import DatasetPlan
 from ._transport import Host, TransportError
-from ._zfs import Listing
+from ._zfs import Listing, by_length
 
 
 def hold_tag(task_name: str) -> str:
@@ -87,13 +87,15 @@ class Holds:
         return False
 
     def batch(self, host: Host, verb: str, snapshots: Sequence[str], strict: bool) -> None:
-        """``zfs hold``/``release`` of the tag on ``snapshots``: one call, per snapshot when it fails. ``strict``: a
-        snapshot that cannot take the hold (but for already carrying it) is an error."""
-        if not snapshots:
-            return
-        proc = host.run(["zfs", verb, self.tag, *snapshots], check=False)
-        if proc.returncode == 0:
-            return
+        """``zfs hold``/``release`` of the tag on ``snapshots``: one call per ~60 KB of names (_zfs.by_length), per
+        snapshot when a call fails. ``strict``: a snapshot that cannot take the hold (but for already carrying it)
+        is an error."""
+        for chunk in by_length(snapshots):
+            proc = host.run(["zfs", verb, self.tag, *chunk], check=False)
+            if proc.returncode != 0:
+                self.one_by_one(host, verb, chunk, strict)
+
+    def one_by_one(self, host: Host, verb: str, snapshots: Sequence[str], strict: bool) -> None:
         for snap in snapshots:
             one = host.run(["zfs", verb, self.tag, snap], check=False)
             if one.returncode != 0 and strict and "tag already exists" not in one.stderr:

@@ -16,10 +16,8 @@ from dataclasses import replace
 from ._planner import DatasetPlan, Plan
 from ._results import DatasetResult
 from ._transport import Host
-from ._zfs import Listing, Snapshot
+from ._zfs import Listing, Snapshot, by_length
 
-# Names per zfs get: well below the 128 KiB a single argument may have (ssh hands the command line to a shell as one).
-ARGV_BYTES = 60_000
 RECEIVED_PROPS = ("guid", "createtxg", "creation")
 
 
@@ -61,7 +59,7 @@ def list_received(host: Host, before: Listing, work: list[DatasetPlan]) -> Listi
     userrefs are not read (0): only verification and the run's result read this listing, retention never does."""
     wanted = [f"{d.target}@{n}" for d in work for n in d.pending]
     got: dict[str, dict[str, str]] = {}
-    for chunk in _by_length(wanted, ARGV_BYTES):
+    for chunk in by_length(wanted):
         out = host.run(["zfs", "get", "-H", "-p", "-o", "name,property,value", ",".join(RECEIVED_PROPS), *chunk], check=False).stdout
         for line in out.splitlines():
             parts = line.split("\t", 2)
@@ -83,14 +81,3 @@ def list_received(host: Host, before: Listing, work: list[DatasetPlan]) -> Listi
             datasets[d.target] = replace(known, snapshots=sorted(snaps, key=lambda s: s.createtxg))
     return Listing(before.root, datasets)
 
-
-def _by_length(names: list[str], limit: int) -> list[list[str]]:
-    chunks: list[list[str]] = []
-    size = limit
-    for name in names:
-        if size + len(name) + 1 > limit:
-            chunks.append([])
-            size = 0
-        chunks[-1].append(name)
-        size += len(name) + 1
-    return chunks

@@ -410,3 +410,21 @@ def dataset_type(host: Host, name: str) -> str | None:
             return None
         raise ZfsError(f"{host.label}: cannot read {name}: {proc.stderr.strip()}")
     return proc.stdout.strip()
+
+
+# Names per zfs call: well below the 128 KiB one argument may have (ssh hands the whole command line to the remote
+# shell as a single argument).
+ARGV_BYTES = 60_000
+
+
+def by_length(names: Sequence[str], limit: int = ARGV_BYTES) -> list[list[str]]:
+    """NAMES in order, cut into runs whose names (one space each) take at most LIMIT bytes; a longer name alone."""
+    chunks: list[list[str]] = []
+    size = limit
+    for name in names:
+        if size + len(name) + 1 > limit:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(name)
+        size += len(name) + 1
+    return chunks

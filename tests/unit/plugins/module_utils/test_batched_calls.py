@@ -19,8 +19,8 @@ from ansible_collections.zfs.replication.plugins.module_utils._planner import Da
 from ansible_collections.zfs.replication.plugins.module_utils._received_props import LocalProps
 from ansible_collections.zfs.replication.plugins.module_utils._results import DatasetResult, snapshot_names
 from ansible_collections.zfs.replication.plugins.module_utils._transport import Host, TransportError
-from ansible_collections.zfs.replication.plugins.module_utils._verify import ARGV_BYTES, list_received, only_adds, verify
-from ansible_collections.zfs.replication.plugins.module_utils._zfs import Dataset, Listing, Snapshot
+from ansible_collections.zfs.replication.plugins.module_utils._verify import list_received, only_adds, verify
+from ansible_collections.zfs.replication.plugins.module_utils._zfs import ARGV_BYTES, Dataset, Listing, Snapshot
 
 
 class Recorder(Host):
@@ -87,6 +87,21 @@ def test_the_hold_moves_on_both_sides_in_one_hold_and_one_release_each():
         assert [c[1] for c in host.calls] == ["hold", "release"]
         assert host.calls[0][3:] == [f"{root}/d{i}@s2" for i in range(3)]
         assert host.calls[1][3:] == [f"{root}/d{i}@s1" for i in range(3)]
+
+
+def test_the_hold_of_a_large_fleet_moves_in_calls_that_fit_one_ssh_command_line():
+    src, dst = Recorder("src"), Recorder("dst")
+    many = [DatasetPlan(f"p/a/{'long-name-' * 12}{i:05d}", f"q/a/{'long-name-' * 12}{i:05d}", "incremental", base="s1",
+                        sends=[Send("x", "y", "I", "s2", "s1", ["s2"])]) for i in range(3000)]
+    Holds("zfs.replication:t", src, dst, lambda _line: None).move(many, None, None)
+    for host, root in ((src, "p/a"), (dst, "q/a")):
+        holds = [c[3:] for c in host.calls if c[1] == "hold"]
+        releases = [c[3:] for c in host.calls if c[1] == "release"]
+        assert 1 < len(holds) <= 8 and 1 < len(releases) <= 8  # ~400 KB of names per verb: a few calls, not 3000
+        assert all(sum(len(n) + 1 for n in names) <= ARGV_BYTES for names in holds + releases)
+        assert [n for names in holds for n in names] == [f"{d.source if root == 'p/a' else d.target}@s2" for d in many]
+        assert host.calls.index(next(c for c in host.calls if c[1] == "release")) > max(
+            i for i, c in enumerate(host.calls) if c[1] == "hold")  # every hold before the first release
 
 
 @pytest.mark.parametrize("refusing", ["src", "dst"])
