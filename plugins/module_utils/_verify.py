@@ -80,4 +80,3 @@ def list_received(host: Host, before: Listing, work: list[DatasetPlan]) -> Listi
             snaps = known.snapshots + [s for s in new if s.name not in have]
             datasets[d.target] = replace(known, snapshots=sorted(snaps, key=lambda s: s.createtxg))
     return Listing(before.root, datasets)
-
