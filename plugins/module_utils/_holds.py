@@ -12,12 +12,11 @@ unheld, which the next run repairs (:meth:`Holds.need_repair`). Removing a task 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
 from ._planner import DatasetPlan
-from ._transport import Host, TransportError
+from ._transport import Host, TransportError, both_sides
 from ._zfs import Listing, by_length
 
 
@@ -60,14 +59,11 @@ class Holds:
                     stale.add(d.base)
                 olds += [f"{ds}@{n}" for n in sorted(stale - {newest_common(d)})]
             sides.append((host, news, olds))
-        with ThreadPoolExecutor(max_workers=2) as pool:  # two hosts (or two pools): one round trip each, at once
-            holds = [pool.submit(self.batch, host, "hold", news, True) for host, news, _olds in sides]
-            for future in holds:
-                future.result()  # the source's error first, as in sequence
-            # An old base may carry no hold of ours (older runs, released by hand): nothing to release then.
-            releases = [pool.submit(self.batch, host, "release", olds, False) for host, _news, olds in sides]
-            for future in releases:
-                future.result()
+        (src, src_news, src_olds), (dst, dst_news, dst_olds) = sides
+        # One round trip per side, at once; the source's error first, as in sequence.
+        both_sides(lambda: self.batch(src, "hold", src_news, True), lambda: self.batch(dst, "hold", dst_news, True))
+        # An old base may carry no hold of ours (older runs, released by hand): nothing to release then.
+        both_sides(lambda: self.batch(src, "release", src_olds, False), lambda: self.batch(dst, "release", dst_olds, False))
         self.log(f"  hold {self.tag} moved to the new base of {len(moved)} dataset(s) on both sides")
 
     @staticmethod

@@ -25,7 +25,7 @@ from ._planner import Send
 from ._replication_task import ReplicationTask
 from ._streams import SAFE_VALUES, Streams
 from ._transport import Host
-from ._zfs import Capabilities
+from ._zfs import Capabilities, property_lines
 
 
 def fixed_properties(task: ReplicationTask, caps: Capabilities) -> list[str]:
@@ -49,12 +49,7 @@ class LocalProps:
     @staticmethod
     def _read(host: Host, names: list[str], check: bool = False) -> tuple[int, dict[str, dict[str, str]]]:
         proc = host.run(["zfs", "get", "-H", "-p", "-s", "local", "-o", "name,property,value", "all", *names], check=check)
-        got: dict[str, dict[str, str]] = {}
-        for line in proc.stdout.splitlines():
-            parts = line.split("\t", 2)
-            if len(parts) == 3:
-                got.setdefault(parts[0], {})[parts[1]] = parts[2]
-        return proc.returncode, got
+        return proc.returncode, property_lines(proc.stdout)
 
     def prefetch(self, side: str, host: Host, names: Iterable[str]) -> None:
         """Read NAMES' local properties on HOST (SIDE names the cache: 'source' or 'target'). When a batch's call

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable
 
 from ._create_snapshot import take_missing_snapshots
 from ._first_full import FirstFulls
@@ -33,12 +32,9 @@ from ._streams import Streams
 from ._target_changes import TargetChanges
 from ._target_keys import TargetKeys
 from ._transfer import Transfer
-from ._transport import AppendOnlyHost, ConnectionFailed, Host, LocalHost, SSHHost, TransportError
+from ._transport import AppendOnlyHost, ConnectionFailed, Host, LocalHost, SSHHost, TransportError, both_sides
 from ._verify import list_received, only_adds, verify
 from ._zfs import Capabilities, DatasetMissing, Listing, ZfsError, dataset_type, list_tree, probe
-
-A = TypeVar("A")
-B = TypeVar("B")
 
 
 @dataclass(frozen=True)
@@ -114,7 +110,7 @@ class Runner:
         preflight.capabilities()
         preflight.source_zone()
         listings = Listings(self.task, sides.src, sides.dst)
-        source, target = _both(lambda: listings.source(sides.src_caps), lambda: listings.target(sides.dst_caps))
+        source, target = both_sides(lambda: listings.source(sides.src_caps), lambda: listings.target(sides.dst_caps))
         preflight.encrypted_sources(source)
         self.keys.obtain(target.listing, check_mode)  # before anything changes: a lost key stops the run here
 
@@ -136,7 +132,7 @@ class Runner:
         if self.dst is self.src:
             src_caps = dst_caps = probe(self.src)
         else:  # both sides at once: over a long link the round trips overlap
-            src_caps, dst_caps = _both(lambda: probe(self.src), lambda: probe(self.dst))
+            src_caps, dst_caps = both_sides(lambda: probe(self.src), lambda: probe(self.dst))
         self.log(
             f"task {self.task.name}: {self.task.direction} from {self.src.label} ({src_caps.family}) "
             f"to {self.dst.label} ({dst_caps.family}) over {self.task.transport}"
@@ -296,13 +292,6 @@ class Runner:
             f"{'FAILED: ' + '; '.join(errors) if errors else 'ok'}"
         )
         return result
-
-
-def _both(first: Callable[[], A], second: Callable[[], B]) -> tuple[A, B]:
-    """Run two independent steps at once (one per side); an error of ``first`` wins, as it would in sequence."""
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        a, b = pool.submit(first), pool.submit(second)
-        return a.result(), b.result()
 
 
 def run_replication(

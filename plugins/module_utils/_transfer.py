@@ -25,7 +25,7 @@ from ._results import DatasetResult
 from ._streams import Expected, Streams
 from ._target_changes import TargetChanges
 from ._target_keys import TargetKeys
-from ._transport import TransportError
+from ._transport import Host, TransportError, both_sides
 from ._zfs import ZfsError, zfs_values
 
 TRANSIENT_HINTS = ("Connection reset", "Connection closed", "Connection timed out", "connection lost", "Broken pipe")
@@ -252,14 +252,14 @@ class Transfer:
         # The targets ReceivedProps.fix reads as listed: existing ones an incremental reaches (a full reads its new one).
         existing = [d.target for d in sends if listed is not None and listed.get(d.target) is not None
                     and any(s.mode != "full" and not s.replicate for s in d.sends)]
-        with ThreadPoolExecutor(max_workers=2) as pool:  # both sides at once
-            reads = [pool.submit(self.local_props.prefetch, "source", streams.src, [d.source for d in sends]),
-                     pool.submit(self.local_props.prefetch, "target", streams.dst, existing)]
-            for read in reads:
-                try:
-                    read.result()
-                except TransportError as exc:  # each transfer then reads its own, and fails with its dataset named if it must
-                    self.log(f"  reading local properties in one call failed ({exc}): each dataset reads its own")
+
+        def prefetch(side: str, host: Host, names: list[str]) -> None:
+            try:
+                self.local_props.prefetch(side, host, names)
+            except TransportError as exc:  # each transfer then reads its own, and fails with its dataset named if it must
+                self.log(f"  reading local properties in one call failed ({exc}): each dataset reads its own")
+
+        both_sides(lambda: prefetch("source", streams.src, [d.source for d in sends]), lambda: prefetch("target", streams.dst, existing))
 
     def run_all(self, work: list[DatasetPlan], results: dict[str, DatasetResult], errors: list[str]) -> list[DatasetPlan]:
         """Run every dataset's plan, up to ``workers`` at once; returns those that succeeded, in plan order.

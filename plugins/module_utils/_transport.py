@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
@@ -35,6 +36,8 @@ IPV6_RE = re.compile(r"^[0-9A-Fa-f:.]+\Z")
 USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}\Z")
 C_LOCALE = {"LC_ALL": "C", "LANGUAGE": "C"}
 T = TypeVar("T")
+A = TypeVar("A")
+B = TypeVar("B")
 
 
 class TransportError(Exception):
@@ -424,3 +427,11 @@ class AppendOnlyHost(SSHHost):
             for p in unknown:
                 self._which[p] = p not in absent
         return [p for p in programs if not self._which[p]]
+
+
+def both_sides(first: Callable[[], A], second: Callable[[], B]) -> tuple[A, B]:
+    """Run two independent steps at once (one per side: two hosts, or two pools); an error of ``first`` wins, as it
+    would in sequence."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        a, b = pool.submit(first), pool.submit(second)
+        return a.result(), b.result()

@@ -16,7 +16,7 @@ from dataclasses import replace
 from ._planner import DatasetPlan, Plan
 from ._results import DatasetResult
 from ._transport import Host
-from ._zfs import Listing, Snapshot, by_length
+from ._zfs import Listing, Snapshot, by_length, property_lines
 
 RECEIVED_PROPS = ("guid", "createtxg", "creation")
 
@@ -60,11 +60,8 @@ def list_received(host: Host, before: Listing, work: list[DatasetPlan]) -> Listi
     wanted = [f"{d.target}@{n}" for d in work for n in d.pending]
     got: dict[str, dict[str, str]] = {}
     for chunk in by_length(wanted):
-        out = host.run(["zfs", "get", "-H", "-p", "-o", "name,property,value", ",".join(RECEIVED_PROPS), *chunk], check=False).stdout
-        for line in out.splitlines():
-            parts = line.split("\t", 2)
-            if len(parts) == 3 and parts[1] in RECEIVED_PROPS:
-                got.setdefault(parts[0], {})[parts[1]] = parts[2]
+        got.update(property_lines(host.run(["zfs", "get", "-H", "-p", "-o", "name,property,value", ",".join(RECEIVED_PROPS), *chunk],
+                                           check=False).stdout))
     datasets = dict(before.datasets)
     for d in work:
         known = datasets.get(d.target)

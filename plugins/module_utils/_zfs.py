@@ -396,6 +396,16 @@ def list_tree(host: Host, caps: Capabilities, roots: str | Sequence[str], extra_
     return listing
 
 
+def property_lines(out: str) -> dict[str, dict[str, str]]:
+    """{name: {property: value}} from ``zfs get -H -o name,property,value`` output (lines of any other shape skipped)."""
+    got: dict[str, dict[str, str]] = {}
+    for line in out.splitlines():
+        parts = line.split("\t", 2)
+        if len(parts) == 3:
+            got.setdefault(parts[0], {})[parts[1]] = parts[2]
+    return got
+
+
 def zfs_values(host: Host, prop: str, names: list[str]) -> dict[str, str]:
     """{name: PROP's parseable value} of NAMES right now (one zfs get); a name that does not exist is left out."""
     out = host.run(["zfs", "get", "-H", "-p", "-o", "name,value", prop, *names], check=False).stdout
