@@ -532,7 +532,47 @@ def machine_facts():
             'backend': 'openzfs' if native else 'zfs-fuse', 'zfs': zfs,
             'load_at_start': os.getloadavg()[0],
             'syncoid': sh(['syncoid', '--version'], check=False).stdout.split('\n')[0].split()[-1],
-            'git': os.environ.get('ZB_GIT') or sh(['git', '-C', str(ROOT), 'rev-parse', '--short', 'HEAD'], check=False).stdout.strip()}
+            'git': os.environ.get('ZB_GIT') or sh(['git', '-C', str(ROOT), 'rev-parse', '--short', 'HEAD'], check=False).stdout.strip(),
+            'engine': os.environ.get('ZB_ENGINE') or engine_commit()}
+
+
+def engine_commit():
+    """The last commit that changed the collection's code (plugins/): cases measured at different commits can be put
+    together (--merge) only when this is the same."""
+    return sh(['git', '-C', str(ROOT), 'log', '-1', '--format=%h', '--', 'plugins'], check=False).stdout.strip()
+
+
+CASES = ('noop', 'wan', 'catchup', 'growth', 'data', 'planner')
+SIZES = ('datasets', 'snapshots', 'latency_ms', 'data_mb', 'planner', 'growth')
+
+
+def merged(previous, res, ran):
+    """RES (this run: the cases in RAN) put over PREVIOUS (an earlier results.json of the same engine commit and sizes):
+    the cases this run measured replace the earlier ones, the others stay, and `case_runs` says which run measured
+    each (date, commit, load). A run too long for one sitting (the OpenZFS guest's full set) is built up this way."""
+    why = []
+    if previous['machine'].get('engine') != res['machine']['engine']:
+        why.append(f"its engine commit is {previous['machine'].get('engine')!r}, this run's {res['machine']['engine']!r}")
+    if previous['machine'].get('backend') != res['machine']['backend']:
+        why.append(f"its backend is {previous['machine'].get('backend')!r}, this run's {res['machine']['backend']!r}")
+    why += [f"its --{k.replace('_', '-')} is {previous['args'].get(k)!r}, this run's {res['args'][k]!r}"
+            for k in SIZES if previous['args'].get(k) != res['args'][k]]
+    if why:
+        raise SystemExit('bench: --merge: the earlier results.json cannot be merged with this run: ' + '; '.join(why)
+                         + '. Run every case again without --merge, or with the same sizes at that commit.')
+    out = {k: v for k, v in previous.items() if k in CASES and k not in ran}
+    runs = {k: v for k, v in (previous.get('case_runs') or {}).items() if k in out}
+    for k in out:  # a results.json from before case_runs: its cases are the earlier run's
+        runs.setdefault(k, {f: previous['machine'].get(f) for f in ('date', 'git', 'load_at_start')})
+    out.update({k: v for k, v in res.items() if k not in CASES or k in ran})
+    out['case_runs'] = {**runs, **{k: v for k, v in res['case_runs'].items() if k in ran}}
+    out['args'] = {**previous['args'], **res['args'], 'peers': ','.join(
+        dict.fromkeys(previous['args'].get('peers', '').split(',') + res['args']['peers'].split(',')))}
+    out['failed'] = {**{k: v for k, v in (previous.get('failed') or {}).items() if k not in ran}, **res['failed']}
+    out['case_seconds'] = {**{k: v for k, v in (previous.get('case_seconds') or {}).items() if k not in ran},
+                           **res['case_seconds']}
+    out['runtime_s'] = (previous.get('runtime_s') or 0) + res['runtime_s']
+    return out
 
 
 def main():
@@ -554,12 +594,24 @@ def main():
     ap.add_argument('--no-report', action='store_true', help='write results.json only (bench/openzfs.py reports on the host)')
     ap.add_argument('--peers', default='syncoid,pyznap,zfs-autobackup',
                     help='the peers to measure (a shorter list is for trying a change; committed results have all three)')
+    ap.add_argument('--merge', action='store_true',
+                    help="keep the cases of the results.json already in --results that this run does not measure (same "
+                         "engine commit and sizes, else refused): a full set built up over several runs")
     args = ap.parse_args()
     cases = set(args.cases.split(','))
+    unknown = cases - set(CASES)
+    if unknown:
+        ap.error(f"--cases: no case {', '.join(sorted(unknown))}; the cases are {','.join(CASES)}")
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     t_start = time.monotonic()
     res = {'machine': machine_facts(), 'args': vars(args)}
+    previous = None
+    if args.merge and (results / 'results.json').exists():
+        previous = json.loads((results / 'results.json').read_text())
+        merged(previous, {**res, 'case_runs': {}, 'failed': {}, 'case_seconds': {}, 'runtime_s': 0}, cases)  # refuses early
+        say(f"bench: --merge: keeping {', '.join(k for k in CASES if k in previous and k not in cases) or 'no case'} "
+            f"of the run of {previous['machine']['date']}")
     say(f'bench: {json.dumps(res["machine"])}')
     if 'planner' in cases:
         n, m = map(int, args.planner.split('x'))
@@ -573,6 +625,8 @@ def main():
     bench = Bench(args)
     peers = args.peers.split(',')
     res['failed'], res['case_seconds'] = {}, {}
+    run_facts = {f: res['machine'][f] for f in ('date', 'git', 'load_at_start')}
+    res['case_runs'] = {name: run_facts for name in CASES if name in cases}
 
     def case(name, fn):
         """Run one case; a failure is recorded with its reason and the other cases still run."""
@@ -587,12 +641,13 @@ def main():
         res['case_seconds'][name] = round(time.monotonic() - t, 1)
 
     def growth():
-        fastest = min(peers, key=lambda p: res.get('noop', {}).get('local', {}).get(p, {}).get('time', 1e9))
+        noop = res.get('noop') or (previous or {}).get('noop') or {}
+        fastest = min(peers, key=lambda p: noop.get('local', {}).get(p, {}).get('time', 1e9))
         out = {'peer': fastest, 'points': {}}
         for n in map(int, args.growth.split(',')):
             t = f't{n}'
-            if n == args.datasets and 'noop' in res:
-                nl = res['noop']['local']
+            if n == args.datasets and noop:
+                nl = noop['local']
                 out['points'][n] = {k: nl[k]['time'] for k in ('ours', fastest, 'floor')}
                 continue
             if bench.zfs('list', f'{bench.S}/{t}', check=False).returncode != 0:
@@ -620,6 +675,8 @@ def main():
         case('data', lambda: bench.case_data(args.data_mb, args.reps))
     finally:
         res['runtime_s'] = time.monotonic() - t_start
+        if previous is not None:
+            res = merged(previous, res, cases)
         (results / 'results.json').write_text(json.dumps(res, indent=1, default=str))
         bench.down()
     if not args.no_report:

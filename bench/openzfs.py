@@ -97,8 +97,10 @@ def ship(guest: vm.VM) -> None:
     listing.parent.mkdir(parents=True, exist_ok=True)
     listing.write_bytes(files)
     copy_in(guest, ['tar', '-C', str(ROOT), '--null', '-T', str(listing), '-cf', '-'], f'{GUEST}/src')
-    commit = subprocess.run(['git', '-C', str(ROOT), 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True, check=False).stdout.strip()
-    guest.run(f'printf %s {shlex.quote(commit)} > {GUEST}/commit')
+    # The guest gets no .git: the commit and the engine's last commit (bench.py --merge compares it) go as files.
+    for name, argv in (('commit', ['rev-parse', '--short', 'HEAD']), ('engine', ['log', '-1', '--format=%h', '--', 'plugins'])):
+        value = subprocess.run(['git', '-C', str(ROOT), *argv], capture_output=True, text=True, check=False).stdout.strip()
+        guest.run(f'printf %s {shlex.quote(value)} > {GUEST}/{name}')
     copy_in(guest, ['tar', '-C', str(debs()), '-cf', '-', '.'], f'{GUEST}/debs')
     copy_in(guest, ['tar', '-C', str(wheels()), '-cf', '-', '.'], f'{GUEST}/wheels')
     # No service of sanoid's starts in the guest (policy-rc.d, as in the image's build): only syncoid is used.
@@ -124,7 +126,9 @@ def main(argv: list[str]) -> int:
         ship(guest)
         zfs = guest.run('zfs version | head -1').stdout.strip()
         say(f'bench: guest ready ({zfs}) after {time.monotonic() - t0:.0f} s; running bench/bench.py there')
-        command = (f'cd {GUEST}/src && ZB_ANSIBLE_VENV={GUEST_VENV} ZB_GIT=$(cat {GUEST}/commit) '
+        if '--merge' in rest and (results / 'results.json').exists():  # the earlier cases, for bench.py to keep
+            copy_in(guest, ['tar', '-C', str(results), '-cf', '-', 'results.json'], f'{GUEST}/results')
+        command = (f'cd {GUEST}/src && ZB_ANSIBLE_VENV={GUEST_VENV} ZB_GIT=$(cat {GUEST}/commit) ZB_ENGINE=$(cat {GUEST}/engine) '
                    f'python3 bench/bench.py --no-report --results {GUEST}/results {shlex.join(rest)}')
         proc = subprocess.Popen(guest.ssh_argv(command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert proc.stdout is not None

@@ -18,6 +18,18 @@ def _progress_note(data: dict) -> list[str]:
             "progress costs.", '']
 
 
+def _runs_note(res):
+    """When the cases were measured in more than one run (bench.py --merge), which run measured which."""
+    runs = res.get('case_runs') or {}
+    if len({(r.get('date'), r.get('git')) for r in runs.values()}) < 2:
+        return []
+    each = '; '.join(f"{case}: {r.get('date')}, commit {r.get('git')}, load {r.get('load_at_start') or 0:.1f}"
+                     for case, r in runs.items())
+    return [f"Measured in {len({r.get('date') for r in runs.values()})} runs at the same engine commit "
+            f"{res['machine'].get('engine')} (the last commit that changed plugins/), with the same sizes: {each}. "
+            "Each table's ratios come from one run.", '']
+
+
 def _calls(c):
     return f"{c['src']} / {c['dst']}"
 
@@ -40,6 +52,7 @@ def write(res, outdir):
          f"Commit {m['git']}; syncoid {m['syncoid']}, pyznap 1.6.0, zfs-autobackup 3.3. Medians of {a['reps']} "
          f"repetitions for zfs.replication and the floor, {a.get('peer_reps', 1)} for each peer (each peer run takes 20-60 s). "
          f"Total runtime {res.get('runtime_s', 0) / 60:.1f} min.", '']
+    L += _runs_note(res)
     targets = []
     if 'noop' in res:
         scaled = f" (SCALED DOWN from 200 datasets with --datasets {a['datasets']})" if a['datasets'] < 200 else ''

@@ -1,0 +1,80 @@
+# Copyright: zfs.replication contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""bench.py --merge: a full result set built up over several runs keeps each case's own run, and is refused when
+the engine, the backend or the sizes differ; the report says which run measured which case."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[3] / 'bench'
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(f'zr_bench_{name}', BENCH / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = load('bench')
+report = load('report')
+
+ARGS = {'datasets': 200, 'snapshots': 20, 'latency_ms': 25, 'data_mb': 500, 'planner': '10000x100',
+        'growth': '50,100,200,400', 'peers': 'syncoid,pyznap,zfs-autobackup', 'reps': 3, 'peer_reps': 3, 'catchup_reps': 3}
+
+
+def run(date, cases, engine='abc1234', backend='openzfs', **args):
+    machine = {'date': date, 'git': f'git-{date[:10]}', 'engine': engine, 'backend': backend, 'load_at_start': 0.5}
+    res = {'machine': machine, 'args': {**ARGS, **args}, 'failed': {}, 'case_seconds': {c: 10.0 for c in cases},
+           'runtime_s': 100.0, 'case_runs': {c: {f: machine[f] for f in ('date', 'git', 'load_at_start')} for c in cases}}
+    res.update({c: {'measured': date} for c in cases})
+    return res
+
+
+def test_the_cases_of_this_run_replace_the_earlier_ones_and_the_others_stay():
+    first = run('2026-12-05 01:00 UTC', ['noop', 'wan', 'catchup'])
+    second = run('2026-12-06 01:00 UTC', ['catchup', 'growth'], peers='pyznap')
+    out = bench.merged(first, second, {'catchup', 'growth'})
+    assert out['noop'] == {'measured': '2026-12-05 01:00 UTC'} and out['wan'] == {'measured': '2026-12-05 01:00 UTC'}
+    assert out['catchup'] == {'measured': '2026-12-06 01:00 UTC'} and out['growth'] == {'measured': '2026-12-06 01:00 UTC'}
+    assert {c: r['date'][:10] for c, r in out['case_runs'].items()} == {
+        'noop': '2026-12-05', 'wan': '2026-12-05', 'catchup': '2026-12-06', 'growth': '2026-12-06'}
+    assert out['machine']['date'] == '2026-12-06 01:00 UTC'
+    assert out['args']['peers'] == 'syncoid,pyznap,zfs-autobackup'
+    assert out['runtime_s'] == 200.0 and set(out['case_seconds']) == {'noop', 'wan', 'catchup', 'growth'}
+
+
+def test_a_case_that_failed_before_and_ran_again_is_no_longer_failed():
+    first = run('2026-12-05 01:00 UTC', ['noop'])
+    first['failed'] = {'catchup': 'RuntimeError: x'}
+    out = bench.merged(first, run('2026-12-06 01:00 UTC', ['catchup']), {'catchup'})
+    assert out['failed'] == {} and 'catchup' in out and 'noop' in out
+
+
+@pytest.mark.parametrize('change, named', [
+    ({'engine': 'fff0000'}, 'engine commit'),
+    ({'backend': 'zfs-fuse'}, 'backend'),
+    ({'datasets': 50}, '--datasets'),
+    ({'data_mb': 100}, '--data-mb'),
+])
+def test_results_of_another_engine_backend_or_size_are_refused_naming_what_differs(change, named):
+    first = run('2026-12-05 01:00 UTC', ['noop'])
+    machine = {k: change[k] for k in ('engine', 'backend') if k in change}
+    args = {k: v for k, v in change.items() if k not in machine}
+    with pytest.raises(SystemExit, match=named):
+        bench.merged(first, run('2026-12-06 01:00 UTC', ['catchup'], **machine, **args), {'catchup'})
+
+
+def test_the_report_names_the_run_of_each_case_only_when_there_were_several():
+    one = run('2026-12-05 01:00 UTC', ['noop'])
+    assert report._runs_note(one) == []
+    both = bench.merged(one, run('2026-12-06 01:00 UTC', ['catchup']), {'catchup'})
+    note = ' '.join(report._runs_note(both))
+    assert 'Measured in 2 runs at the same engine commit abc1234' in note
+    assert 'noop: 2026-12-05 01:00 UTC, commit git-2026-12-05' in note and 'catchup: 2026-12-06 01:00 UTC' in note
