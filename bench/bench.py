@@ -397,8 +397,12 @@ class Bench:
                 for phase in ('full', 'incremental'):
                     o, r = statistics.median(res['ours'][phase]), statistics.median(res['raw'][phase])
                     st = statistics.median(res['stream'][phase])
+                    # each repetition's raw run and ours ran back to back: their ratio per repetition shows the noise
+                    each = sorted(rt / t for rt, t in zip(res['raw'][phase], res['stream'][phase]))
                     row[phase] = {'ours': o, 'raw': r, 'stream': st, 'ratio': r / st, 'ratio_run': r / o,
-                                  'ours_mbps': mb / st, 'raw_mbps': mb / r, 'run_mbps': mb / o}
+                                  'ours_mbps': mb / st, 'raw_mbps': mb / r, 'run_mbps': mb / o,
+                                  'ratio_min': each[0], 'ratio_max': each[-1], 'reps': len(each),
+                                  'times': {k: [round(x, 2) for x in res[k][phase]] for k in ('stream', 'ours', 'raw')}}
                     say(f'  data {kind:6s} {via:5s} {phase:11s} ours stream {st:6.2f} s ({mb / st:5.1f} MB/s), whole run {o:6.2f} s'
                         f'  raw {r:6.2f} s ({mb / r:5.1f} MB/s)  ratio {r / st:.2f} (whole run {r / o:.2f})')
                 row['rss_mb'] = max(x for x in res['ours']['rss'] if x) if any(res['ours']['rss']) else None
@@ -583,6 +587,8 @@ def main():
     ap.add_argument('--peer-reps', type=int, default=3, help='repetitions for the peers (slow: 20-120 s per no-op)')
     ap.add_argument('--catchup-reps', type=int, default=3, help='catch-up rounds (5 new snapshots each); medians')
     ap.add_argument('--data-mb', type=int, default=500)
+    ap.add_argument('--data-reps', type=int, default=5,
+                    help='repetitions of each data-path stream, ours and the raw pipeline back to back (min/median/max)')
     ap.add_argument('--progress-interval', type=int, default=1,
                     help="our task's progress_interval in the data case (default 1 s: progress read and logged every second)")
     ap.add_argument('--growth', default='50,100,200,400')
@@ -672,7 +678,7 @@ def main():
         case('wan', lambda: bench.case_noop(tree, ['ours', *peers], ['wan'], args.reps)['wan'])
         case('catchup', lambda: bench.case_catchup(tree, ['ours', 'ours-serial', *peers], 'local', args.catchup_reps))
         case('growth', growth)
-        case('data', lambda: bench.case_data(args.data_mb, args.reps))
+        case('data', lambda: bench.case_data(args.data_mb, args.data_reps))
     finally:
         res['runtime_s'] = time.monotonic() - t_start
         if previous is not None:

@@ -111,6 +111,8 @@ def write(res, outdir):
     if 'data' in res:
         r = res['data']
         scaled_data = f" (SCALED DOWN from 500 MB with --data-mb {a['data_mb']})" if a['data_mb'] < 500 else ''
+        if a.get('data_reps', a['reps']) < 5:
+            scaled_data += f" (only {a.get('data_reps', a['reps'])} repetitions: too few to judge a few percent)"
         L += [f"## 4. Data path: {a['data_mb']} MB per stream" + scaled_data, '',
               ('' if openzfs else f"zfs-fuse ARC capped at {m['zfs_fuse_arc_max_mb']} MB. ")
               + "ssh cipher aes128-gcm for both; compressible data over ssh with zstd for both.", '',
@@ -118,7 +120,9 @@ def write(res, outdir):
               "the whole run (Python start, probe, both listings, plan, stream, verification listing). Raw: the shell "
               "pipeline's wall time (including its own ssh handshake).", '',
               *_progress_note(r),
-              '| data | via | compressor | phase | ours stream MB/s | raw MB/s | stream / raw | whole run MB/s | whole run / raw |',
+              f"Medians of {a.get('data_reps', a['reps'])} repetitions, ours and the raw pipeline back to back in each; "
+              "stream / raw is the ratio of the medians, with the lowest and highest ratio of a single repetition.", '',
+              '| data | via | compressor | phase | ours stream MB/s | raw MB/s | stream / raw (min-max) | whole run MB/s | whole run / raw |',
               '|---|---|---|---|---|---|---|---|---|']
         worst = worst_run = 9.0
         for key, row in r.items():
@@ -128,7 +132,8 @@ def write(res, outdir):
             for phase in ('full', 'incremental'):
                 x = row[phase]
                 worst = min(worst, x['ratio'])
-                L.append(f"| {kind} | {via} | {row['compression']} | {phase} | {x['ours_mbps']:.1f} | {x['raw_mbps']:.1f} | {x['ratio']:.2f} "
+                spread = f" ({x['ratio_min']:.2f}-{x['ratio_max']:.2f})" if 'ratio_min' in x else ''
+                L.append(f"| {kind} | {via} | {row['compression']} | {phase} | {x['ours_mbps']:.1f} | {x['raw_mbps']:.1f} | {x['ratio']:.2f}{spread} "
                          f"| {x['run_mbps']:.1f} | {x['ratio_run']:.2f} |")
                 worst_run = min(worst_run, x['ratio_run'])
         rss = [row['rss_mb'] for row in r.values() if isinstance(row, dict) and row.get('rss_mb')]
