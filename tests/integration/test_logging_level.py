@@ -1,7 +1,7 @@
 # Copyright (c) zfs.replication contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""logging_level (issue 15, item 6; TrueNAS "Logging Level") in the task's real log file and journal.
+"""logging_level (TrueNAS "Logging Level") in the task's real log file and journal.
 
 Timer runs: the runner's entry point with a config file as the role writes it; its stdout is what the journal gets.
 Module runs: real ansible-playbook runs of zfs_replication and zfs_snapshot_task. Each run replicates (or snapshots)

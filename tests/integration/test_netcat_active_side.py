@@ -1,7 +1,7 @@
 # Copyright (c) zfs.replication contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""TrueNAS's remaining transport fields (issue 15, item 7): `netcat.active_side` and `plzip` compression.
+"""TrueNAS's remaining transport fields: `netcat.active_side` and `plzip` compression.
 
 Real zfs-fuse, the sandbox sshd on 127.0.0.1 and the real OpenBSD nc. Each combination of direction and active side
 replicates a full and an incremental stream; the target's guids and file checksums must equal the source's. Which

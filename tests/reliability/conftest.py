@@ -1,7 +1,7 @@
 # Copyright (c) zfs.replication contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The reliability and security tier (tests/reliability, marker `reliability`; issue 8).
+"""The reliability and security tier (tests/reliability, marker `reliability`).
 
 Faults real fleets see, on real parts: zfs-fuse pools, the sandbox sshd, the engine in its own process
 (killed with SIGKILL, its connection cut), the timer entry point with its lock, hostile names and properties.

@@ -1,7 +1,7 @@
 # Copyright (c) zfs.replication contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The fault suite on each backend (issue 14 item 3): cut connections, SIGKILLed runs, a target written by hand, a
+"""The fault suite on each backend: cut connections, SIGKILLed runs, a target written by hand, a
 full destination pool, overlapping runs, hostile names and hostile received properties, written once and run on
 OpenZFS (the guest) and zfs-fuse. Each case proves its fault happened (faulttable.fault_injected, else it fails with
 FaultNotInjected) and compares both sides' snapshots, guids and file checksums before and after it; the fault table

@@ -1,7 +1,7 @@
 # Copyright (c) zfs.replication contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""A first run does not ship what the target's retention destroys at once (issue 15, item 10; TrueNAS skips them).
+"""A first run does not ship what the target's retention destroys at once (TrueNAS skips them too).
 
 A source holding two weeks of daily snapshots replicated with `retention_policy: custom` (1 week): the first run sends
 only the snapshots the target keeps (the full stream starts at the oldest kept one), the plan lists the others as

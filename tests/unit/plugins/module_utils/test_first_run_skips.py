@@ -1,7 +1,7 @@
 # Copyright (c) zfs.replication contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""A first transfer leaves out what target retention would destroy right after (issue 15, item 10), never the newest."""
+"""A first transfer leaves out what target retention would destroy right after, never the newest."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
