@@ -5,7 +5,9 @@
 - Imports: `ansible_collections.zfs.replication...` resolves to this checkout (a symlink tree in a temp dir),
   and tests can `import helpers` / `import sandbox` (this directory is put on sys.path).
 - Fixtures are lazy: unit tests never start zfs-fuse or sshd.
-    sandbox            session: real zfs-fuse pools `src_pool`/`dst_pool` + an sshd on 127.0.0.1 (tests/sandbox.py)
+    sandbox            session: real pools `src_pool`/`dst_pool` (the host's OpenZFS when it runs it, else zfs-fuse) + an
+                       sshd on 127.0.0.1 (tests/sandbox.py)
+    zfs_caps           session: what that ZFS can do ('resumable', 'encryption', 'recv_props', 'written', ...)
     collections_path   session: a copy of the checkout at <dir>/ansible_collections/zfs/replication; <dir>
     ansible_playbook   function: run(playbook_yaml, extravars=None, check=False, diff=False, inventory_text=None,
                                      expect_rc=0) -> PlaybookResult (real ansible-playbook, JSON results)
@@ -37,6 +39,7 @@ if str(TESTS_DIR) not in sys.path:
 
 import faulttable  # noqa: E402
 
+import backends  # noqa: E402
 import guest_fixtures  # noqa: E402
 import sandbox as sandbox_mod  # noqa: E402  (needs TESTS_DIR on sys.path)
 
@@ -92,7 +95,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope='session')
 def sandbox() -> Iterator[sandbox_mod.Sandbox]:
-    """zfs-fuse with two fresh file-backed pools and an sshd on 127.0.0.1, for the whole session.
+    """Two fresh file-backed pools (the host's OpenZFS when it runs it, else zfs-fuse) and an sshd on 127.0.0.1, for
+    the whole session.
 
     ZR_STOP_ZFS_FUSE=1 stops zfs-fuse at the end if this session started it; ZR_KEEP_SANDBOX=1 keeps the work
     directory (logs, keys) for a look after a failure.
@@ -102,6 +106,13 @@ def sandbox() -> Iterator[sandbox_mod.Sandbox]:
         yield sb
     if os.environ.get('ZR_KEEP_SANDBOX') != '1':
         shutil.rmtree(sb.workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope='session')
+def zfs_caps(sandbox: sandbox_mod.Sandbox) -> frozenset[str]:
+    """What the sandbox's ZFS can do, named as the engine's probe names it: the host's OpenZFS has every capability
+    (resumable and raw send, encryption, recv -o/-x, written, zfs holds), zfs-fuse none of them (tests/backends.py)."""
+    return backends.OPENZFS_CAPS if sandbox.zfs == 'openzfs' else backends.LEGACY_CAPS
 
 
 @pytest.fixture(scope='session')

@@ -15,10 +15,12 @@ it names no class). While it runs it records evidence here, never its name:
 
 At the end one line per backend and class: cases run, fault seen, kept and replica checks, lost, not injected,
 failed, passed, xfail (known engine bugs), and a total per backend. The backend is the item's `backend_name`
-parameter (tests/scenarios), else ZR_FAULT_BACKEND, else zfs-fuse (tests/reliability runs there).
+parameter (tests/scenarios), else ZR_FAULT_BACKEND, else the sandbox's ZFS (tests/reliability runs there): openzfs on
+a host that runs OpenZFS, zfs-fuse elsewhere.
 """
 from __future__ import annotations
 
+import functools
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -78,7 +80,14 @@ def backend_of(item: pytest.Item) -> str:
     callspec = getattr(item, "callspec", None)
     if callspec is not None and "backend_name" in callspec.params:
         return str(callspec.params["backend_name"])
-    return os.environ.get("ZR_FAULT_BACKEND", "zfs-fuse")
+    return os.environ.get("ZR_FAULT_BACKEND") or sandbox_zfs()
+
+
+@functools.cache
+def sandbox_zfs() -> str:
+    """The ZFS the sandbox's pools are on: the host's OpenZFS when it runs it, else zfs-fuse (tests/sandbox.py)."""
+    import sandbox  # tests/ is on sys.path once conftest runs
+    return "openzfs" if sandbox.native_openzfs() else "zfs-fuse"
 
 
 class FaultTable:

@@ -110,7 +110,7 @@ def encrypted_task(sandbox, tag: str, key: str) -> dict:
             "encryption_key": key}
 
 
-def test_scheduler_role_never_shows_the_key(sandbox, ansible_playbook, collections_path, tmp_path):
+def test_scheduler_role_never_shows_the_key(sandbox, ansible_playbook, collections_path, tmp_path, zfs_caps):
     tag = secrets.token_hex(3)
     key, new_key = secrets.token_hex(32), secrets.token_hex(32)
     task = encrypted_task(sandbox, tag, key)
@@ -142,11 +142,13 @@ def test_scheduler_role_never_shows_the_key(sandbox, ansible_playbook, collectio
     assert f"failed: [localhost] (item=zfs-replication-repl-{task['name']}.service)" in out
     found += hits(new_key, third_stdout=out, third_stderr=err, third_log=log)
 
-    # The runner's own run (as the timer starts it) writes the state and log; zfs-fuse cannot encrypt, so it fails.
+    # The runner's own run (as the timer starts it) writes the state and log: on OpenZFS it creates the encrypted
+    # replica with the key; zfs-fuse cannot encrypt, so there it fails at the capability check.
     run = subprocess.run([str(tmp_path / "bin" / "zfs-replication-run"), "run", "--config", str(config), "--state-dir",
                           str(tmp_path / "state"), "--log-dir", str(tmp_path / "log")],
                          capture_output=True, text=True, timeout=600, check=False)
     assert list((tmp_path / "log").iterdir()) and list((tmp_path / "state").iterdir()), run
+    assert (run.returncode == 0) == ("encryption" in zfs_caps), run
     found += hits(new_key, runner_stdout=run.stdout, runner_stderr=run.stderr)
 
     # Files: the task's config holds the key, 0600 and root's; nothing else the runs left does.
