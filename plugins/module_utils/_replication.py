@@ -204,8 +204,10 @@ class Runner:
         if check_mode:
             return Executed(before, None, the_plan.has_work or any(d.action == "resume" for d in the_plan.datasets))
         if not the_plan.has_work:
-            if repair and not prepared.resumed:
-                try:  # nothing to send, but a killed run left the holds behind: put them right
+            # Nothing to send, but the holds are not on the common snapshot: a killed run left them behind, or this
+            # run's resume of an interrupted receive completed the snapshot the holds must move to.
+            if repair:
+                try:
                     self.holds.move(repair, prepared.source, before)
                 except TransportError as exc:
                     errors.append(f"hold: {exc}")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 # DataLost, fault_injected and the evidence the fault table counts: tests/faulttable.py (shared with tests/scenarios).
-from faulttable import DataLost, fault_injected, record_kept, record_replica
+from faulttable import DataLost, fault_injected, record_kept, record_replica, sandbox_zfs
 
 from helpers import (
     CommandError,
@@ -260,8 +260,10 @@ def run_engine(params: dict[str, Any], *, kill_after_lines: int | None = None, k
 
 # ------------------------------------------------------------------------------------------------ cutting a stream at a byte offset
 def stream_size(dataset: str, snapshot: str, base: str | None = None) -> int:
-    """Bytes of the stream the engine sends here (`zfs send -p [-I BASE] DATASET@SNAPSHOT`), counted by reading it."""
-    argv = [ZFS, "send", "-p", *(["-I", f"{dataset}@{base}"] if base else []), f"{dataset}@{snapshot}"]
+    """Bytes of the stream the engine sends here (`zfs send -p [-I BASE] DATASET@SNAPSHOT`, with -L -e -c on OpenZFS,
+    where blocks travel as the pool compressed them), counted by reading it."""
+    flags = ["-p", "-L", "-e", "-c"] if sandbox_zfs() == "openzfs" else ["-p"]
+    argv = [ZFS, "send", *flags, *(["-I", f"{dataset}@{base}"] if base else []), f"{dataset}@{snapshot}"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None
     total = sum(len(chunk) for chunk in iter(lambda: proc.stdout.read(1 << 20), b""))

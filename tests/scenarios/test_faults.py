@@ -30,6 +30,7 @@ from scenario_helpers import (
     exists,
     expect_kept,
     expect_replica,
+    held,
     message,
     over_ssh,
     params,
@@ -232,6 +233,11 @@ def test_connection_cut_mid_stream_then_next_run_completes(backend: Backend, str
     expect_kept(backend, src_before, src, "source")
     expect_kept(backend, dst_before, dst, "target")
     expect_replica(backend, src, dst)
+    # The task's hold is on the newest common snapshot on each side, also when the resume completed it and there
+    # was nothing left to send: between runs, pruning must not take the next incremental's base.
+    newest = snaps(backend, src)[-1]
+    for side, dataset in (("source", src), ("target", dst)):
+        assert f"{dataset}@{newest}" in held(backend, dataset), (side, newest, held(backend, dataset), str(again))
 
 
 # ==================================================================================================== SIGKILL of the engine
