@@ -143,6 +143,11 @@ class Bench:
         self.env.update(ANSIBLE_COLLECTIONS_PATH=str(self.tree), ANSIBLE_HOST_KEY_CHECKING='True', ANSIBLE_NOCOLOR='1',
                         ANSIBLE_LOCAL_TEMP=str(self.dir / 'ansible-tmp'), ANSIBLE_REMOTE_TEMP=str(self.dir / 'ansible-tmp'))
 
+    @property
+    def openzfs(self):
+        """The sandbox runs on OpenZFS (the guest, or a host that runs it), not zfs-fuse."""
+        return self.sb.zfs == 'openzfs'
+
     # -- setup -----------------------------------------------------------------------------------------------
     def up(self):
         self.sb.up()
@@ -175,7 +180,7 @@ class Bench:
         root = f'{self.S}/{name}'
         # OpenZFS: not mounted (-u): nothing reads their files, and in the emulated guest each mount costs seconds of
         # systemd's mount-unit work; zfs-fuse has no -u (its mounts are cheap)
-        unmounted = ['-u'] if self.sb.zfs == 'openzfs' else []
+        unmounted = ['-u'] if self.openzfs else []
         self.zfs('create', *unmounted, '-o', 'compression=off', root)
         for i in range(1, n):
             self.zfs('create', *unmounted, f'{root}/d{i:03d}')
@@ -317,7 +322,7 @@ class Bench:
                     # devices=off (recv -o on OpenZFS, zfs set here); without them the first incremental run sets them
                     safe = ('canmount=noauto', 'setuid=off', 'devices=off')
                     for ds in self.zfs('list', '-H', '-o', 'name', '-r', '-t', 'filesystem', target).stdout.split():
-                        if self.sb.zfs == 'openzfs':
+                        if self.openzfs:
                             self.zfs('set', *safe, ds)
                         else:
                             for prop in safe:  # zfs-fuse: one property per zfs set
@@ -543,8 +548,13 @@ def machine_facts():
             'backend': 'openzfs' if native else 'zfs-fuse', 'zfs': zfs,
             'load_at_start': os.getloadavg()[0],
             'syncoid': sh(['syncoid', '--version'], check=False).stdout.split('\n')[0].split()[-1],
-            'git': os.environ.get('ZB_GIT') or sh(['git', '-C', str(ROOT), 'rev-parse', '--short', 'HEAD'], check=False).stdout.strip(),
+            'git': os.environ.get('ZB_GIT') or git_commit(),
             'engine': os.environ.get('ZB_ENGINE') or engine_commit()}
+
+
+def git_commit():
+    """The checkout's commit (short)."""
+    return sh(['git', '-C', str(ROOT), 'rev-parse', '--short', 'HEAD'], check=False).stdout.strip()
 
 
 def engine_commit():
@@ -557,10 +567,9 @@ CASES = ('noop', 'wan', 'catchup', 'growth', 'data', 'planner')
 SIZES = ('datasets', 'snapshots', 'latency_ms', 'data_mb', 'planner', 'growth')
 
 
-def merged(previous, res, ran):
-    """RES (this run: the cases in RAN) put over PREVIOUS (an earlier results.json of the same engine commit and sizes):
-    the cases this run measured replace the earlier ones, the others stay, and `case_runs` says which run measured
-    each (date, commit, load). A run too long for one sitting (the OpenZFS guest's full set) is built up this way."""
+def refuse_merge(previous, res):
+    """Exit with the reasons when PREVIOUS (an earlier results.json) cannot take this run's cases: another engine
+    commit, backend or size. RES needs only its `machine` and `args`, so a run checks this before it measures."""
     why = []
     if previous['machine'].get('engine') != res['machine']['engine']:
         why.append(f"its engine commit is {previous['machine'].get('engine')!r}, this run's {res['machine']['engine']!r}")
@@ -571,6 +580,13 @@ def merged(previous, res, ran):
     if why:
         raise SystemExit('bench: --merge: the earlier results.json cannot be merged with this run: ' + '; '.join(why)
                          + '. Run every case again without --merge, or with the same sizes at that commit.')
+
+
+def merged(previous, res, ran):
+    """RES (this run: the cases in RAN) put over PREVIOUS (an earlier results.json of the same engine commit and sizes):
+    the cases this run measured replace the earlier ones, the others stay, and `case_runs` says which run measured
+    each (date, commit, load). A run too long for one sitting (the OpenZFS guest's full set) is built up this way."""
+    refuse_merge(previous, res)
     out = {k: v for k, v in previous.items() if k in CASES and k not in ran}
     runs = {k: v for k, v in (previous.get('case_runs') or {}).items() if k in out}
     for k in out:  # a results.json from before case_runs: its cases are the earlier run's
@@ -622,7 +638,7 @@ def main():
     previous = None
     if args.merge and (results / 'results.json').exists():
         previous = json.loads((results / 'results.json').read_text())
-        merged(previous, {**res, 'case_runs': {}, 'failed': {}, 'case_seconds': {}, 'runtime_s': 0}, cases)  # refuses early
+        refuse_merge(previous, res)  # before anything is measured
         say(f"bench: --merge: keeping {', '.join(k for k in CASES if k in previous and k not in cases) or 'no case'} "
             f"of the run of {previous['machine']['date']}")
     say(f'bench: {json.dumps(res["machine"])}')

@@ -34,6 +34,8 @@ sys.path.insert(0, str(ROOT / 'bench'))
 
 import vm  # noqa: E402
 
+import bench  # noqa: E402
+
 CACHE = Path(os.environ.get('ZR_CACHE_DIR', '/var/cache/zfs-replication')) / 'bench'
 HOST_PYTHON = CACHE / 'venv' / 'bin' / 'python'  # Python 3.11, as the guest's: its pip picks the guest's wheels
 GUEST = '/root/zr-bench'
@@ -98,8 +100,7 @@ def ship(guest: vm.VM) -> None:
     listing.write_bytes(files)
     copy_in(guest, ['tar', '-C', str(ROOT), '--null', '-T', str(listing), '-cf', '-'], f'{GUEST}/src')
     # The guest gets no .git: the commit and the engine's last commit (bench.py --merge compares it) go as files.
-    for name, argv in (('commit', ['rev-parse', '--short', 'HEAD']), ('engine', ['log', '-1', '--format=%h', '--', 'plugins'])):
-        value = subprocess.run(['git', '-C', str(ROOT), *argv], capture_output=True, text=True, check=False).stdout.strip()
+    for name, value in (('commit', bench.git_commit()), ('engine', bench.engine_commit())):
         guest.run(f'printf %s {shlex.quote(value)} > {GUEST}/{name}')
     copy_in(guest, ['tar', '-C', str(debs()), '-cf', '-', '.'], f'{GUEST}/debs')
     copy_in(guest, ['tar', '-C', str(wheels()), '-cf', '-', '.'], f'{GUEST}/wheels')
