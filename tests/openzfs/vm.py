@@ -61,13 +61,14 @@ if OPENZFS_RELEASE not in OPENZFS_RELEASES:
 # Everything that decides what the image contains. The hash of this (plus the build functions' source) names the
 # cache directory. The kernel version is resolved at build time (what linux-image-amd64 depends on then).
 # The stream tools are the ones the engine's pipelines may use on a host (netcat, mbuffer, the compressors).
+# systemd-container: the guest is a host that runs OpenZFS, where the systemd tier boots its container (nspawn).
 RECIPE = {
     'suite': 'bookworm',
     'variant': 'minbase',
     'components': 'main,contrib',
     'base_packages': ['initramfs-tools', 'systemd-sysv', 'udev', 'openssh-server', 'iproute2', 'python3', 'python3-venv', 'sudo',
                       'pv', 'kmod', 'procps', 'netcat-openbsd', 'mbuffer', 'lz4', 'zstd', 'pigz', 'xz-utils',
-                      'plzip'],
+                      'plzip', 'systemd-container'],
     'zfs_packages': ['zfs-dkms', 'zfsutils-linux'],
     **OPENZFS_RELEASES[OPENZFS_RELEASE],
     'rootfs_min_bytes': 3 << 30,

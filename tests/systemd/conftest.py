@@ -1,7 +1,7 @@
 # Copyright: zfs.replication contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Fixtures of the systemd tier: a real systemd (systemd-nspawn, tests/systemd/container.py) whose `zfs` is the
-host's zfs-fuse with the sandbox's pools, reached by Ansible over an sshd inside it.
+host's (zfs-fuse, or the host's own OpenZFS) with the sandbox's pools, reached by Ansible over an sshd inside it.
 
     container            session: the booted container (exec() runs commands inside, via nsenter)
     container_inventory  session: inventory text with the host `zrsystemd`
@@ -25,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from container import Container, ContainerError, ensure_rootfs  # noqa: E402
+from container import Container, ContainerError, ensure_rootfs, host_openzfs  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -40,13 +40,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope='session')
 def container(sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
-    """A booted systemd container that shares the sandbox's zfs-fuse daemon (the sandbox starts it)."""
+    """A booted systemd container whose `zfs` is the sandbox's: the zfs-fuse daemon the sandbox starts, or on a
+    host that runs OpenZFS the host's kernel module (the sandbox's pools are its own, on image files)."""
     try:
-        rootfs = ensure_rootfs(log=lambda msg: print(f'systemd tier: {msg}', file=sys.stderr))
+        openzfs = host_openzfs()
+        rootfs = ensure_rootfs(log=lambda msg: print(f'systemd tier: {msg}', file=sys.stderr), openzfs=openzfs)
     except ContainerError as exc:
         pytest.fail(str(exc), pytrace=False)
     workdir = tmp_path_factory.mktemp('systemd')
-    box = Container(workdir, rootfs=rootfs)
+    box = Container(workdir, rootfs=rootfs, openzfs=openzfs)
     box.boot()
     try:
         yield box

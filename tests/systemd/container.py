@@ -8,8 +8,11 @@ clean and each boot starts from the same state (no timer catching up on a run mi
 
 Inside the container:
 
-* ZFS is the host's zfs-fuse daemon: the rootfs has the zfs-fuse package (its own daemon masked) and the
-  host's socket directory /run/zfs is bound in, so ``zfs`` in the container manages the host's pools;
+* ZFS is the host's: on a host without ZFS, its zfs-fuse daemon (the rootfs has the zfs-fuse package, its own
+  daemon masked, and the host's socket directory /run/zfs is bound in); on a host that runs OpenZFS, its kernel
+  module (the rootfs has zfsutils-linux at the host's exact version, from the host's distribution release, every
+  ZFS unit masked, and /dev/zfs is bound in). Either way ``zfs`` in the container manages the host's pools and
+  nothing in the container imports, mounts or shares a pool at boot;
 * an sshd (the rootfs's ssh.service) listens on a free 127.0.0.1 port with a host key and an authorized key
   made for this boot, so Ansible reaches it the way it reaches any host, host key verified;
 * ``exec()`` runs commands through nsenter into the container's namespaces.
@@ -18,6 +21,9 @@ Hybrid cgroups on these machines: nspawn is started from a cgroup of its own und
 /sys/fs/cgroup/{systemd,unified}/NAME (without that it cannot set up the container's cgroups), removed after.
 
     python tests/systemd/container.py build     # build (or find) the cached rootfs, print its path
+    python tests/systemd/container.py build-openzfs DISTRO SUITE VERSION
+                                                # the rootfs of a host that runs OpenZFS (e.g. debian bookworm
+                                                # 2.3.2-1~bpo12+1), built here for a host that cannot fetch it
     python tests/systemd/container.py shell     # boot one and open a shell inside (exit to stop it)
 """
 
@@ -35,6 +41,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 CACHE_DIR = Path(os.environ.get('ZR_CACHE_DIR', '/var/cache/zfs-replication'))
 MIRROR = os.environ.get('ZR_DEBIAN_MIRROR', 'http://deb.debian.org/debian')
@@ -63,6 +70,34 @@ apt-get clean
 rm -rf /var/lib/apt/lists/*
 """
 RECIPE_VERSION = 1
+
+# On a host that runs OpenZFS: the rootfs is of the host's distribution release, and its zfsutils-linux is the
+# host's version exactly (userland and kernel module must agree), from that release's archive (backports included).
+# Every ZFS unit is masked and the mount generator removed: the host owns its pools; the container only runs zfs.
+OPENZFS_ARCHIVES = {
+    'debian': ('http://deb.debian.org/debian', 'main contrib', ('{suite}', '{suite}-updates', '{suite}-backports')),
+    'ubuntu': ('http://archive.ubuntu.com/ubuntu', 'main universe', ('{suite}', '{suite}-updates')),
+}
+OPENZFS_POST_INSTALL = r"""
+set -e
+: > /etc/apt/sources.list
+# Every suite at the same priority (backports too): the pinned version decides, and its dependencies follow it.
+: > /etc/apt/preferences.d/zr-suites
+for suite in $ZR_SUITES; do
+    echo "deb $ZR_MIRROR $suite $ZR_COMPONENTS" >> /etc/apt/sources.list
+    printf 'Package: *\nPin: release n=%s\nPin-Priority: 500\n\n' "$suite" >> /etc/apt/preferences.d/zr-suites
+done
+printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
+mount -t proc proc /proc
+trap 'umount /proc' EXIT
+apt-get update -q
+DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "zfsutils-linux=$ZR_ZFS_VERSION"
+rm -f /usr/sbin/policy-rc.d
+for unit in /lib/systemd/system/zfs* /usr/lib/systemd/system/zfs*; do
+    [ -e "$unit" ] && ln -sf /dev/null "/etc/systemd/system/$(basename "$unit")"
+done
+rm -f /lib/systemd/system-generators/zfs-mount-generator /usr/lib/systemd/system-generators/zfs-mount-generator
+"""
 
 
 # What the tier's tests apply in the container (declaration in extravars), over the container's sshd; pipelining
@@ -99,8 +134,38 @@ class ContainerError(RuntimeError):
     pass
 
 
-def recipe_hash() -> str:
+class OpenZFSHost(NamedTuple):
+    """What the rootfs of a host that runs OpenZFS is made of: its distribution (os-release ID), release codename
+    and zfsutils-linux version."""
+    distro: str
+    suite: str
+    version: str
+
+
+def host_openzfs() -> OpenZFSHost | None:
+    """This host's OpenZFS (its kernel module loaded and `zfs version` naming it), or None: then the container
+    uses zfs-fuse. Raises ContainerError when the host runs OpenZFS that no package archive can match."""
+    if not Path('/sys/module/zfs').is_dir():
+        return None
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        if 'zfs-kmod' not in _run(['zfs', 'version'], check=False, timeout=30).stdout:
+            return None
+    release = dict(line.split('=', 1) for line in Path('/etc/os-release').read_text().splitlines() if '=' in line)
+    distro, suite = release.get('ID', '').strip('"'), release.get('VERSION_CODENAME', '').strip('"')
+    if distro not in OPENZFS_ARCHIVES or not suite:
+        raise ContainerError(f'this host runs OpenZFS on {distro or "an unknown distribution"} {suite}: the systemd '
+                             f'tier builds its container for {" or ".join(OPENZFS_ARCHIVES)} hosts only')
+    version = _run(['dpkg-query', '-W', '-f=${Version}', 'zfsutils-linux'], check=False).stdout.strip()
+    if not version:
+        raise ContainerError('this host runs OpenZFS but not from the zfsutils-linux package: the systemd tier\'s '
+                             'container needs the same userland at the same version; install it from your distribution')
+    return OpenZFSHost(distro, suite, version)
+
+
+def recipe_hash(openzfs: OpenZFSHost | None = None) -> str:
     recipe = '\n'.join([str(RECIPE_VERSION), SUITE, MIRROR, ','.join(PACKAGES), POST_INSTALL])
+    if openzfs is not None:
+        recipe = '\n'.join([recipe, 'openzfs', *openzfs, OPENZFS_POST_INSTALL])
     return hashlib.sha256(recipe.encode()).hexdigest()[:16]
 
 
@@ -112,10 +177,11 @@ def _run(argv: list[str], *, timeout: float = 600, check: bool = True, **kw: obj
     return proc
 
 
-def ensure_rootfs(log=print) -> Path:
-    """The cached rootfs for the current recipe; built (about 70-90 s) when missing. Safe against parallel runs."""
+def ensure_rootfs(log=print, openzfs: OpenZFSHost | None = None) -> Path:
+    """The cached rootfs for the current recipe; built (about 70-90 s) when missing. Safe against parallel runs.
+    OPENZFS: the rootfs of a host that runs that OpenZFS (host_openzfs()) instead of zfs-fuse's."""
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    root = CACHE_DIR / f'systemd-rootfs-{recipe_hash()}'
+    root = CACHE_DIR / f'systemd-rootfs-{recipe_hash(openzfs)}'
     done = root / '.zr-complete'
     if done.exists():
         return root
@@ -130,10 +196,23 @@ def ensure_rootfs(log=print) -> Path:
         shutil.rmtree(building, ignore_errors=True)
         t0 = time.monotonic()
         log(f'building the systemd rootfs {root.name} with debootstrap (a few minutes, once)')
-        _run(['debootstrap', '--variant=minbase', f'--include={",".join(PACKAGES)}', SUITE, str(building), MIRROR],
-             timeout=1800)
-        _run(['chroot', str(building), '/bin/sh', '-c', POST_INSTALL], timeout=300,
-             env={'PATH': '/usr/sbin:/usr/bin:/sbin:/bin', 'LC_ALL': 'C'})
+        env = {'PATH': '/usr/sbin:/usr/bin:/sbin:/bin', 'LC_ALL': 'C'}
+        if openzfs is None:
+            _run(['debootstrap', '--variant=minbase', f'--include={",".join(PACKAGES)}', SUITE, str(building), MIRROR],
+                 timeout=1800)
+        else:
+            mirror, components, suites = OPENZFS_ARCHIVES[openzfs.distro]
+            packages = [p for p in PACKAGES if p != 'zfs-fuse']
+            _run(['debootstrap', '--variant=minbase', f'--include={",".join(packages)}', openzfs.suite, str(building),
+                  mirror], timeout=1800)
+            try:
+                _run(['chroot', str(building), '/bin/sh', '-c', OPENZFS_POST_INSTALL], timeout=900,
+                     env={**env, 'ZR_MIRROR': mirror, 'ZR_COMPONENTS': components, 'ZR_ZFS_VERSION': openzfs.version,
+                          'ZR_SUITES': ' '.join(s.format(suite=openzfs.suite) for s in suites)})
+            except ContainerError as exc:
+                raise ContainerError(f'the container for this OpenZFS host needs zfsutils-linux {openzfs.version} from '
+                                     f'{mirror} ({openzfs.suite}): {exc}') from None
+        _run(['chroot', str(building), '/bin/sh', '-c', POST_INSTALL], timeout=300, env=env)
         # Older rootfs builds (other recipes) only take disk space.
         for old in CACHE_DIR.glob('systemd-rootfs-*'):
             if old != root and old.is_dir():
@@ -166,15 +245,20 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
-CGROUP_ROOTS = (Path('/sys/fs/cgroup/systemd'), Path('/sys/fs/cgroup/unified'))
+# Hybrid hierarchies (these machines): the named systemd one and the unified one; a unified-only host (cgroup v2,
+# a stock systemd host): its root.
+CGROUP_ROOTS = ((Path('/sys/fs/cgroup/systemd'), Path('/sys/fs/cgroup/unified'))
+                if Path('/sys/fs/cgroup/systemd').is_dir() else (Path('/sys/fs/cgroup'),))
 
 
 class Container:
     """One boot of the cached rootfs. Use as a context manager: boot() ... stop()."""
 
-    def __init__(self, workdir: str | os.PathLike[str], rootfs: Path | None = None, name: str | None = None) -> None:
+    def __init__(self, workdir: str | os.PathLike[str], rootfs: Path | None = None, name: str | None = None,
+                 openzfs: OpenZFSHost | None = None) -> None:
         self.workdir = Path(workdir).resolve()
         self.rootfs = rootfs
+        self.openzfs = openzfs  # host_openzfs() of this host: the rootfs was built for it and /dev/zfs is bound in
         self.name = name or f'zrsd{secrets.token_hex(3)}'
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -217,15 +301,21 @@ class Container:
 
     def boot(self, timeout: float = 60) -> Container:
         if self.rootfs is None:
-            self.rootfs = ensure_rootfs()
-        if not Path('/run/zfs').is_dir():
-            raise ContainerError('/run/zfs does not exist: start zfs-fuse first (the sandbox fixture does)')
+            self.rootfs = ensure_rootfs(openzfs=self.openzfs)
+        if self.openzfs is not None:
+            zfs_bind = '--bind=/dev/zfs'
+            if not Path('/dev/zfs').exists():
+                raise ContainerError('/dev/zfs does not exist: load the zfs kernel module (modprobe zfs)')
+        else:
+            zfs_bind = '--bind=/run/zfs:/run/zfs'
+            if not Path('/run/zfs').is_dir():
+                raise ContainerError('/run/zfs does not exist: start zfs-fuse first (the sandbox fixture does)')
         self.port = free_port()
         self._write_files()
         for cg in self.cgroups:
             cg.mkdir(exist_ok=True)
         argv = ['systemd-nspawn', '-D', str(self.rootfs), '-b', '-M', self.name, '--register=no', '--keep-unit',
-                '--console=passive', '--volatile=overlay', '--bind=/run/zfs:/run/zfs',
+                '--console=passive', '--volatile=overlay', zfs_bind,
                 f'--bind-ro={self.workdir / "run"}:/zr-run',
                 f'--bind-ro={self.workdir / "run" / "sshd.conf"}:/etc/ssh/sshd_config.d/zr-test.conf']
         with open(self.log, 'ab') as out:
@@ -324,12 +414,15 @@ class Container:
 def main(argv: list[str]) -> int:
     action = argv[1] if len(argv) > 1 else 'build'
     if action == 'build':
-        print(ensure_rootfs())
+        print(ensure_rootfs(openzfs=host_openzfs()))
+        return 0
+    if action == 'build-openzfs' and len(argv) == 5:
+        print(ensure_rootfs(openzfs=OpenZFSHost(*argv[2:5])))
         return 0
     if action == 'shell':
         workdir = Path(f'/tmp/zr-systemd-shell-{os.getpid()}')
         workdir.mkdir()
-        with Container(workdir) as c:
+        with Container(workdir, openzfs=host_openzfs()) as c:
             print(f'container {c.name} up; ssh: ssh {" ".join(c.ssh_options())} root@127.0.0.1', flush=True)
             subprocess.run(['nsenter', '-t', str(c.leader), '-m', '-p', '-u', '-i', '--', '/bin/bash', '-l'], check=False)
         shutil.rmtree(workdir, ignore_errors=True)
