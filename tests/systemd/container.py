@@ -74,17 +74,22 @@ RECIPE_VERSION = 1
 # On a host that runs OpenZFS: the rootfs is of the host's distribution release, and its zfsutils-linux is the
 # host's version exactly (userland and kernel module must agree), from that release's archive (backports included).
 # Every ZFS unit is masked and the mount generator removed: the host owns its pools; the container only runs zfs.
-OPENZFS_ARCHIVES = {
-    'debian': ('http://deb.debian.org/debian', 'main contrib', ('{suite}', '{suite}-updates', '{suite}-backports')),
-    'ubuntu': ('http://archive.ubuntu.com/ubuntu', 'main universe', ('{suite}', '{suite}-updates')),
+OPENZFS_ARCHIVES = {  # the mirror debootstrap uses, the components, the apt sources (mirror, suite)
+    'debian': ('http://deb.debian.org/debian', 'main contrib',
+               (('http://deb.debian.org/debian', '{suite}'), ('http://deb.debian.org/debian', '{suite}-updates'),
+                ('http://deb.debian.org/debian-security', '{suite}-security'),
+                ('http://deb.debian.org/debian', '{suite}-backports'))),
+    'ubuntu': ('http://archive.ubuntu.com/ubuntu', 'main universe',
+               (('http://archive.ubuntu.com/ubuntu', '{suite}'), ('http://archive.ubuntu.com/ubuntu', '{suite}-updates'),
+                ('http://security.ubuntu.com/ubuntu', '{suite}-security'))),
 }
 OPENZFS_POST_INSTALL = r"""
 set -e
 : > /etc/apt/sources.list
 # Every suite at the same priority (backports too): the pinned version decides, and its dependencies follow it.
 : > /etc/apt/preferences.d/zr-suites
-for suite in $ZR_SUITES; do
-    echo "deb $ZR_MIRROR $suite $ZR_COMPONENTS" >> /etc/apt/sources.list
+echo "$ZR_SOURCES" | while read -r mirror suite; do
+    echo "deb $mirror $suite $ZR_COMPONENTS" >> /etc/apt/sources.list
     printf 'Package: *\nPin: release n=%s\nPin-Priority: 500\n\n' "$suite" >> /etc/apt/preferences.d/zr-suites
 done
 printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
@@ -201,14 +206,14 @@ def ensure_rootfs(log=print, openzfs: OpenZFSHost | None = None) -> Path:
             _run(['debootstrap', '--variant=minbase', f'--include={",".join(PACKAGES)}', SUITE, str(building), MIRROR],
                  timeout=1800)
         else:
-            mirror, components, suites = OPENZFS_ARCHIVES[openzfs.distro]
+            mirror, components, sources = OPENZFS_ARCHIVES[openzfs.distro]
             packages = [p for p in PACKAGES if p != 'zfs-fuse']
             _run(['debootstrap', '--variant=minbase', f'--include={",".join(packages)}', openzfs.suite, str(building),
                   mirror], timeout=1800)
             try:
                 _run(['chroot', str(building), '/bin/sh', '-c', OPENZFS_POST_INSTALL], timeout=900,
-                     env={**env, 'ZR_MIRROR': mirror, 'ZR_COMPONENTS': components, 'ZR_ZFS_VERSION': openzfs.version,
-                          'ZR_SUITES': ' '.join(s.format(suite=openzfs.suite) for s in suites)})
+                     env={**env, 'ZR_COMPONENTS': components, 'ZR_ZFS_VERSION': openzfs.version,
+                          'ZR_SOURCES': '\n'.join(f'{m} {s.format(suite=openzfs.suite)}' for m, s in sources)})
             except ContainerError as exc:
                 raise ContainerError(f'the container for this OpenZFS host needs zfsutils-linux {openzfs.version} from '
                                      f'{mirror} ({openzfs.suite}): {exc}') from None
