@@ -5,6 +5,8 @@ user's pools).
 
 - `scripts/demo`, run there from a checkout as a user runs it: bootstrap installs no zfs-fuse, the sandbox's pools
   are the host's OpenZFS on image files, the playbooks replicate, and the user's pools are exactly as they were.
+- The systemd tier's container boots there with the host's own OpenZFS userland and its `zfs` manages the host's
+  pools (its rootfs is built here: the guest has no network).
 - The scenario tier there runs natively (no guest, no zfs-fuse): every scenario is collected once, on `openzfs`,
   and scenarios run green on the host's own OpenZFS.
 
@@ -17,6 +19,7 @@ a user installs on an offline host too.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shlex
@@ -148,5 +151,34 @@ def test_the_scenario_tier_runs_natively_on_the_hosts_openzfs(guest, checkout) -
     # The fault table's total for the backend: each of the 3 fault cases saw its fault, and none lost data.
     total = re.search(r'^openzfs\s+all fault classes\s+(\d+)\s+(\d+)\s+\d+\s+\d+\s+(\d+)', ran, re.M)
     assert total and total.groups() == ('3', '3', '0'), ran
+    assert not [p for p in guest.zpool('list', '-H', '-o', 'name').split() if p.startswith(sandbox_mod.POOL_PREFIX)]
+    assert guest.pools_state() == before
+
+
+def test_the_systemd_tiers_container_runs_zfs_on_the_hosts_openzfs(guest, checkout) -> None:
+    before = guest.pools_state()
+    sys.path.insert(0, str(REPO_ROOT / 'tests' / 'systemd'))
+    import container  # tests/systemd/container.py
+
+    # What the guest is (its release and zfsutils-linux version, read there by the tier's own code) decides the rootfs;
+    # it is built here and put where the tier looks for it in the guest.
+    identity = guest.sh(f'cd {CHECKOUT}/tests/systemd && python3 -c "import container; print(*container.host_openzfs())"')
+    host = container.OpenZFSHost(*identity.split())
+    assert host.distro == 'debian' and host.version == guest.sh("dpkg-query -W -f='${Version}' zfsutils-linux"), identity
+    rootfs = container.ensure_rootfs(log=lambda msg: print(f'systemd tier: {msg}', file=sys.stderr), openzfs=host)
+    guest.copy_tree(rootfs, str(rootfs))
+
+    out = guest.sh(f'cd {CHECKOUT} && python3 tests/systemd/container.py smoke', timeout=900)
+    facts = json.loads(out.splitlines()[-1])
+    assert facts['backend'] == 'openzfs', facts
+    assert facts['zfs_version']['container'] == facts['zfs_version']['host'], facts  # userland and module agree
+    assert facts['zfs_version']['host'][-1].startswith('zfs-kmod-2.'), facts
+    # A snapshot taken in the container is on the host's pool (same guid).
+    assert facts['guid']['container'] == facts['guid']['host'] and facts['guid']['host'].isdigit(), facts
+    # Nothing in the container imports, mounts or shares a pool: every ZFS unit masked, no ZFS mount in it.
+    assert 'zfs-mount.service' in facts['zfs_units'] and 'zfs-import-cache.service' in facts['zfs_units'], facts
+    assert set(facts['zfs_units'].values()) == {'masked'}, facts
+    assert facts['zfs_mounts'] == [], facts
+    assert facts['system'] in ('running', 'degraded'), facts
     assert not [p for p in guest.zpool('list', '-H', '-o', 'name').split() if p.startswith(sandbox_mod.POOL_PREFIX)]
     assert guest.pools_state() == before

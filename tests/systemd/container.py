@@ -25,6 +25,7 @@ Hybrid cgroups on these machines: nspawn is started from a cgroup of its own und
                                                 # the rootfs of a host that runs OpenZFS (e.g. debian bookworm
                                                 # 2.3.2-1~bpo12+1), built here for a host that cannot fetch it
     python tests/systemd/container.py shell     # boot one and open a shell inside (exit to stop it)
+    python tests/systemd/container.py smoke     # boot one on a sandbox of its own, print what it sees (JSON)
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import secrets
 import shutil
@@ -186,7 +188,8 @@ def ensure_rootfs(log=print, openzfs: OpenZFSHost | None = None) -> Path:
     """The cached rootfs for the current recipe; built (about 70-90 s) when missing. Safe against parallel runs.
     OPENZFS: the rootfs of a host that runs that OpenZFS (host_openzfs()) instead of zfs-fuse's."""
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    root = CACHE_DIR / f'systemd-rootfs-{recipe_hash(openzfs)}'
+    family = 'systemd-rootfs-' if openzfs is None else 'systemd-rootfs-openzfs-'
+    root = CACHE_DIR / f'{family}{recipe_hash(openzfs)}'
     done = root / '.zr-complete'
     if done.exists():
         return root
@@ -218,9 +221,10 @@ def ensure_rootfs(log=print, openzfs: OpenZFSHost | None = None) -> Path:
                 raise ContainerError(f'the container for this OpenZFS host needs zfsutils-linux {openzfs.version} from '
                                      f'{mirror} ({openzfs.suite}): {exc}') from None
         _run(['chroot', str(building), '/bin/sh', '-c', POST_INSTALL], timeout=300, env=env)
-        # Older rootfs builds (other recipes) only take disk space.
-        for old in CACHE_DIR.glob('systemd-rootfs-*'):
-            if old != root and old.is_dir():
+        # Older rootfs builds (other recipes) of the same kind only take disk space; the other kind's may be booted
+        # (the OpenZFS guest's test builds one for the guest while the zfs-fuse lane boots its own).
+        for old in CACHE_DIR.glob(f'{family}*'):
+            if old != root and old.is_dir() and (openzfs is not None or not old.name.startswith('systemd-rootfs-openzfs-')):
                 shutil.rmtree(old, ignore_errors=True)
         shutil.rmtree(root, ignore_errors=True)
         building.rename(root)
@@ -416,6 +420,36 @@ class Container:
         }
 
 
+def smoke(workdir: Path) -> dict[str, object]:
+    """Boot a container on a sandbox of its own (tests/sandbox.py: two pools, this host's ZFS) and return what it
+    sees: `zfs version` inside and out, a snapshot taken inside as the host sees it (guid), the ZFS units' states,
+    the ZFS mounts in its mount namespace and its system state. The sandbox is gone afterwards."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    import sandbox  # tests/sandbox.py
+
+    facts: dict[str, object] = {}
+    box = sandbox.Sandbox(workdir / 'sandbox')
+    box.up()
+    try:
+        dataset = f'{box.src_pool}/smoke'
+        _run([sandbox.ZFS, 'create', dataset])
+        with Container(workdir / 'container', openzfs=host_openzfs()) as c:
+            facts['backend'] = box.zfs
+            if box.zfs == 'openzfs':  # zfs-fuse has no `zfs version`
+                facts['zfs_version'] = {'host': _run([sandbox.ZFS, 'version']).stdout.split(),
+                                        'container': c.exec('zfs', 'version').stdout.split()}
+            c.exec('zfs', 'snapshot', f'{dataset}@in-container')
+            guid = ('get', '-H', '-p', '-o', 'value', 'guid', f'{dataset}@in-container')
+            facts['guid'] = {'container': c.exec('zfs', *guid).stdout.strip(), 'host': _run([sandbox.ZFS, *guid]).stdout.strip()}
+            units = c.exec('systemctl', 'list-unit-files', '--no-legend', '--no-pager', 'zfs*').stdout.split('\n')
+            facts['zfs_units'] = dict(line.split()[:2] for line in units if line.strip())
+            facts['zfs_mounts'] = [line for line in c.exec('cat', '/proc/self/mounts').stdout.splitlines() if line.split()[2:3] == ['zfs']]
+            facts['system'] = c.exec('systemctl', 'is-system-running', check=False).stdout.strip()
+    finally:
+        box.down()
+    return facts
+
+
 def main(argv: list[str]) -> int:
     action = argv[1] if len(argv) > 1 else 'build'
     if action == 'build':
@@ -423,6 +457,14 @@ def main(argv: list[str]) -> int:
         return 0
     if action == 'build-openzfs' and len(argv) == 5:
         print(ensure_rootfs(openzfs=OpenZFSHost(*argv[2:5])))
+        return 0
+    if action == 'smoke':
+        workdir = Path(f'/tmp/zr-systemd-smoke-{os.getpid()}')
+        workdir.mkdir()
+        try:
+            print(json.dumps(smoke(workdir)))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
         return 0
     if action == 'shell':
         workdir = Path(f'/tmp/zr-systemd-shell-{os.getpid()}')
