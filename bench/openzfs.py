@@ -85,12 +85,10 @@ def debs() -> Path:
 
 def copy_in(guest: vm.VM, tar_argv: list[str], dest: str) -> None:
     """Pipe TAR_ARGV's archive (on stdout) into DEST in the guest."""
-    tar = subprocess.Popen(tar_argv, stdout=subprocess.PIPE)
-    proc = subprocess.run(guest.ssh_argv(f'mkdir -p {shlex.quote(dest)} && tar -xf - -C {shlex.quote(dest)}'), stdin=tar.stdout,
-                          capture_output=True, text=True, timeout=1800, check=False)
-    tar.wait()
-    if proc.returncode != 0 or tar.returncode != 0:
-        raise SystemExit(f'copying into the guest ({dest}) failed: {proc.stderr.strip()}')
+    try:
+        guest.untar(tar_argv, dest)
+    except vm.VMError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def ship(guest: vm.VM) -> None:

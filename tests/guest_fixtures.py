@@ -20,8 +20,6 @@ import io
 import json
 import os
 import secrets
-import shlex
-import subprocess
 import sys
 import tarfile
 import time
@@ -144,12 +142,7 @@ class Guest:
     def copy_tree(self, source: Path, directory: str, timeout: float = 900) -> None:
         """The tree at SOURCE (symlinks, modes and owners as they are) into DIRECTORY in the guest, replacing it: tar
         streamed over the shared connection (copy_in holds its files in memory)."""
-        target = shlex.quote(directory)
-        with subprocess.Popen(['tar', '-C', str(source), '-cf', '-', '.'], stdout=subprocess.PIPE) as tar:
-            proc = subprocess.run(self.vm.ssh_argv(f'rm -rf {target} && mkdir -p {target} && tar -xpf - -C {target}'),
-                                  stdin=tar.stdout, capture_output=True, text=True, timeout=timeout, check=False)
-        if proc.returncode != 0 or tar.returncode != 0:
-            raise helpers.CommandError(f'copying {source} into the guest ({directory}) failed: {proc.stderr.strip()}')
+        self.vm.untar(['tar', '-C', str(source), '-cf', '-', '.'], directory, replace=True, timeout=timeout)
 
     def destroy(self, *datasets: str) -> None:
         """`zfs destroy -r` each of DATASETS that exists, after releasing every hold on its snapshots."""

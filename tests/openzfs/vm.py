@@ -408,6 +408,17 @@ class VM:
             raise VMError(f'guest: `{command}` exited {proc.returncode}: {(proc.stderr or proc.stdout).strip()}')
         return proc
 
+    def untar(self, tar_argv: list[str], directory: str, *, replace: bool = False, timeout: float = 1800) -> None:
+        """Unpack the archive TAR_ARGV writes to its stdout into DIRECTORY in the guest (emptied first with REPLACE),
+        streamed over the shared connection: nothing of it is held in memory here."""
+        target = shlex.quote(directory)
+        clear = f'rm -rf {target} && ' if replace else ''
+        with subprocess.Popen(tar_argv, stdout=subprocess.PIPE) as tar:
+            proc = subprocess.run(self.ssh_argv(f'{clear}mkdir -p {target} && tar -xpf - -C {target}'), stdin=tar.stdout,
+                                  capture_output=True, text=True, timeout=timeout, check=False)
+        if proc.returncode != 0 or tar.returncode != 0:
+            raise VMError(f'copying into the guest ({directory}) failed: {proc.stderr.strip()}')
+
     def ansible_host_vars(self) -> dict[str, str]:
         return {
             'ansible_host': self.host,

@@ -45,6 +45,9 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import sandbox  # noqa: E402  tests/sandbox.py: the sandbox's pools, and whether this host runs OpenZFS
+
 CACHE_DIR = Path(os.environ.get('ZR_CACHE_DIR', '/var/cache/zfs-replication'))
 MIRROR = os.environ.get('ZR_DEBIAN_MIRROR', 'http://deb.debian.org/debian')
 SUITE = 'bookworm'
@@ -152,11 +155,8 @@ class OpenZFSHost(NamedTuple):
 def host_openzfs() -> OpenZFSHost | None:
     """This host's OpenZFS (its kernel module loaded and `zfs version` naming it), or None: then the container
     uses zfs-fuse. Raises ContainerError when the host runs OpenZFS that no package archive can match."""
-    if not Path('/sys/module/zfs').is_dir():
+    if not sandbox.native_openzfs():
         return None
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        if 'zfs-kmod' not in _run(['zfs', 'version'], check=False, timeout=30).stdout:
-            return None
     release = dict(line.split('=', 1) for line in Path('/etc/os-release').read_text().splitlines() if '=' in line)
     distro, suite = release.get('ID', '').strip('"'), release.get('VERSION_CODENAME', '').strip('"')
     if distro not in OPENZFS_ARCHIVES or not suite:
@@ -223,8 +223,8 @@ def ensure_rootfs(log=print, openzfs: OpenZFSHost | None = None) -> Path:
         _run(['chroot', str(building), '/bin/sh', '-c', POST_INSTALL], timeout=300, env=env)
         # Older rootfs builds (other recipes) of the same kind only take disk space; the other kind's may be booted
         # (the OpenZFS guest's test builds one for the guest while the zfs-fuse lane boots its own).
-        for old in CACHE_DIR.glob(f'{family}*'):
-            if old != root and old.is_dir() and (openzfs is not None or not old.name.startswith('systemd-rootfs-openzfs-')):
+        for old in CACHE_DIR.glob('systemd-rootfs-*'):
+            if old != root and old.is_dir() and old.name.startswith('systemd-rootfs-openzfs-') == (openzfs is not None):
                 shutil.rmtree(old, ignore_errors=True)
         shutil.rmtree(root, ignore_errors=True)
         building.rename(root)
@@ -424,9 +424,6 @@ def smoke(workdir: Path) -> dict[str, object]:
     """Boot a container on a sandbox of its own (tests/sandbox.py: two pools, this host's ZFS) and return what it
     sees: `zfs version` inside and out, a snapshot taken inside as the host sees it (guid), the ZFS units' states,
     the ZFS mounts in its mount namespace and its system state. The sandbox is gone afterwards."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    import sandbox  # tests/sandbox.py
-
     facts: dict[str, object] = {}
     box = sandbox.Sandbox(workdir / 'sandbox')
     box.up()
