@@ -62,9 +62,11 @@ def test_timer_runs_log_at_each_level(task):
     assert rc == 0, journal
     lines = messages(log)
     assert lines == journal.splitlines(), (lines, journal)  # the journal gets the same lines, without the prefix
-    # the one recursive listing of each side, streamed, then its exit status and duration
+    # the one recursive listing of each side (zfs list -Hp on OpenZFS, zfs get -Hp on older command lines), streamed,
+    # then its exit status and duration
     for root in (src, f"{dst}-debug"):
-        listing = next((line for line in lines if line.startswith("debug: start: zfs get -H -p -r ") and line.endswith(f" {root}")), None)
+        listing = next((line for line in lines if line.startswith(("debug: start: zfs list -H -p -r ", "debug: start: zfs get -H -p -r "))
+                        and line.endswith(f" {root}")), None)
         assert listing is not None, lines
         assert any(line.startswith("debug: exit ") and line.endswith("s: " + listing[len("debug: start: "):]) for line in lines), lines
     set_readonly = f"zfs set readonly=on {dst}-debug"
