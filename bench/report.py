@@ -96,7 +96,7 @@ def write(res, outdir):
         reps = a.get('catchup_reps', 1)
         L += [f"## 3. Incremental catch-up: 5 new snapshots on {a['datasets']} datasets (local, median of {reps} round(s))", '',
               '| tool | wall time (s) | each round (s) | peer / ours | zfs calls |', '|---|---|---|---|---|']
-        label = {'ours': 'zfs.replication (parallel_transfers: 4, the default)', 'ours-serial': 'zfs.replication (parallel_transfers: 1)'}
+        label = {'ours': 'zfs.replication (parallel_transfers unset: auto)', 'ours-serial': 'zfs.replication (parallel_transfers: 1)'}
         peers = [p for p in PEERS if p in r]
         for tool in ('ours', 'ours-serial', *peers):
             if tool in r:

@@ -86,7 +86,7 @@ class ReplicationTask:
     buffer_size: str | None = None
     retries: int = 5
     retry_delay: float = 2.0
-    parallel_transfers: int = 4
+    parallel_transfers: int | None = None  # None: auto (_admission)
     timezone: str | None = None
     hold_base: bool = True
     create_snapshot: bool = False
@@ -171,7 +171,7 @@ class ReplicationTask:
             buffer_size=p.get("buffer_size") or None,
             retries=int(p.get("retries", 5)),
             retry_delay=float(p.get("retry_delay", 2.0)),
-            parallel_transfers=int(p.get("parallel_transfers", 4)),
+            parallel_transfers=None if p.get("parallel_transfers") is None else int(p["parallel_transfers"]),
             timezone=p.get("timezone") or None,
             hold_base=bool(p.get("hold_base", True)),
             create_snapshot=bool(p.get("create_snapshot", False)),
@@ -216,10 +216,10 @@ class ReplicationTask:
             raise TaskError(f"retries {self.retries}: use 0 (no retry) or more")
         if self.retry_delay < 0:
             raise TaskError("retry_delay must be 0 or more seconds")
-        if not 1 <= self.parallel_transfers <= MAX_PARALLEL_TRANSFERS:
+        if self.parallel_transfers is not None and not 1 <= self.parallel_transfers <= MAX_PARALLEL_TRANSFERS:
             raise TaskError(
-                f"parallel_transfers {self.parallel_transfers}: use 1 (one dataset at a time) to {MAX_PARALLEL_TRANSFERS}; "
-                "OpenSSH servers allow 10 sessions per connection (MaxSessions)"
+                f"parallel_transfers {self.parallel_transfers}: use 1 (one dataset at a time) to {MAX_PARALLEL_TRANSFERS}, or leave it "
+                "unset (4, up to 8 while the streams are short); OpenSSH servers allow 10 sessions per connection (MaxSessions)"
             )
         if self.readonly not in ("set", "require", "ignore"):
             raise TaskError(f"readonly {self.readonly!r}: use set, require or ignore")

@@ -2,8 +2,8 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Executing a plan's datasets: each dataset's steps (destroy or roll back first, then its streams, each with its
-retries, then the properties recv could not set), up to ``parallel_transfers`` datasets at once, each after its
-parent.
+retries, then the properties recv could not set), as many datasets at once as _admission allows
+(``parallel_transfers``, or more while a catch-up's streams are short), each after its parent.
 
 A stream that fails for a transient reason (a dropped connection) is retried with backoff: it resumes from the
 target's receive_resume_token, or, for a first full stream that left nothing resumable, is sent again after its
@@ -16,6 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ._admission import Admission
 from ._executor import PipelineError, PipelineResult
 from ._first_full import FirstFulls, prepare_retry, settle, stuck_message
 from ._planner import DatasetPlan, Send
@@ -235,10 +236,9 @@ class Transfer:
                 return False
         return True
 
-    @property
-    def workers(self) -> int:
-        """Datasets transferred at once. ssh+netcat picks a free port per stream: one at a time there."""
-        return 1 if self.task.transport == "ssh+netcat" else self.task.parallel_transfers
+    def admission(self) -> Admission:
+        """How many datasets transfer at once (_admission). ssh+netcat picks a free port per stream: one at a time there."""
+        return Admission(1 if self.task.transport == "ssh+netcat" else self.task.parallel_transfers, self.log)
 
     def read_local_props(self, work: list[DatasetPlan]) -> None:
         """Targets without recv -x/-o get the source's local properties copied after each receive: read them, and
@@ -262,7 +262,8 @@ class Transfer:
         both_sides(lambda: prefetch("source", streams.src, [d.source for d in sends]), lambda: prefetch("target", streams.dst, existing))
 
     def run_all(self, work: list[DatasetPlan], results: dict[str, DatasetResult], errors: list[str]) -> list[DatasetPlan]:
-        """Run every dataset's plan, up to ``workers`` at once; returns those that succeeded, in plan order.
+        """Run every dataset's plan, as many at once as the run's admission allows; returns those that succeeded, in plan
+        order.
 
         A dataset starts once its nearest ancestor in ``work`` has finished (the plan lists parents first, and
         the pool starts jobs in that order, so a waiting child never holds up its own parent). When that
@@ -281,12 +282,15 @@ class Transfer:
                     errors.append(res.error)
                     status[dplan.source] = "lost"
                     return
-            if self.execute_dataset(dplan, res, errors):
+            with admission.slot():
+                ok = self.execute_dataset(dplan, res, errors)
+            if ok:
                 status[dplan.source] = "ok"
             else:
                 status[dplan.source] = "lost" if res.action == "full" else "failed"
 
-        with ThreadPoolExecutor(max_workers=max(1, min(self.workers, len(work)))) as pool:
+        admission = self.admission()
+        with ThreadPoolExecutor(max_workers=max(1, min(admission.workers, len(work)))) as pool:
             for dplan in work:
                 parent = nearest_ancestor(dplan.source, jobs)
                 jobs[dplan.source] = pool.submit(job, dplan, (parent, jobs[parent]) if parent is not None else None)

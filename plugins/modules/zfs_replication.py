@@ -476,12 +476,16 @@ options:
     description:
       - How many datasets are transferred at the same time (1 to 8). A dataset starts only after its parent's
         transfer has finished, and a failed first transfer of a parent skips its children.
-      - Several small incremental streams at once hide each receive's wait for its transaction group; set V(1) to
-        transfer one dataset at a time (TrueNAS's behaviour), for example on slow disks or links.
+      - Unset, 4 at a time, and up to 8 while the transfers are short (the last one to end took under 2 seconds and
+        fewer than 4 of those running have run that long), as in a catch-up after downtime. A small incremental
+        stream spends most of its time waiting for the receive to commit each snapshot's transaction group, and
+        streams received at the same time share those waits; streams that run longer are bounded by disks and links.
+      - Set V(1) to transfer one dataset at a time (TrueNAS's behaviour), for example on slow disks or links; any
+        number set is never exceeded.
       - Over SSH each transfer is a session on the one shared connection; OpenSSH servers allow 10 by default
-        (C(MaxSessions)). With O(transport=ssh+netcat) datasets are always transferred one at a time.
+        (C(MaxSessions)); on a server that allows fewer, set a number below its limit. With
+        O(transport=ssh+netcat) datasets are always transferred one at a time.
     type: int
-    default: 4
 notes:
   - Received datasets are not mounted (C(zfs recv -u)), and received filesystems get C(canmount=noauto) (set locally on
     older command lines) so that neither a boot nor C(zfs mount -a) mounts them; on OpenZFS their C(mountpoint) is not
@@ -783,7 +787,7 @@ def main() -> None:
             local_sudo=dict(type="bool", default=False),
             target_access=dict(type="str", default="full", choices=["full", "append_only"]),
             retries=dict(type="int", default=5),
-            parallel_transfers=dict(type="int", default=4),
+            parallel_transfers=dict(type="int"),
             retry_delay=dict(type="float", default=2.0),
             logging_level=LOGGING_LEVEL_SPEC,
             **TASK_RUN_SPEC,

@@ -30,7 +30,7 @@ class TimedTransfer(Transfer):
     ended (counted events, not clock readings). The first `meet` datasets to start wait for each other at a
     barrier: they can only all get through if the runner really runs that many at once."""
 
-    def __init__(self, parallel: int, fail: set[str] = frozenset(), meet: int = 0, **extra):
+    def __init__(self, parallel: int | None, fail: set[str] = frozenset(), meet: int = 0, **extra):
         task = ReplicationTask.from_params(
             dict({"name": "t", "source_datasets": ["p/a"], "target_dataset": "q/a", "transport": "local",
                   "naming_schema": ["auto-%Y-%m-%d_%H-%M"], "parallel_transfers": parallel}, **extra)
@@ -139,9 +139,29 @@ def test_an_unexpected_error_in_a_transfer_is_the_runs_error():
 
 def test_netcat_goes_one_at_a_time_and_the_bound_is_validated():
     r = TimedTransfer(parallel=4)
-    assert r.workers == 4
+    assert r.admission().workers == 4
     r.task.transport = "ssh+netcat"
-    assert r.workers == 1
+    assert r.admission().workers == 1
     for bad in (0, 9):
         with pytest.raises(TaskError, match=f"parallel_transfers {bad}: use 1 .* to 8"):
             TimedTransfer(parallel=bad)
+
+
+def test_unset_runs_eight_at_once_once_transfers_prove_short():
+    """Auto: the root ends at once (short), then eight siblings meet at a barrier: only a runner that admits eight
+    at once lets them through."""
+    r = TimedTransfer(parallel=None, meet=8)
+    lines: list[str] = []
+    r.log = lines.append
+    plans, results = work(TREE)
+    done = r.run_all(plans, results, [])
+    assert [d.source for d in done] == list(TREE)
+    assert r.most == 8 and not r.barrier.broken
+    assert lines == ["  transfers are short (each under 2 s): up to 8 datasets at once"]
+
+
+def test_a_number_set_is_never_exceeded_even_when_transfers_are_short():
+    r = TimedTransfer(parallel=4, meet=4)
+    plans, results = work(TREE)
+    r.run_all(plans, results, [])
+    assert r.most == 4 and not r.barrier.broken  # the root ended at once, and still four, never more

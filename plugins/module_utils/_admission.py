@@ -1,0 +1,72 @@
+# Copyright (c) zfs.replication contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""How many datasets a run transfers at once.
+
+``parallel_transfers`` set: exactly up to that many. Unset (auto): up to :data:`AUTO_BASE`, and up to
+``MAX_PARALLEL_TRANSFERS`` while the transfers are short: the last one to end took less than :data:`SHORT` seconds
+and fewer than :data:`AUTO_BASE` of those running have run that long. A catch-up's small incremental streams spend
+most of their time waiting for the receive's transaction groups (each received snapshot is committed in one), and
+streams received at the same time share those waits; streams that move data for longer are bounded by disks and
+links, and stay at :data:`AUTO_BASE`. Once a long one ends the run narrows again until a short one ends.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from typing import Callable
+
+from ._replication_task import MAX_PARALLEL_TRANSFERS
+
+AUTO_BASE = 4
+SHORT = 2.0  # seconds
+
+
+class Admission:
+    """Admits transfers (``with admission.slot():``) as the module's docstring says; thread-safe."""
+
+    def __init__(self, fixed: int | None, log: Callable[[str], None], clock: Callable[[], float] = time.monotonic) -> None:
+        self.base = fixed or AUTO_BASE
+        self.most = fixed or MAX_PARALLEL_TRANSFERS
+        self.log = log
+        self.clock = clock
+        self._running: dict[int, float] = {}  # slot number -> when it started
+        self._next = 0
+        self._last_short = False
+        self._widened = False
+        self._cond = threading.Condition()
+
+    @property
+    def workers(self) -> int:
+        """Threads the run needs: the most that may ever run at once."""
+        return self.most
+
+    def _may_start(self) -> bool:
+        running = len(self._running)
+        if running < self.base:
+            return True
+        if running >= self.most or not self._last_short:
+            return False
+        now = self.clock()
+        return sum(1 for began in self._running.values() if now - began >= SHORT) < self.base
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        with self._cond:
+            while not self._may_start():
+                self._cond.wait()
+            number = self._next
+            self._next += 1
+            began = self._running[number] = self.clock()
+            if len(self._running) > self.base and not self._widened:
+                self._widened = True
+                self.log(f"  transfers are short (each under {SHORT:g} s): up to {self.most} datasets at once")
+        try:
+            yield
+        finally:
+            with self._cond:
+                del self._running[number]
+                self._last_short = self.clock() - began < SHORT
+                self._cond.notify_all()
