@@ -32,8 +32,7 @@ class Admission:
         self.most = fixed or MAX_PARALLEL_TRANSFERS
         self.log = log
         self.clock = clock
-        self._running: dict[int, float] = {}  # slot number -> when it started
-        self._next = 0
+        self._running: list[float] = []  # when each running transfer started
         self._last_short = False
         self._widened = False
         self._cond = threading.Condition()
@@ -50,16 +49,15 @@ class Admission:
         if running >= self.most or not self._last_short:
             return False
         now = self.clock()
-        return sum(1 for began in self._running.values() if now - began >= SHORT) < self.base
+        return sum(1 for began in self._running if now - began >= SHORT) < self.base
 
     @contextlib.contextmanager
     def slot(self) -> Iterator[None]:
         with self._cond:
             while not self._may_start():
                 self._cond.wait()
-            number = self._next
-            self._next += 1
-            began = self._running[number] = self.clock()
+            began = self.clock()
+            self._running.append(began)
             if len(self._running) > self.base and not self._widened:
                 self._widened = True
                 self.log(f"  transfers are short (each under {SHORT:g} s): up to {self.most} datasets at once")
@@ -67,6 +65,6 @@ class Admission:
             yield
         finally:
             with self._cond:
-                del self._running[number]
+                self._running.remove(began)  # one of equal start times is as good as another
                 self._last_short = self.clock() - began < SHORT
                 self._cond.notify_all()

@@ -87,7 +87,6 @@ def test_a_number_set_is_the_bound_whatever_the_durations():
 def test_a_waiting_transfer_starts_when_one_ends():
     a = Admission(1, lambda _l: None)
     order: list[str] = []
-    holding = threading.Event()
 
     def second() -> None:
         with a.slot():
@@ -96,7 +95,7 @@ def test_a_waiting_transfer_starts_when_one_ends():
     with a.slot():
         t = threading.Thread(target=second)
         t.start()
-        holding.wait(0.2)  # give it the chance to start if the bound did not hold
+        t.join(0.2)  # give it the chance to run if the bound did not hold
         order.append("first ends")
     t.join(10)
     assert order == ["first ends", "second"]
