@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from ansible_collections.zfs.replication.plugins.module_utils._holds import Holds
+from ansible_collections.zfs.replication.plugins.module_utils._holds import Holds, recursive_roots
 from ansible_collections.zfs.replication.plugins.module_utils._planner import DatasetPlan, Plan, Send
 from ansible_collections.zfs.replication.plugins.module_utils._received_props import LocalProps
 from ansible_collections.zfs.replication.plugins.module_utils._results import DatasetResult, snapshot_names
@@ -113,6 +113,84 @@ def test_a_side_that_cannot_take_the_new_hold_leaves_both_old_bases_held(refusin
     for host in (src, dst):
         assert "release" not in [c[1] for c in host.calls], host.calls
         assert host.calls[0][1] == "hold"
+
+
+def held_tree(root: str, snaps: dict[str, dict[str, int]]) -> Listing:
+    """A listing of ROOT's tree: {dataset below ROOT ('' for ROOT): {snapshot name: userrefs}}."""
+    return Listing(root, {(f"{root}/{d}" if d else root): Dataset(f"{root}/{d}" if d else root, "filesystem", snapshots=[
+        Snapshot(f"{root}/{d}" if d else root, n, f"g-{d}-{n}", i + 1, refs) for i, (n, refs) in enumerate(names.items())])
+        for d, names in snaps.items()})
+
+
+KIDS = ["", "a", "a/deep", "b", "c"]
+
+
+def test_a_catch_up_of_a_tree_moves_the_hold_in_one_recursive_hold_and_release_per_side():
+    """Every dataset moves from s1 to s2: the tops carry -r and stand for the lot (one txg sync per side and verb)."""
+    moved = [DatasetPlan(f"p/a/{d}".rstrip("/"), f"q/a/{d}".rstrip("/"), "incremental", base="s1",
+                         sends=[Send("x", "y", "I", "s2", "s1", ["s2"])]) for d in KIDS]
+    src, dst = Recorder("src"), Recorder("dst")
+    source = held_tree("p/a", {d: {"s1": 1, "s2": 0} for d in KIDS})
+    target = held_tree("q/a", {d: {"s1": 1} for d in KIDS})  # s2 arrived after the listing
+    Holds("zfs.replication:t", src, dst, lambda _line: None).move(moved, source, target)
+    for host, root in ((src, "p/a"), (dst, "q/a")):
+        assert host.calls == [["zfs", "hold", "-r", "zfs.replication:t", f"{root}@s2"],
+                              ["zfs", "release", "-r", "zfs.replication:t", f"{root}@s1"]]
+
+
+@pytest.mark.parametrize("why", ["left out", "already held", "failed"])
+def test_a_subtree_with_a_snapshot_of_that_name_not_to_change_is_named_dataset_by_dataset(why):
+    """p/a/b has s2 too but is not to be held: excluded by the task, already carrying a hold, or its transfer failed
+    (then its s1 keeps our hold, and the release must not reach it either). p/a/a still stands for p/a/a/deep."""
+    listing = held_tree("p/a", {d: {"s1": 1, "s2": 1 if (why == "already held" and d == "b") else 0} for d in KIDS})
+    wanted = [f"p/a/{d}".rstrip("/") + "@s2" for d in KIDS if why == "already held" or d != "b"]
+    roots, rest = recursive_roots(wanted, listing, "hold")
+    assert roots == {"p/a/a@s2": ["p/a/a@s2", "p/a/a/deep@s2"]}
+    assert sorted(rest) == sorted(set(wanted) - {"p/a/a@s2", "p/a/a/deep@s2"})
+    if why == "failed":
+        olds = [w.replace("@s2", "@s1") for w in wanted]
+        roots, rest = recursive_roots(olds, listing, "release", keep=wanted)
+        assert roots == {"p/a/a@s1": ["p/a/a@s1", "p/a/a/deep@s1"]} and "p/a/b@s1" not in rest
+
+
+def test_a_release_never_reaches_a_snapshot_this_run_just_held():
+    """p/a/c's new base is called s1, the name the rest of the tree releases: p/a stands for nothing, p/a/a still does."""
+    listing = held_tree("p/a", {d: {"s1": 1} for d in KIDS})
+    olds = [f"p/a/{d}".rstrip("/") + "@s1" for d in KIDS if d != "c"]
+    roots, rest = recursive_roots(olds, listing, "release", keep=["p/a/c@s1"])
+    assert roots == {"p/a/a@s1": ["p/a/a@s1", "p/a/a/deep@s1"]}
+    assert sorted(rest) == ["p/a/b@s1", "p/a@s1"]
+
+
+def test_a_release_of_snapshots_not_carrying_a_hold_or_not_listed_is_named():
+    listing = held_tree("p/a", {"": {"s1": 1}, "a": {"s1": 0}, "a/deep": {"s1": 1}})
+    assert recursive_roots(["p/a@s1", "p/a/a@s1", "p/a/a/deep@s1"], listing, "release")[0] == {}
+    assert recursive_roots(["p/a@s1", "p/a/new@s1"], held_tree("p/a", {"": {"s1": 1}}), "release")[0] == {}
+    # Holding: a dataset received by this run (not listed) carries no hold yet, and goes under its parent's -r.
+    assert recursive_roots(["p/a@s1", "p/a/new@s1"], held_tree("p/a", {"": {"s1": 0}}), "hold")[0] == {"p/a@s1": ["p/a@s1", "p/a/new@s1"]}
+    assert recursive_roots(["p/a@s1", "p/a/new@s1"], None, "hold") == ({}, ["p/a@s1", "p/a/new@s1"])  # nothing known
+
+
+def test_names_that_only_share_a_prefix_are_not_below_each_other():
+    listing = held_tree("p", {"": {}, "a": {"s": 0}, "a-b": {"s": 0}, "a.b": {"s": 0}, "a/c": {"s": 0}, "ab": {"s": 0}})
+    roots, rest = recursive_roots(["p/a@s", "p/a-b@s", "p/a.b@s", "p/a/c@s", "p/ab@s"], listing, "hold")
+    assert roots == {"p/a@s": ["p/a@s", "p/a/c@s"]} and sorted(rest) == ["p/a-b@s", "p/a.b@s", "p/ab@s"]
+
+
+def test_a_refused_recursive_call_names_each_snapshot_it_stood_for():
+    class RefusingRecursive(Recorder):
+        def run(self, argv: Sequence[str], check: bool = True, input_text: str | None = None) -> subprocess.CompletedProcess:
+            if "-r" in argv:
+                self.calls.append(list(argv))
+                return subprocess.CompletedProcess(argv, 1, "", "cannot hold: tag already exists on this dataset")
+            return super().run(argv, check, input_text)
+
+    host = RefusingRecursive("src")
+    listing = held_tree("p/a", {d: {"s2": 0} for d in KIDS})
+    snaps = [f"p/a/{d}".rstrip("/") + "@s2" for d in KIDS]
+    Holds("zfs.replication:t", host, host, lambda _line: None).batch(host, "hold", snaps, True, listing)
+    assert host.calls[0] == ["zfs", "hold", "-r", "zfs.replication:t", "p/a@s2"]
+    assert sorted(host.calls[1][3:]) == sorted(snaps) and len(host.calls) == 2
 
 
 class Snapshots(Host):

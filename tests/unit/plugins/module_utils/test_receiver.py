@@ -29,6 +29,8 @@ ALLOWED = [
     f"zfs holds -H {ROOT}/data@a",
     f"zfs hold {TAG} {ROOT}/data@a {ROOT}/data/child@a",
     f"zfs release {TAG} {ROOT}/data@a",
+    f"zfs hold -r {TAG} {ROOT}/data@a",  # a subtree's snapshots of one name in one call (_holds.recursive_roots)
+    f"zfs release -r {TAG} {ROOT}/data@a",
     f"zfs recv -A {ROOT}/data",
     f"zfs create {ROOT}/data",
     f"zfs set readonly=on {ROOT}/data",
@@ -71,6 +73,7 @@ REFUSED = [
     f"zfs allow everyone destroy {ROOT}",
     f"zfs release zfs.replication:other {ROOT}/data@a",  # another task's tag
     "zfs hold zfs.replication:push1 backup/other@a",
+    "zfs hold -r zfs.replication:push1 backup@a",  # recursive from above the root: reaches outside it
     "zfs list",  # every pool
     "zfs list -H -o name backup/other",
     f"zfs list -H -o name {ROOT}; zfs destroy -r {ROOT}",

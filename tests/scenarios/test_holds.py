@@ -1,0 +1,77 @@
+# Copyright (c) zfs.replication contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The task's hold (hold_base) as a tree of datasets moves it, on each backend: a subtree whose snapshots of one name
+are exactly those to hold (or release) takes one `zfs hold -r` (`zfs release -r`) on its top, and a recursive call
+never reaches a dataset the task leaves out. Every check reads the pools (userrefs of each snapshot on both sides) and
+the zfs calls the run made (a logging wrapper first in PATH)."""
+from __future__ import annotations
+
+import shlex
+
+from scenario_helpers import held, params, shims
+
+TAG = "zfs.replication:scenario"
+
+
+def zfs_calls(backend, log: str, verb: str) -> list[str]:
+    return [line for line in backend.sh(f"cat {shlex.quote(log)}").splitlines() if line.startswith(f"zfs {verb} ")]
+
+
+def test_a_catch_up_moves_the_hold_with_one_recursive_call_per_side_and_verb(backend):
+    src, dst = backend.pair("hrec")
+    kids = ["a", "a/deep", "b", "c"]
+    for kid in kids:
+        backend.zfs("create", f"{src}/{kid}")
+    backend.zfs("snapshot", "-r", f"{src}@auto-2026-11-28_10-00")
+    first = backend.engine(params(src, dst, recursive=True))
+    assert first.ok, str(first)
+    tree = [src, *(f"{src}/{k}" for k in kids)]
+    assert held(backend, src) == {f"{d}@auto-2026-11-28_10-00": 1 for d in tree}
+
+    for hour in ("11", "12"):
+        backend.zfs("snapshot", "-r", f"{src}@auto-2026-11-28_{hour}-00")
+    bindir, log, path = shims(backend, ["zfs"])
+    try:
+        run = backend.engine(params(src, dst, recursive=True), env={"PATH": path})
+        holds, releases = zfs_calls(backend, log, "hold"), zfs_calls(backend, log, "release")
+    finally:
+        backend.sh(f"rm -rf {shlex.quote(bindir)}")
+    assert run.ok, str(run)
+    assert run.result["snapshots_sent"] == 10
+    # Each side's five snapshots are held and released in one call on the tree's top.
+    assert sorted(holds) == sorted([f"zfs hold -r {TAG} {src}@auto-2026-11-28_12-00", f"zfs hold -r {TAG} {dst}@auto-2026-11-28_12-00"])
+    assert sorted(releases) == sorted([f"zfs release -r {TAG} {src}@auto-2026-11-28_10-00",
+                                       f"zfs release -r {TAG} {dst}@auto-2026-11-28_10-00"])
+    for side in (src, dst):
+        assert held(backend, side) == {f"{side}{d[len(src):]}@auto-2026-11-28_12-00": 1 for d in tree}, side
+
+
+def test_a_recursive_hold_never_reaches_a_dataset_the_task_leaves_out(backend):
+    """src/skip is excluded and src/own carries a hold of its own tool on the snapshot our hold moves to: the hold and
+    its release cover the rest of the tree, and neither touches those two."""
+    src, dst = backend.pair("hexc")
+    for kid in ("a", "a/deep", "skip", "own"):
+        backend.zfs("create", f"{src}/{kid}")
+    task = params(src, dst, recursive=True, exclude=[f"{src}/skip"])
+    backend.zfs("snapshot", "-r", f"{src}@auto-2026-11-28_10-00")
+    assert backend.engine(task).ok
+    backend.zfs("snapshot", "-r", f"{src}@auto-2026-11-28_11-00")
+    backend.zfs("hold", "other-tool", f"{src}/own@auto-2026-11-28_11-00")
+    backend.zfs("hold", "other-tool", f"{src}/skip@auto-2026-11-28_10-00")
+    try:
+        run = backend.engine(task)
+        assert run.ok, str(run)
+        included = [src, f"{src}/a", f"{src}/a/deep", f"{src}/own"]
+        expect = {f"{d}@auto-2026-11-28_11-00": 1 for d in included}
+        expect[f"{src}/own@auto-2026-11-28_11-00"] = 2  # ours and the other tool's
+        expect[f"{src}/skip@auto-2026-11-28_10-00"] = 1  # the other tool's only; src/skip@11-00 is held by nobody
+        assert held(backend, src) == expect
+        assert held(backend, dst) == {f"{dst}{d[len(src):]}@auto-2026-11-28_11-00": 1 for d in included}
+        # The other tool's holds are its own to release: ours came off src/own@10-00 and never went on src/skip.
+        backend.zfs("release", "other-tool", f"{src}/own@auto-2026-11-28_11-00")
+        backend.zfs("release", "other-tool", f"{src}/skip@auto-2026-11-28_10-00")
+        assert held(backend, f"{src}/skip") == {}
+    finally:
+        for snap in (f"{src}/own@auto-2026-11-28_11-00", f"{src}/skip@auto-2026-11-28_10-00"):
+            backend.sh(f"zfs release other-tool {shlex.quote(snap)} 2>/dev/null || true")
