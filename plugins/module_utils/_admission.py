@@ -9,6 +9,8 @@ and fewer than :data:`AUTO_BASE` of those running have run that long. A catch-up
 most of their time waiting for the receive's transaction groups (each received snapshot is committed in one), and
 streams received at the same time share those waits; streams that move data for longer are bounded by disks and
 links, and stay at :data:`AUTO_BASE`. Once a long one ends the run narrows again until a short one ends.
+A legacy zfs (zfs-fuse) does every zfs call of its host in one daemon, already busy at four receives (measured: at
+eight each takes twice as long, and the daemon twice failed an assertion and exited): auto does not widen there.
 """
 from __future__ import annotations
 
@@ -27,9 +29,10 @@ SHORT = 2.0  # seconds
 class Admission:
     """Admits transfers (``with admission.slot():``) as the module's docstring says; thread-safe."""
 
-    def __init__(self, fixed: int | None, log: Callable[[str], None], clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, fixed: int | None, log: Callable[[str], None], clock: Callable[[], float] = time.monotonic,
+                 widen: bool = True) -> None:
         self.base = fixed or AUTO_BASE
-        self.most = fixed or MAX_PARALLEL_TRANSFERS
+        self.most = fixed or (MAX_PARALLEL_TRANSFERS if widen else AUTO_BASE)
         self.log = log
         self.clock = clock
         self._running: list[float] = []  # when each running transfer started

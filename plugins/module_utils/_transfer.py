@@ -237,8 +237,12 @@ class Transfer:
         return True
 
     def admission(self) -> Admission:
-        """How many datasets transfer at once (_admission). ssh+netcat picks a free port per stream: one at a time there."""
-        return Admission(1 if self.task.transport == "ssh+netcat" else self.task.parallel_transfers, self.log)
+        """How many datasets transfer at once (_admission). ssh+netcat picks a free port per stream: one at a time there.
+        Unset, no widening when either side runs a legacy zfs (zfs-fuse: one daemon does all of its host's work)."""
+        if self.task.transport == "ssh+netcat":
+            return Admission(1, self.log)
+        legacy = any(caps is not None and caps.version is None for caps in (self.streams.src_caps, self.streams.dst_caps))
+        return Admission(self.task.parallel_transfers, self.log, widen=not legacy)
 
     def read_local_props(self, work: list[DatasetPlan]) -> None:
         """Targets without recv -x/-o get the source's local properties copied after each receive: read them, and

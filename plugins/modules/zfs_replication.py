@@ -480,6 +480,7 @@ options:
         fewer than 4 of those running have run that long), as in a catch-up after downtime. A small incremental
         stream spends most of its time waiting for the receive to commit each snapshot's transaction group, and
         streams received at the same time share those waits; streams that run longer are bounded by disks and links.
+        On a legacy zfs (zfs-fuse, whose one daemon is already busy at 4 receives) unset stays at 4.
       - Set V(1) to transfer one dataset at a time (TrueNAS's behaviour), for example on slow disks or links; any
         number set is never exceeded.
       - Over SSH each transfer is a session on the one shared connection; OpenSSH servers allow 10 by default

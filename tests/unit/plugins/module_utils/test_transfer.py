@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 
 import pytest
@@ -19,6 +20,7 @@ from ansible_collections.zfs.replication.plugins.module_utils._target_changes im
 from ansible_collections.zfs.replication.plugins.module_utils._target_keys import TargetKeys
 from ansible_collections.zfs.replication.plugins.module_utils._transfer import Transfer
 from ansible_collections.zfs.replication.plugins.module_utils._transport import LocalHost
+from ansible_collections.zfs.replication.plugins.module_utils._zfs import LEGACY, parse_version_output
 
 
 def quiet(_line: str) -> None:
@@ -158,6 +160,23 @@ def test_unset_runs_eight_at_once_once_transfers_prove_short():
     assert [d.source for d in done] == list(TREE)
     assert r.most == 8 and not r.barrier.broken
     assert lines == ["  transfers are short (each under 2 s): up to 8 datasets at once"]
+
+
+@pytest.mark.parametrize("legacy_side", ["source", "target"])
+def test_unset_does_not_widen_when_a_side_runs_a_legacy_zfs(legacy_side):
+    """zfs-fuse does all of its host's zfs work in one daemon, already busy at four receives: auto stays at four."""
+    r = TimedTransfer(parallel=None)
+    modern = parse_version_output("zfs-2.3.2-1\nzfs-kmod-2.3.2-1\n")
+    assert r.admission().workers == 8  # sides unknown (not probed): as on OpenZFS
+
+    def sides(src, dst):  # type: ignore[no-untyped-def]
+        r.streams = dataclasses.replace(r.streams, src_caps=src, dst_caps=dst)
+        return r.admission().workers
+
+    assert sides(*((LEGACY, modern) if legacy_side == "source" else (modern, LEGACY))) == 4
+    assert sides(modern, modern) == 8
+    r.task.parallel_transfers = 6
+    assert sides(LEGACY, LEGACY) == 6  # a number set is the user's: kept
 
 
 def test_a_number_set_is_never_exceeded_even_when_transfers_are_short():
