@@ -51,7 +51,7 @@ def recursive_roots(snapshots: Sequence[str], listing: Listing | None, verb: str
             kids.setdefault(name.rsplit("/", 1)[0], []).append(name)
     keep_by_name: dict[str, list[str]] = {}
     for snap in keep:
-        ds, _, name = snap.partition("@")
+        ds, _at, name = snap.partition("@")
         keep_by_name.setdefault(name, []).append(ds)
 
     def held_as_needed(userrefs: int) -> bool:
@@ -77,7 +77,7 @@ def recursive_roots(snapshots: Sequence[str], listing: Listing | None, verb: str
 
     by_name: dict[str, list[str]] = {}
     for snap in wanted:
-        ds, _, name = snap.partition("@")
+        ds, _at, name = snap.partition("@")
         by_name.setdefault(name, []).append(ds)
     roots: dict[str, list[str]] = {}
     covered: set[str] = set()
