@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -196,11 +197,13 @@ class Bench:
         self.zfs('snapshot', '-r', f'{root}@{name}')
         return name
 
-    def seed(self, root, target):
-        """Put target in sync with root in one send -R stream (same guids as a replication would give)."""
+    def seed(self, root, target, props=()):
+        """Put target in sync with root in one send -R stream (same guids as a replication would give); PROPS
+        (prop=value) set on every received dataset by the receive itself (recv -o: OpenZFS)."""
         last = self.zfs('list', '-H', '-o', 'name', '-t', 'snapshot', '-s', 'createtxg', '-d', '1', root).stdout.split()[-1]
         self.zfs('create', '-p', target.rsplit('/', 1)[0], check=False)
-        p = subprocess.run(f'{ZFS} send -R {last} | {ZFS} recv -u {target}', shell=True, capture_output=True, text=True, check=False)
+        opts = ''.join(f' -o {p}' for p in props)
+        p = subprocess.run(f'{ZFS} send -R {last} | {ZFS} recv -u{opts} {target}', shell=True, capture_output=True, text=True, check=False)
         if p.returncode:
             raise RuntimeError(p.stderr)
 
@@ -311,25 +314,31 @@ class Bench:
 
     def prepare_noop(self, tree, tools):
         root = f'{self.S}/{tree}'
+        # What our own first (full) run leaves on each received filesystem: canmount=noauto, setuid=off, devices=off;
+        # without them the first incremental run sets them.
+        safe = ('canmount=noauto', 'setuid=off', 'devices=off')
+
+        def seed(tool):
+            target = self.target_for(tool, tree)
+            ours = tool in ('ours', 'ours-serial')
+            self.seed(root, target, safe if ours and self.openzfs else ())
+            if ours and not self.openzfs:
+                for ds in self.zfs('list', '-H', '-o', 'name', '-r', '-t', 'filesystem', target).stdout.split():
+                    for prop in safe:  # zfs-fuse: one property per zfs set, no recv -o
+                        self.zfs('set', prop, ds)
+
+        # OpenZFS: every target at once. Each received snapshot waits for a transaction group, and receives running
+        # together share them (in the emulated guest one send -R of 200 x 20 snapshots takes over 15 minutes alone).
+        # zfs-fuse: one after the other (its one daemon is busy at four receives, and has failed under more).
+        missing = [t for t in tools if t != 'module' and self.zfs('list', self.target_for(t, tree), check=False).returncode != 0]
+        with ThreadPoolExecutor(max(1, len(missing)) if self.openzfs else 1) as pool:
+            list(pool.map(seed, missing))
         for tool in tools:
             if tool == 'module':
                 continue
-            target = self.target_for(tool, tree)
-            if self.zfs('list', target, check=False).returncode != 0:
-                self.seed(root, target)
-                if tool in ('ours', 'ours-serial'):
-                    # what our own first (full) run leaves on each received filesystem: canmount=noauto, setuid=off,
-                    # devices=off (recv -o on OpenZFS, zfs set here); without them the first incremental run sets them
-                    safe = ('canmount=noauto', 'setuid=off', 'devices=off')
-                    for ds in self.zfs('list', '-H', '-o', 'name', '-r', '-t', 'filesystem', target).stdout.split():
-                        if self.openzfs:
-                            self.zfs('set', *safe, ds)
-                        else:
-                            for prop in safe:  # zfs-fuse: one property per zfs set
-                                self.zfs('set', prop, ds)
             if tool == 'zfs-autobackup':
                 self.zfs('set', f'autobackup:{tree}=true', root)
-            dt = self.timed(self.cmd(tool, root, target, 'local'), f'warm-up {tool} {tree}')[0]
+            dt = self.timed(self.cmd(tool, root, self.target_for(tool, tree), 'local'), f'warm-up {tool} {tree}')[0]
             say(f'  setup {tree}: {tool} target seeded, warm-up run {dt:.1f} s')
 
     def case_noop(self, tree, tools, vias, reps):
