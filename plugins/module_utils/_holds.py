@@ -38,10 +38,11 @@ def recursive_roots(snapshots: Sequence[str], listing: Listing | None, verb: str
     rest, to be named one by one.
 
     ``dataset@name`` stands for its subtree when, in LISTING (the side as this run listed it), every dataset of
-    the subtree that has a snapshot called ``name`` has it among SNAPSHOTS, not in KEEP, and carrying a hold as VERB
-    needs (none to take ours, some to release ours): the recursive call then changes exactly what naming them would.
-    A snapshot not listed (received by this run) carries no hold yet. Without a listing nothing goes recursive; a
-    root that would stand only for itself is named as it is."""
+    the subtree that has a snapshot called ``name`` has it among SNAPSHOTS and not in KEEP, and, to release, carries
+    a hold (a snapshot received by this run, not listed, carries none of ours yet): the recursive call then changes
+    exactly what naming them would. Other tools' holds do not matter; a snapshot already carrying our tag makes the
+    recursive hold fail as a whole, and :meth:`Holds.batch` then names them. Without a listing nothing goes
+    recursive; a root that would stand only for itself is named as it is."""
     wanted = set(snapshots)
     if listing is None or len(wanted) < 2:
         return {}, list(snapshots)
@@ -54,11 +55,8 @@ def recursive_roots(snapshots: Sequence[str], listing: Listing | None, verb: str
         ds, _at, name = snap.partition("@")
         keep_by_name.setdefault(name, []).append(ds)
 
-    def held_as_needed(userrefs: int) -> bool:
-        return userrefs == 0 if verb == "hold" else userrefs > 0
-
     def stands_for_subtree(top: str, name: str) -> bool:
-        """Every snapshot NAME of TOP's subtree, as listed, is one to change and carries a hold as VERB needs."""
+        """Every snapshot NAME of TOP's subtree, as listed, is one to change (and, to release, carries a hold)."""
         if any(k == top or k.startswith(top + "/") for k in keep_by_name.get(name, ())):
             return False
         stack = [top]
@@ -66,7 +64,7 @@ def recursive_roots(snapshots: Sequence[str], listing: Listing | None, verb: str
             ds = stack.pop()
             known = listing.get(ds)
             snap = known.by_name().get(name) if known is not None else None
-            if snap is not None and (f"{ds}@{name}" not in wanted or not held_as_needed(snap.userrefs)):
+            if snap is not None and (f"{ds}@{name}" not in wanted or (verb != "hold" and snap.userrefs == 0)):
                 return False
             stack.extend(kids.get(ds, ()))
         return True

@@ -19,6 +19,8 @@ def zfs_calls(backend, log: str, verb: str) -> list[str]:
 
 
 def test_a_catch_up_moves_the_hold_with_one_recursive_call_per_side_and_verb(backend):
+    """Another tool's hold on one of the new snapshots does not matter (a tag of its own): one call per side and verb
+    still, and that hold stays."""
     src, dst = backend.pair("hrec")
     kids = ["a", "a/deep", "b", "c"]
     for kid in kids:
@@ -31,18 +33,23 @@ def test_a_catch_up_moves_the_hold_with_one_recursive_call_per_side_and_verb(bac
 
     for hour in ("11", "12"):
         backend.zfs("snapshot", "-r", f"{src}@auto-2026-11-28_{hour}-00")
+    other = f"{src}/a/deep@auto-2026-11-28_12-00"
+    backend.zfs("hold", "other-tool", other)
     bindir, log, path = shims(backend, ["zfs"])
     try:
         run = backend.engine(params(src, dst, recursive=True), env={"PATH": path})
         holds, releases = zfs_calls(backend, log, "hold"), zfs_calls(backend, log, "release")
     finally:
         backend.sh(f"rm -rf {shlex.quote(bindir)}")
+        src_held = held(backend, src)
+        backend.zfs("release", "other-tool", other)
     assert run.ok, str(run)
     assert run.result["snapshots_sent"] == 10
     # Each side's five snapshots are held and released in one call on the tree's top.
     assert sorted(holds) == sorted([f"zfs hold -r {TAG} {src}@auto-2026-11-28_12-00", f"zfs hold -r {TAG} {dst}@auto-2026-11-28_12-00"])
     assert sorted(releases) == sorted([f"zfs release -r {TAG} {src}@auto-2026-11-28_10-00",
                                        f"zfs release -r {TAG} {dst}@auto-2026-11-28_10-00"])
+    assert src_held == {f"{d}@auto-2026-11-28_12-00": 2 if d == f"{src}/a/deep" else 1 for d in tree}
     for side in (src, dst):
         assert held(backend, side) == {f"{side}{d[len(src):]}@auto-2026-11-28_12-00": 1 for d in tree}, side
 
