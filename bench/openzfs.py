@@ -114,14 +114,19 @@ def main(argv: list[str]) -> int:
     ap.add_argument('--results', default=str(RESULTS))
     ap.add_argument('--memory', default='3072', help="the guest's memory in MiB")
     ap.add_argument('--smp', type=int, default=2, help="the guest's vCPUs")
+    ap.add_argument('--disk', default='24G', help="the guest's disk for the pool images (sparse)")
     ours, rest = ap.parse_known_args(argv)
     results = Path(ours.results)
     t0 = time.monotonic()
     say('bench: OpenZFS guest: building the image unless cached, then booting it (about 1 min)')
     vm.build_with_progress()
-    guest = vm.start(memory=ours.memory, smp=ours.smp, tie_to_parent=True)
+    guest = vm.start(memory=ours.memory, smp=ours.smp, disk_size=ours.disk, tie_to_parent=True)
     try:
         say(f'bench: guest up after {time.monotonic() - t0:.0f} s; copying the checkout, syncoid, pyznap, zfs-autobackup and ansible-core in')
+        # The sandbox's pool images go to /var/tmp: on the guest's root file system (about 1 GB free) 200 datasets
+        # with four targets' snapshots fill it and suspend the pools. A file system of its own on the first pool
+        # disk (a sparse file here) holds them.
+        guest.run(f'mkfs.ext4 -q -F {shlex.quote(guest.disks[0])} && mount {shlex.quote(guest.disks[0])} /var/tmp')
         ship(guest)
         zfs = guest.run('zfs version | head -1').stdout.strip()
         say(f'bench: guest ready ({zfs}) after {time.monotonic() - t0:.0f} s; running bench/bench.py there')
