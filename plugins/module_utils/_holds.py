@@ -8,8 +8,8 @@ another tool) destroys it while the task needs it. After each run that sent some
 base, on both sides, in one ``zfs hold`` and one ``zfs release`` per side; a run killed in between leaves a base
 unheld, which the next run repairs (:meth:`Holds.need_repair`). zfs takes one txg sync per snapshot named
 (about 15 ms each on zfs-fuse, one commit each on OpenZFS): where a subtree's snapshots of one name are exactly
-those to change, the call names its top with ``-r`` instead (:func:`recursive_roots`), one sync for the subtree. Removing a task releases its holds
-(:meth:`Holds.release_all`).
+those to change, the call names its top with ``-r`` instead (:func:`recursive_roots`), one sync for the subtree.
+Removing a task releases its holds (:meth:`Holds.release_all`).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from typing import Callable
 
 from ._planner import DatasetPlan
 from ._transport import Host, TransportError, both_sides
-from ._zfs import Listing, by_length
+from ._zfs import Listing, Snapshot, by_length, is_within
 
 
 def hold_tag(task_name: str) -> str:
@@ -55,23 +55,22 @@ def recursive_roots(snapshots: Sequence[str], listing: Listing | None, verb: str
         ds, _at, name = snap.partition("@")
         keep_by_name.setdefault(name, []).append(ds)
 
+    def listed(ds: str, name: str) -> Snapshot | None:
+        known = listing.get(ds)
+        return next((s for s in known.snapshots if s.name == name), None) if known is not None else None
+
     def stands_for_subtree(top: str, name: str) -> bool:
         """Every snapshot NAME of TOP's subtree, as listed, is one to change (and, to release, carries a hold)."""
-        if any(k == top or k.startswith(top + "/") for k in keep_by_name.get(name, ())):
+        if any(is_within(k, top) for k in keep_by_name.get(name, ())):
             return False
         stack = [top]
         while stack:
             ds = stack.pop()
-            known = listing.get(ds)
-            snap = known.by_name().get(name) if known is not None else None
+            snap = listed(ds, name)
             if snap is not None and (f"{ds}@{name}" not in wanted or (verb != "hold" and snap.userrefs == 0)):
                 return False
             stack.extend(kids.get(ds, ()))
         return True
-
-    def listed(ds: str, name: str) -> bool:
-        known = listing.get(ds)
-        return known is not None and name in known.by_name()
 
     by_name: dict[str, list[str]] = {}
     for snap in wanted:
@@ -85,11 +84,11 @@ def recursive_roots(snapshots: Sequence[str], listing: Listing | None, verb: str
             if f"{ds}@{name}" in covered:
                 continue
             end = bisect_left(datasets, ds + "0", i + 1)  # "/" sorts just before "0": the names below DS end here
-            below = [d for d in datasets[i + 1:end] if d.startswith(ds + "/")]
+            below = [d for d in datasets[i + 1:end] if is_within(d, ds)]
             if not below or not stands_for_subtree(ds, name):
                 continue
             # Releasing: every snapshot must be listed (one received by this run carries no hold of ours yet).
-            if verb != "hold" and not all(listed(d, name) for d in (ds, *below)):
+            if verb != "hold" and not all(listed(d, name) is not None for d in (ds, *below)):
                 continue
             roots[f"{ds}@{name}"] = [f"{d}@{name}" for d in (ds, *below)]
             covered.update(roots[f"{ds}@{name}"])
