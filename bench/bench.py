@@ -221,6 +221,10 @@ class Bench:
     def cmd(self, tool, root, target, via, **extra):
         """argv (or shell string) that replicates root -> target with TOOL once."""
         port = self.proxy.port if via == 'wan' else self.ssh_port
+        if tool == 'stream-floor':  # no tool: one zfs send -R -I of the whole tree from the target's newest snapshot
+            base = self.zfs('list', '-H', '-o', 'name', '-t', 'snapshot', '-s', 'createtxg', '-d', '1', target).stdout.split()[-1]
+            new = self.zfs('list', '-H', '-o', 'name', '-t', 'snapshot', '-s', 'createtxg', '-d', '1', root).stdout.split()[-1]
+            return f"{ZFS} send -R -I @{base.split('@')[1]} {new} | {ZFS} recv -u {target}"
         if tool == 'ours-serial':  # the same engine, one dataset at a time (parallel_transfers: 1)
             return self.cmd('ours', root, target, via, name='bench-serial', parallel_transfers=1, **extra)
         if tool == 'ours':
@@ -334,7 +338,7 @@ class Bench:
         with ThreadPoolExecutor(max(1, len(missing)) if self.openzfs else 1) as pool:
             list(pool.map(seed, missing))
         for tool in tools:
-            if tool == 'module':
+            if tool in ('module', 'stream-floor'):  # nothing to warm up: the stream floor has no state and no no-op
                 continue
             if tool == 'zfs-autobackup':
                 self.zfs('set', f'autobackup:{tree}=true', root)
@@ -704,11 +708,11 @@ def main():
         bench.build_tree(tree, args.datasets, args.snapshots)
         tools = ['ours', 'module', *peers]
         if cases & {'noop', 'wan', 'catchup'}:
-            bench.prepare_noop(tree, tools + (['ours-serial'] if 'catchup' in cases else []))
+            bench.prepare_noop(tree, tools + (['ours-serial', 'stream-floor'] if 'catchup' in cases else []))
         res['case_seconds']['setup'] = round(time.monotonic() - t, 1)
         case('noop', lambda: bench.case_noop(tree, tools, ['local', 'ssh'], args.reps))
         case('wan', lambda: bench.case_noop(tree, ['ours', *peers], ['wan'], args.reps)['wan'])
-        case('catchup', lambda: bench.case_catchup(tree, ['ours', 'ours-serial', *peers], 'local', args.catchup_reps))
+        case('catchup', lambda: bench.case_catchup(tree, ['ours', 'ours-serial', *peers, 'stream-floor'], 'local', args.catchup_reps))
         case('growth', growth)
         case('data', lambda: bench.case_data(args.data_mb, args.data_reps))
     finally:

@@ -1,0 +1,47 @@
+# Copyright: zfs.replication contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The catch-up table of the bench report: the stream floor (one zfs send -R -I of the tree, no tool) is a row of its
+own, and the target line says where ours and the fastest peer stand against it."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[3] / 'bench'
+spec = importlib.util.spec_from_file_location('zr_bench_report', BENCH / 'report.py')
+report = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = report
+spec.loader.exec_module(report)
+
+MACHINE = {'date': '2026-12-05 16:00 UTC', 'git': 'abc1234', 'engine': 'abc1234', 'cpu': 'AMD EPYC', 'cores': 2,
+           'memory_gib': 23, 'kernel': '6.18', 'zfs_fuse_arc_max_mb': 100, 'load_at_start': 0.4, 'syncoid': '2.1.0'}
+ARGS = {'datasets': 200, 'snapshots': 20, 'reps': 3, 'peer_reps': 3, 'catchup_reps': 3}
+
+
+def row(t, src=204, dst=204):
+    return {'time': t, 'times': [t, t + 1, t - 1], 'calls': {'src': src, 'dst': dst}}
+
+
+def test_the_catch_up_floor_is_reported_with_both_ratios(tmp_path):
+    res = {'machine': MACHINE, 'args': ARGS, 'catchup': {
+        'ours': row(41.3), 'ours-serial': row(55.0), 'syncoid': row(80.0, 802, 1001), 'pyznap': row(49.3, 801, 801),
+        'zfs-autobackup': row(290.0, 1602, 3002), 'stream-floor': row(41.5, 2, 1)}}
+    report.write(res, tmp_path)
+    md = (tmp_path / 'results.md').read_text()
+    floor_row = next(line for line in md.splitlines() if line.startswith('| floor: one `zfs send -R -I`'))
+    assert '| 41.50 |' in floor_row and '| 1.00x |' in floor_row and '| 2 / 1 |' in floor_row
+    target = next(line for line in md.splitlines() if 'catch-up: 1.5x ahead' in line)
+    assert 'NOT MET' in target
+    assert "ours 0.84x pyznap's time" in target
+    assert "the floor (one stream, no tool) is 0.84x pyznap's time and ours 1.00x the floor" in target
+    assert "a tool 1.5x ahead of a peer would need that peer at 1.5x this floor or more (pyznap is at 1.19x)" in md
+
+
+def test_without_a_floor_measured_the_table_has_no_floor_row(tmp_path):
+    res = {'machine': MACHINE, 'args': ARGS, 'catchup': {'ours': row(30.0), 'pyznap': row(50.0, 801, 801)}}
+    report.write(res, tmp_path)
+    md = (tmp_path / 'results.md').read_text()
+    target = next(line for line in md.splitlines() if 'catch-up: 1.5x ahead' in line)
+    assert 'floor: one' not in md and '| MET |' in target and "ours 0.60x pyznap's time; pyznap 1.67x" in target
