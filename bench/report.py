@@ -104,6 +104,11 @@ def write(res, outdir):
                 each = ', '.join(f'{t:.1f}' for t in r[tool].get('times', [r[tool]['time']]))
                 rel = r[tool]['time'] / r['ours']['time']
                 L.append(f"| {label.get(tool, tool)} | {r[tool]['time']:.2f} | {each} | {rel:.2f}x | {_calls(r[tool]['calls'])} |")
+        once = [label.get(t, t) for t in r if len(r[t].get('times', ())) < len(r['ours'].get('times', ()))]
+        if once:
+            L += ['', f"Measured in the first round only: {', '.join(once)}. After the first round only ours, the floor and the "
+                  "peers within twice the fastest peer's first-round time run again: the target compares ours with the fastest "
+                  "peer, and a peer over twice its time cannot be the fastest."]
         fastest = min(peers, key=lambda p: r[p]['time'])
         ratio = r['ours']['time'] / r[fastest]['time']
         floor = ''

@@ -45,3 +45,12 @@ def test_without_a_floor_measured_the_table_has_no_floor_row(tmp_path):
     md = (tmp_path / 'results.md').read_text()
     target = next(line for line in md.splitlines() if 'catch-up: 1.5x ahead' in line)
     assert 'floor: one' not in md and '| MET |' in target and "ours 0.60x pyznap's time; pyznap 1.67x" in target
+
+
+def test_tools_measured_once_are_named_under_the_table(tmp_path):
+    res = {'machine': MACHINE, 'args': ARGS, 'catchup': {
+        'ours': row(41.3), 'ours-serial': {**row(55.0), 'times': [55.0]}, 'pyznap': row(49.3, 801, 801),
+        'zfs-autobackup': {**row(290.0, 1602, 3002), 'times': [290.0]}, 'stream-floor': row(41.5, 2, 1)}}
+    report.write(res, tmp_path)
+    md = (tmp_path / 'results.md').read_text()
+    assert 'Measured in the first round only: zfs.replication (parallel_transfers: 1), zfs-autobackup.' in md
