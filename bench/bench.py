@@ -209,8 +209,11 @@ class Bench:
 
     # -- running tools ------------------------------------------------------------------------------------
     def our_params(self, root, target, via, **extra):
+        # zfs-autobackup's selection property stays on the source: on zfs-fuse (no recv -x/-o) our copies of the
+        # source's properties are local values, and zfs-autobackup would take our target for a source of its own
         p = {'name': 'bench', 'source_datasets': [root], 'target_dataset': target, 'recursive': True,
-             'naming_schema': [SCHEMA], 'transport': 'local' if via == 'local' else 'ssh'}
+             'naming_schema': [SCHEMA], 'transport': 'local' if via == 'local' else 'ssh',
+             'properties_exclude': [f"autobackup:{root.rsplit('/', 1)[1]}"]}
         if via != 'local':
             port = self.proxy.port if via == 'wan' else self.ssh_port
             p['ssh'] = {'host': '127.0.0.1', 'port': port, 'user': 'root', 'private_key_file': self.key,
