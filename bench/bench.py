@@ -197,10 +197,14 @@ class Bench:
         self.zfs('snapshot', '-r', f'{root}@{name}')
         return name
 
+    def newest_snapshot(self, ds):
+        """DS@NAME of DS's newest snapshot (by createtxg)."""
+        return self.zfs('list', '-H', '-o', 'name', '-t', 'snapshot', '-s', 'createtxg', '-d', '1', ds).stdout.split()[-1]
+
     def seed(self, root, target, props=()):
         """Put target in sync with root in one send -R stream (same guids as a replication would give); PROPS
         (prop=value) set on every received dataset by the receive itself (recv -o: OpenZFS)."""
-        last = self.zfs('list', '-H', '-o', 'name', '-t', 'snapshot', '-s', 'createtxg', '-d', '1', root).stdout.split()[-1]
+        last = self.newest_snapshot(root)
         self.zfs('create', '-p', target.rsplit('/', 1)[0], check=False)
         opts = ''.join(f' -o {p}' for p in props)
         p = subprocess.run(f'{ZFS} send -R {last} | {ZFS} recv -u{opts} {target}', shell=True, capture_output=True, text=True, check=False)
@@ -225,9 +229,9 @@ class Bench:
         """argv (or shell string) that replicates root -> target with TOOL once."""
         port = self.proxy.port if via == 'wan' else self.ssh_port
         if tool == 'stream-floor':  # no tool: one zfs send -R -I of the whole tree from the target's newest snapshot
-            base = self.zfs('list', '-H', '-o', 'name', '-t', 'snapshot', '-s', 'createtxg', '-d', '1', target).stdout.split()[-1]
-            new = self.zfs('list', '-H', '-o', 'name', '-t', 'snapshot', '-s', 'createtxg', '-d', '1', root).stdout.split()[-1]
-            return f"{ZFS} send -R -I @{base.split('@')[1]} {new} | {ZFS} recv -u {target}"
+            # plain zfs: through the shims on PATH, so its two calls are counted as every tool's are
+            base = self.newest_snapshot(target).split('@')[1]
+            return f"zfs send -R -I @{base} {self.newest_snapshot(root)} | zfs recv -u {target}"
         if tool == 'ours-serial':  # the same engine, one dataset at a time (parallel_transfers: 1)
             return self.cmd('ours', root, target, via, name='bench-serial', parallel_transfers=1, **extra)
         if tool == 'ours':

@@ -103,8 +103,7 @@ def write(res, outdir):
             if tool in r:
                 each = ', '.join(f'{t:.1f}' for t in r[tool].get('times', [r[tool]['time']]))
                 rel = r[tool]['time'] / r['ours']['time']
-                calls = 'one send, one recv' if tool == 'stream-floor' else _calls(r[tool]['calls'])  # not through the counting shim
-                L.append(f"| {label.get(tool, tool)} | {r[tool]['time']:.2f} | {each} | {rel:.2f}x | {calls} |")
+                L.append(f"| {label.get(tool, tool)} | {r[tool]['time']:.2f} | {each} | {rel:.2f}x | {_calls(r[tool]['calls'])} |")
         once = [label.get(t, t) for t in r if len(r[t].get('times', ())) < len(r['ours'].get('times', ()))]
         if once:
             L += ['', f"Measured in the first round only: {', '.join(once)}. After the first round only ours, the floor and the "
