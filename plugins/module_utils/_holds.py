@@ -101,6 +101,7 @@ class Holds:
     src: Host
     dst: Host
     log: Callable[[str], None]
+    listers: tuple[Host, ...] = ()  # the hosts whose zfs holds -H names each hold's tag (Capabilities.holds_list)
 
     def move(self, moved: Sequence[DatasetPlan], source: Listing | None, target: Listing | None) -> None:
         """Hold the new newest common snapshot of every dataset that received something, on both sides, and release
@@ -153,17 +154,45 @@ class Holds:
     def batch(self, host: Host, verb: str, snapshots: Sequence[str], strict: bool, listing: Listing | None = None,
               keep: Collection[str] = ()) -> None:
         """``zfs hold``/``release`` of the tag on ``snapshots``: subtrees that allow it with ``-r`` on their top
-        (:func:`recursive_roots`, from ``listing``), the rest named, one call per ~60 KB of names (_zfs.by_length);
-        per snapshot when a call fails (a recursive one: its snapshots named). ``strict``: a snapshot that cannot take
-        the hold (but for already carrying it) is an error."""
+        (:func:`recursive_roots`, from ``listing``), the rest named, one call per ~60 KB of names (_zfs.by_length).
+        ``strict``: a snapshot that cannot take the hold (but for already carrying it) is an error.
+
+        A call fails as a whole for one snapshot it cannot change: one that already carries the tag (a run killed
+        between hold and release), one that does not (its userrefs counted another task's or tool's hold, the
+        listing cannot tell whose), one gone. Then one ``zfs holds`` of the failed calls' snapshots tells which are
+        still to change, and only those are named again (one by one only if that call fails too, so a strict error
+        names its snapshot): a few calls per side, never one per dataset."""
         roots, rest = recursive_roots(snapshots, listing, verb, keep)
+        failed: list[str] = []
         for chunk in by_length(list(roots)):
             if host.run(["zfs", verb, "-r", self.tag, *chunk], check=False).returncode != 0:
-                rest += [snap for top in chunk for snap in roots[top]]
+                failed += [snap for top in chunk for snap in roots[top]]
         for chunk in by_length(rest):
-            proc = host.run(["zfs", verb, self.tag, *chunk], check=False)
-            if proc.returncode != 0:
+            if host.run(["zfs", verb, self.tag, *chunk], check=False).returncode != 0:
+                failed += chunk
+        if not failed:
+            return
+        carrying = self.carrying(host, failed)
+        left = failed if carrying is None else [snap for snap in failed if (snap in carrying) != (verb == "hold")]
+        for chunk in by_length(left):
+            if host.run(["zfs", verb, self.tag, *chunk], check=False).returncode != 0:
                 self.one_by_one(host, verb, chunk, strict)
+
+    def carrying(self, host: Host, snapshots: Sequence[str]) -> set[str] | None:
+        """The SNAPSHOTS that carry the tag, from ``zfs holds -H`` (one call per ~60 KB of names); None when zfs cannot
+        tell (a snapshot gone meanwhile, or a command line without a working ``zfs holds``, such as zfs-fuse's)."""
+        if not any(host is lister for lister in self.listers):
+            return None
+        found: set[str] = set()
+        for chunk in by_length(list(snapshots)):
+            proc = host.run(["zfs", "holds", "-H", *chunk], check=False)
+            if proc.returncode != 0:
+                return None
+            for line in proc.stdout.splitlines():
+                name, _tab, rest = line.partition("\t")
+                if rest.partition("\t")[0] == self.tag:
+                    found.add(name)
+        return found
 
     def one_by_one(self, host: Host, verb: str, snapshots: Sequence[str], strict: bool) -> None:
         for snap in snapshots:
@@ -173,19 +202,20 @@ class Holds:
 
     def release_all(self, host: Host, listing: Listing, check_mode: bool) -> list[str]:
         """Release the tag on every held snapshot of ``listing`` (the task is being removed); what was (or, in check
-        mode, would be) released."""
-        released = []
-        for ds in listing.datasets.values():
-            for snap in ds.snapshots:
-                if snap.userrefs <= 0:
-                    continue
-                if check_mode:
-                    proc = host.run(["zfs", "holds", snap.full], check=False)
-                    if self.tag in proc.stdout:
-                        released.append(snap.full)
-                    continue
-                proc = host.run(["zfs", "release", self.tag, snap.full], check=False)
-                if proc.returncode == 0:
-                    released.append(snap.full)
-                    self.log(f"released {self.tag} on {snap.full} ({host.label})")
+        mode, would be) released. One ``zfs holds`` and one ``zfs release`` per ~60 KB of names; where zfs cannot tell
+        whose holds they are, each held snapshot is released on its own (and check mode cannot tell: none)."""
+        held = [snap.full for ds in listing.datasets.values() for snap in ds.snapshots if snap.userrefs > 0]
+        ours = self.carrying(host, held) if held else set()
+        if check_mode:
+            return [snap for snap in held if snap in (ours or ())]
+        released: list[str] = []
+        if ours is None:
+            released = [snap for snap in held if host.run(["zfs", "release", self.tag, snap], check=False).returncode == 0]
+        else:
+            for chunk in by_length([snap for snap in held if snap in ours]):
+                proc = host.run(["zfs", "release", self.tag, *chunk], check=False)
+                left = set() if proc.returncode == 0 else self.carrying(host, chunk)
+                released += [snap for snap in chunk if left is not None and snap not in left]
+        for snap in released:
+            self.log(f"released {self.tag} on {snap} ({host.label})")
         return released

@@ -73,6 +73,7 @@ class Runner:
         self._log_cb = log
         self._log_lock = threading.Lock()
         self._sleep = sleep
+        self._listers: tuple[Host, ...] = ()  # the sides whose zfs names each hold's tag (Holds.carrying), once probed
         remote_class = AppendOnlyHost if task.target_access == "append_only" else SSHHost
         remote: Host | None = None if task.transport == "local" else remote_class(task.ssh, sudo=task.sudo)  # type: ignore[arg-type]
         local = LocalHost(sudo=task.local_sudo)
@@ -98,7 +99,10 @@ class Runner:
 
     @property
     def holds(self) -> Holds:
-        return Holds(hold_tag(self.task.name), self.src, self.dst, self.log)
+        return Holds(hold_tag(self.task.name), self.src, self.dst, self.log, self._listers)
+
+    def can_list_holds(self, src_caps: Capabilities, dst_caps: Capabilities) -> None:
+        self._listers = tuple(host for host, caps in ((self.src, src_caps), (self.dst, dst_caps)) if caps.holds_list)
 
     # -- the run ---------------------------------------------------------------------------------------------------
     def run(self, check_mode: bool = False, now: datetime | None = None) -> RunResult:
@@ -133,6 +137,7 @@ class Runner:
             src_caps = dst_caps = probe(self.src)
         else:  # both sides at once: over a long link the round trips overlap
             src_caps, dst_caps = both_sides(lambda: probe(self.src), lambda: probe(self.dst))
+        self.can_list_holds(src_caps, dst_caps)
         self.log(
             f"task {self.task.name}: {self.task.direction} from {self.src.label} ({src_caps.family}) "
             f"to {self.dst.label} ({dst_caps.family}) over {self.task.transport}"
@@ -318,6 +323,7 @@ def release_holds(params: dict[str, Any], check_mode: bool = False, log: Callabl
     try:
         src_caps = probe(runner.src)
         dst_caps = src_caps if runner.dst is runner.src else probe(runner.dst)
+        runner.can_list_holds(src_caps, dst_caps)
         sides = [("source", runner.src, src_caps, task.source_datasets), ("target", runner.dst, dst_caps, [task.target_dataset])]
         for side, host, caps, roots in sides:
             try:

@@ -119,6 +119,11 @@ class Capabilities:
     def family(self) -> str:
         return f"OpenZFS {self.version}" if self.version else "legacy zfs (no 'zfs version'; e.g. zfs-fuse)"
 
+    @property
+    def holds_list(self) -> bool:
+        """``zfs holds -H`` names each hold's tag (zfs-fuse's ``zfs holds`` needs a Python module it does not ship)."""
+        return self.version is not None
+
     def as_dict(self) -> dict[str, object]:
         return {
             "family": self.family,

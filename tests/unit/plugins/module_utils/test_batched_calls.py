@@ -195,9 +195,101 @@ def test_a_refused_recursive_call_names_each_snapshot_it_stood_for():
     host = RefusingRecursive("src")
     listing = held_tree("p/a", {d: {"s2": 0} for d in KIDS})
     snaps = [f"p/a/{d}".rstrip("/") + "@s2" for d in KIDS]
-    Holds("zfs.replication:t", host, host, lambda _line: None).batch(host, "hold", snaps, True, listing)
+    Holds("zfs.replication:t", host, host, lambda _line: None, (host,)).batch(host, "hold", snaps, True, listing)
     assert host.calls[0] == ["zfs", "hold", "-r", "zfs.replication:t", "p/a@s2"]
-    assert sorted(host.calls[1][3:]) == sorted(snaps) and len(host.calls) == 2
+    assert host.calls[1][:3] == ["zfs", "holds", "-H"] and sorted(host.calls[1][3:]) == sorted(snaps)  # none carries it yet
+    assert sorted(host.calls[2][3:]) == sorted(snaps) and len(host.calls) == 3
+
+
+class HeldPool(Host):
+    """A pool's user holds ({snapshot: {tag, ...}}, every snapshot of its datasets) behind zfs hold, release and holds
+    as the zfs command line does them: each snapshot named (with -r: its subtree's snapshots of that name) changes or
+    fails on its own, the call fails if any did; a recursive hold of a subtree where one snapshot already carries the
+    tag changes none of it. ``zfs holds -H`` answers as OpenZFS does, or, LEGACY, fails as zfs-fuse's does (the
+    engine does not ask there: Capabilities.holds_list)."""
+
+    def __init__(self, holds: dict[str, set[str]], legacy: bool) -> None:
+        self.label = "src"
+        self.holds = holds
+        self.legacy = legacy
+        self.calls: list[list[str]] = []
+
+    def subtree(self, snap: str) -> list[str]:
+        ds, _at, name = snap.partition("@")
+        return [s for s in self.holds if s.partition("@")[2] == name and (s.partition("@")[0] + "/").startswith(ds + "/")]
+
+    def run(self, argv: Sequence[str], check: bool = True, input_text: str | None = None) -> subprocess.CompletedProcess:
+        argv = list(argv)
+        self.calls.append(argv)
+        verb, args = argv[1], argv[2:]
+        if verb == "holds":
+            if self.legacy:
+                return subprocess.CompletedProcess(argv, 255, "internal error: /usr/lib/zfs/pyzfs.py not found\n", "")
+            assert args[0] == "-H", argv
+            rows = "".join(f"{s}\t{t}\tSat Dec  5 10:00 2026\n" for s in args[1:] if s in self.holds for t in sorted(self.holds[s]))
+            return subprocess.CompletedProcess(argv, 0, rows, "")
+        recursive = args[0] == "-r"
+        tag, snaps = args[int(recursive)], args[int(recursive) + 1:]
+        errors = []
+        for snap in snaps:
+            each = self.subtree(snap) if recursive else [s for s in [snap] if s in self.holds]
+            carrying = [s for s in each if tag in self.holds[s]]
+            if verb == "hold" and each and not carrying:
+                self.holds.update({s: self.holds[s] | {tag} for s in each})
+                continue
+            if verb == "release":  # what carries the tag is released; the call fails for what does not
+                self.holds.update({s: self.holds[s] - {tag} for s in carrying})
+                if each and len(carrying) == len(each):
+                    continue
+            why = "dataset does not exist" if not each else "tag already exists on this dataset" if verb == "hold" else "no such tag on this dataset"
+            errors.append(f"cannot {verb} '{snap}': {why}")
+        return subprocess.CompletedProcess(argv, 1 if errors else 0, "", "\n".join(errors))
+
+
+TREE = ["p/a", "p/a/a", "p/a/a/deep", "p/a/with space", "p/a/c"]
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["openzfs", "zfs-fuse"])
+def test_another_tasks_holds_on_the_snapshots_to_release_cost_a_few_calls_not_one_per_dataset(legacy):
+    """Two tasks replicate the tree to two targets: the other task still holds s1, which the listing shows as a
+    userrefs of 1 like ours on s2. The release of both fails as a whole; one zfs holds finds what still carries ours,
+    and the other task's holds stay. A command line that cannot say whose holds they are (zfs-fuse) gets the release
+    of each snapshot on its own, as before."""
+    ours, other = "zfs.replication:t", "zfs.replication:other"
+    pool = HeldPool({f"{d}@{n}": ({other} if n == "s1" else {ours} if n == "s2" else set()) for d in TREE
+                     for n in ("s1", "s2", "s3")}, legacy)
+    listing = Listing("p/a", {d: Dataset(d, "filesystem", snapshots=[
+        Snapshot(d, n, f"g-{d}-{n}", i + 1, 1 if n != "s3" else 0) for i, n in enumerate(("s1", "s2", "s3"))]) for d in TREE})
+    moved = [DatasetPlan(d, "q" + d[1:], "incremental", base="s2", sends=[Send("x", "y", "I", "s3", "s2", ["s3"])]) for d in TREE]
+    dst = Recorder("dst")
+    Holds(ours, pool, dst, lambda _line: None, () if legacy else (pool,)).move(moved, listing, None)
+    assert pool.holds == {f"{d}@{n}": ({other} if n == "s1" else set() if n == "s2" else {ours}) for d in TREE for n in ("s1", "s2", "s3")}
+    verbs = [c[1] for c in pool.calls]
+    if legacy:
+        assert "holds" not in verbs and len(verbs) > 2 * len(TREE), pool.calls
+    else:
+        assert verbs[:3] == ["hold", "release", "holds"] and len(verbs) <= 4, pool.calls
+
+
+def test_a_hold_that_some_snapshots_already_carry_takes_the_rest_without_an_error():
+    """A run killed between hold and release left ours on part of the new base: the recursive hold refuses, the rest
+    is held in one more call."""
+    ours = "zfs.replication:t"
+    pool = HeldPool({f"{d}@s2": ({ours} if d == "p/a/c" else set()) for d in TREE}, legacy=False)
+    listing = Listing("p/a", {d: Dataset(d, "filesystem", snapshots=[Snapshot(d, "s2", f"g-{d}", 1, 1 if d == "p/a/c" else 0)])
+                              for d in TREE})
+    Holds(ours, pool, pool, lambda _line: None, (pool,)).batch(pool, "hold", [f"{d}@s2" for d in TREE], True, listing)
+    assert pool.holds == {f"{d}@s2": {ours} for d in TREE}
+    assert [c[1] for c in pool.calls] == ["hold", "holds", "hold"]
+    assert sorted(pool.calls[2][3:]) == sorted(f"{d}@s2" for d in TREE if d != "p/a/c")
+
+
+def test_a_snapshot_that_cannot_take_the_hold_is_an_error_that_names_it():
+    ours = "zfs.replication:t"
+    pool = HeldPool({"p/a@s2": set()}, legacy=False)
+    with pytest.raises(TransportError, match="p/a/gone@s2"):
+        Holds(ours, pool, pool, lambda _line: None, (pool,)).batch(pool, "hold", ["p/a@s2", "p/a/gone@s2"], True, None)
+    assert pool.holds == {"p/a@s2": {ours}}
 
 
 class Snapshots(Host):
@@ -271,3 +363,21 @@ def incremental(**kw) -> DatasetPlan:
 def test_the_whole_target_tree_is_listed_again_unless_the_run_only_added_snapshots(the_plan, target_listed, adds_only):
     before = Listing("q/a", {"q/a": Dataset("q/a", "filesystem")} if target_listed else {})
     assert only_adds(the_plan, before) is adds_only
+
+
+@pytest.mark.parametrize("check_mode", [True, False])
+def test_removing_the_task_releases_its_holds_in_one_holds_and_one_release_call(check_mode):
+    """Every held snapshot of the tree is asked about at once; only those carrying our tag are released (the other
+    task's hold on s1 and another tool's on p/a/c@s2 stay)."""
+    ours, other = "zfs.replication:t", "other-tool"
+    holds = {f"{d}@s1": {"zfs.replication:other"} for d in TREE} | {f"{d}@s2": {ours} for d in TREE}
+    holds["p/a/c@s2"] = {ours, other}
+    pool = HeldPool({k: set(v) for k, v in holds.items()}, legacy=False)
+    listing = Listing("p/a", {d: Dataset(d, "filesystem", snapshots=[Snapshot(d, n, f"g-{d}-{n}", i + 1, len(holds[f"{d}@{n}"]))
+                                                                     for i, n in enumerate(("s1", "s2"))]) for d in TREE})
+    released = Holds(ours, pool, pool, lambda _line: None, (pool,)).release_all(pool, listing, check_mode)
+    assert sorted(released) == sorted(f"{d}@s2" for d in TREE)
+    if check_mode:
+        assert pool.holds == holds and [c[1] for c in pool.calls] == ["holds"]
+    else:
+        assert pool.holds == {k: v - {ours} for k, v in holds.items()} and [c[1] for c in pool.calls] == ["holds", "release"]
