@@ -593,8 +593,11 @@ def git_commit():
 
 def engine_commit():
     """The last commit that changed the collection's code (plugins/): cases measured at different commits can be put
-    together (--merge) only when this is the same."""
-    return sh(['git', '-C', str(ROOT), 'log', '-1', '--format=%h', '--', 'plugins'], check=False).stdout.strip()
+    together (--merge) only when this is the same. Uncommitted changes there make it COMMIT+dirty: what ran is no
+    commit's engine, and such a run merges with no other."""
+    commit = sh(['git', '-C', str(ROOT), 'log', '-1', '--format=%h', '--', 'plugins'], check=False).stdout.strip()
+    dirty = sh(['git', '-C', str(ROOT), 'status', '--porcelain', '--', 'plugins'], check=False).stdout.strip()
+    return f'{commit}+dirty' if dirty else commit
 
 
 CASES = ('noop', 'wan', 'catchup', 'growth', 'data', 'planner')
@@ -607,6 +610,9 @@ def refuse_merge(previous, res):
     why = []
     if previous['machine'].get('engine') != res['machine']['engine']:
         why.append(f"its engine commit is {previous['machine'].get('engine')!r}, this run's {res['machine']['engine']!r}")
+    dirty = [r['machine'].get('engine') for r in (previous, res) if str(r['machine'].get('engine')).endswith('+dirty')]
+    if dirty and previous['machine'].get('engine') == res['machine']['engine']:
+        why.append(f"both ran with uncommitted changes in plugins/ ({dirty[0]}): not one engine for sure")
     if previous['machine'].get('backend') != res['machine']['backend']:
         why.append(f"its backend is {previous['machine'].get('backend')!r}, this run's {res['machine']['backend']!r}")
     why += [f"its --{k.replace('_', '-')} is {previous['args'].get(k)!r}, this run's {res['args'][k]!r}"

@@ -71,6 +71,14 @@ def test_results_of_another_engine_backend_or_size_are_refused_naming_what_diffe
         bench.merged(first, run('2026-12-06 01:00 UTC', ['catchup'], **machine, **args), {'catchup'})
 
 
+def test_runs_with_uncommitted_engine_changes_merge_with_no_other():
+    first = run('2026-12-05 01:00 UTC', ['noop'], engine='abc1234+dirty')
+    with pytest.raises(SystemExit, match='uncommitted changes in plugins/'):
+        bench.merged(first, run('2026-12-06 01:00 UTC', ['catchup'], engine='abc1234+dirty'), {'catchup'})
+    with pytest.raises(SystemExit, match='engine commit'):
+        bench.merged(first, run('2026-12-06 01:00 UTC', ['catchup']), {'catchup'})
+
+
 def test_the_report_names_the_run_of_each_case_only_when_there_were_several():
     one = run('2026-12-05 01:00 UTC', ['noop'])
     assert report._runs_note(one) == []
