@@ -163,18 +163,23 @@ class Holds:
         still to change, and only those are named again (one by one only if that call fails too, so a strict error
         names its snapshot): a few calls per side, never one per dataset."""
         roots, rest = recursive_roots(snapshots, listing, verb, keep)
-        failed: list[str] = []
+        under_roots: list[str] = []  # the snapshots of failed recursive calls
+        named: list[str] = []  # those of failed named calls
         for chunk in by_length(list(roots)):
             if host.run(["zfs", verb, "-r", self.tag, *chunk], check=False).returncode != 0:
-                failed += [snap for top in chunk for snap in roots[top]]
+                under_roots += [snap for top in chunk for snap in roots[top]]
         for chunk in by_length(rest):
             if host.run(["zfs", verb, self.tag, *chunk], check=False).returncode != 0:
-                failed += chunk
-        if not failed:
+                named += chunk
+        if not under_roots and not named:
             return
-        carrying = self.carrying(host, failed)
-        left = failed if carrying is None else [snap for snap in failed if (snap in carrying) != (verb == "hold")]
-        for chunk in by_length(left):
+        carrying = self.carrying(host, under_roots + named)
+        if carrying is None:  # zfs cannot tell: a recursive call's snapshots are named, a named call's taken one by one
+            again = under_roots
+            self.one_by_one(host, verb, named, strict)
+        else:
+            again = [snap for snap in under_roots + named if (snap in carrying) != (verb == "hold")]
+        for chunk in by_length(again):
             if host.run(["zfs", verb, self.tag, *chunk], check=False).returncode != 0:
                 self.one_by_one(host, verb, chunk, strict)
 

@@ -267,8 +267,19 @@ def test_another_tasks_holds_on_the_snapshots_to_release_cost_a_few_calls_not_on
     verbs = [c[1] for c in pool.calls]
     if legacy:
         assert "holds" not in verbs and len(verbs) > 2 * len(TREE), pool.calls
+        assert all(pool.calls.count(c) == 1 for c in pool.calls), pool.calls  # no call that just failed made again
     else:
         assert verbs[:3] == ["hold", "release", "holds"] and len(verbs) <= 4, pool.calls
+
+
+def test_where_zfs_cannot_say_whose_holds_a_failed_named_release_is_not_made_again_before_going_one_by_one():
+    """zfs-fuse, snapshots named (no listing for -r): the failed call goes straight to one call per snapshot."""
+    ours, other = "zfs.replication:t", "zfs.replication:other"
+    pool = HeldPool({f"{d}@{n}": ({other} if n == "s1" else {ours} if n == "s2" else set()) for d in TREE
+                     for n in ("s1", "s2", "s3")}, legacy=True)
+    Holds(ours, pool, pool, lambda _line: None).batch(pool, "release", [f"{d}@{n}" for d in TREE for n in ("s1", "s2")], False)
+    assert pool.holds == {f"{d}@{n}": ({other} if n == "s1" else set()) for d in TREE for n in ("s1", "s2", "s3")}
+    assert len(pool.calls) == 1 + 2 * len(TREE) and all(len(c) == 4 for c in pool.calls[1:]), pool.calls
 
 
 def test_a_hold_that_some_snapshots_already_carry_takes_the_rest_without_an_error():
