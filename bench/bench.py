@@ -623,9 +623,8 @@ def refuse_merge(previous, res):
     why = []
     if previous['machine'].get('engine') != res['machine']['engine']:
         why.append(f"its engine commit is {previous['machine'].get('engine')!r}, this run's {res['machine']['engine']!r}")
-    dirty = [r['machine'].get('engine') for r in (previous, res) if str(r['machine'].get('engine')).endswith('+dirty')]
-    if dirty and previous['machine'].get('engine') == res['machine']['engine']:
-        why.append(f"both ran with uncommitted changes in plugins/ ({dirty[0]}): not one engine for sure")
+    elif str(res['machine']['engine']).endswith('+dirty'):
+        why.append(f"both ran with uncommitted changes in plugins/ ({res['machine']['engine']}): not one engine for sure")
     if previous['machine'].get('backend') != res['machine']['backend']:
         why.append(f"its backend is {previous['machine'].get('backend')!r}, this run's {res['machine']['backend']!r}")
     why += [f"its --{k.replace('_', '-')} is {previous['args'].get(k)!r}, this run's {res['args'][k]!r}"
