@@ -99,6 +99,17 @@ def show(container: Container, name: str, *props: str) -> dict[str, str]:
     return dict(line.split('=', 1) for line in out.splitlines() if '=' in line)
 
 
+def settled(container: Container, name: str, *props: str, timeout: float = 60.0) -> dict[str, str]:
+    """show() once the unit is between runs: a run writes its state file before its process exits, and a minute
+    timer may start the next run, so a unit read right after its state file can still be (or again be) activating."""
+    deadline = time.monotonic() + timeout
+    while True:
+        values = show(container, name, 'ActiveState', *props)
+        if values['ActiveState'] not in ('activating', 'deactivating', 'reloading') or time.monotonic() > deadline:
+            return values
+        time.sleep(0.5)
+
+
 def read_json(container: Container, path: str) -> dict[str, Any] | None:
     proc = container.exec('cat', path, check=False)
     return json.loads(proc.stdout) if proc.returncode == 0 and proc.stdout.strip() else None
@@ -268,7 +279,7 @@ def test_failing_task_marks_the_unit_failed(applied: dict[str, Any], container: 
     state = wait_for_state(container, 'repl-broken', lambda s: s.get('result') == 'failed',
                            timeout=first_fire_deadline(applied))
     assert 'does not exist' in state['error']
-    props = show(container, unit('repl-broken'), 'Result', 'ExecMainStatus', 'ActiveState')
+    props = settled(container, unit('repl-broken'), 'Result', 'ExecMainStatus')
     assert props == {'Result': 'exit-code', 'ExecMainStatus': '1', 'ActiveState': 'failed'}
     assert 'replication task broken: FAILED' in journal(container, 'repl-broken')
     # the timer keeps running: a failed run does not stop the schedule
