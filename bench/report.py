@@ -50,7 +50,7 @@ def write(res, outdir):
          f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, kernel {m['kernel']}; {backend}; load average at start "
          f"{m['load_at_start']:.1f} (shared machine: compare ratios within this run, not absolute times across runs). "
          f"Commit {m['git']}; syncoid {m['syncoid']}, pyznap 1.6.0, zfs-autobackup 3.3. Medians of {a['reps']} "
-         f"repetitions for zfs.replication and the floor, {a.get('peer_reps', 1)} for each peer (each peer run takes 20-60 s). "
+         f"repetitions for zfs.replication and the floor, {a.get('peer_reps', 1)} for each peer's no-op; the catch-up's rounds as its table says. "
          f"Total runtime {res.get('runtime_s', 0) / 60:.1f} min.", '']
     L += _runs_note(res)
     targets = []
