@@ -28,7 +28,10 @@ KNOWN = '/root/.ssh/zr_self_known_hosts'
 # has written (the stream into zfs recv's stdin, plus a few replies), counted from when the receive started. Once
 # AFTER bytes went through, SIGKILL that sshd session: the connection is cut for real. (Killing the engine's ssh
 # client is not a cut when it is a multiplexed client: its ControlMaster holds the stream's file descriptors and
-# may go on draining the stream into zfs recv, as seen on OpenZFS 2.1 under load.)
+# may go on draining the stream into zfs recv, as seen on OpenZFS 2.1 under load.) The stream's pv (rate-limited:
+# downstream has only what it passed on) shares one CPU with the killer, which runs first there (SCHED_FIFO), and is
+# stopped while the cut is made: a host that starves the emulated guest's CPUs stops pv with the killer instead of
+# letting the stream run to its end unwatched.
 KILLER = r'''
 import os, signal, sys, time
 after, target = int(sys.argv[1]), sys.argv[2]
@@ -43,7 +46,13 @@ def parent(pid):
     return int(open(f'/proc/{pid}/stat').read().rsplit(') ', 1)[1].split()[1])
 def wchar(pid):
     return int(dict(line.split(': ') for line in open(f'/proc/{pid}/io').read().splitlines())['wchar'])
-deadline, session, start = time.time() + 600, None, 0
+def signal_pv(sig):
+    try:
+        if pv:
+            os.kill(pv, sig)
+    except ProcessLookupError:
+        pass
+deadline, session, start, pv = time.time() + 600, None, 0, None
 while time.time() < deadline:
     try:
         if session is None:
@@ -51,15 +60,22 @@ while time.time() < deadline:
                 if cmd.startswith('zfs recv ') and cmd.rstrip().endswith(' ' + target):
                     session = parent(parent(pid))
                     start = wchar(session)
-                    break
+                elif cmd.startswith('pv ') and pv is None:
+                    pv = pid
+                    cpu = {min(os.sched_getaffinity(0))}
+                    os.sched_setaffinity(pv, cpu)
+                    os.sched_setaffinity(0, cpu)
+                    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
         elif wchar(session) - start >= after:
+            signal_pv(signal.SIGSTOP)
             seen = wchar(session) - start
             os.kill(session, signal.SIGKILL)
+            signal_pv(signal.SIGCONT)
             print(seen)
             sys.exit(0)
     except (OSError, ValueError, KeyError, IndexError):
         session = None
-    time.sleep(0.02)
+    time.sleep(0.02 if session is None else 0.002)
 print('timeout')
 sys.exit(1)
 '''

@@ -81,15 +81,38 @@ def io(pid, field):
 def receiver():
     # The receiving zfs runs under sshd on this same host (the loopback target): what it has read is what reached the
     # receive, whatever ssh and the sockets still buffer (a slow receive start would otherwise see no data at all).
-    for pid, _t, cmd in procs():
-        words = cmd.split()
-        if target and words[:2] in (['zfs', 'recv'], ['zfs', 'receive']) and target in cmd:
-            return pid
+    for pid in os.listdir('/proc') if target else ():
+        try:
+            words = open(f'/proc/{pid}/cmdline', 'rb').read().decode(errors='replace').split('\0')
+        except OSError:
+            continue
+        if words[:2] in (['zfs', 'recv'], ['zfs', 'receive']) and target in ' '.join(words):
+            return int(pid)
     return None
 
 def done(why):
+    signal_pv(signal.SIGCONT)
     print('NOCUT ' + why, flush=True)
     sys.exit(0)
+
+def lockstep(pid):
+    # pv (the rate-limited stage: what is downstream has only what pv passed on) shares one CPU with this cutter, and
+    # the cutter runs first on it (SCHED_FIFO): when the host starves that CPU (an emulated guest on a loaded machine),
+    # pv stops with the cutter instead of running on unwatched, so the cut lands where it is meant to.
+    try:
+        cpu = {min(os.sched_getaffinity(0))}
+        os.sched_setaffinity(pid, cpu)
+        os.sched_setaffinity(0, cpu)
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
+    except (OSError, AttributeError):
+        pass
+
+def signal_pv(sig):
+    try:
+        if pv:
+            os.kill(pv, sig)
+    except ProcessLookupError:
+        pass
 
 deadline, pv, started = time.time() + timeout, None, False
 while pv is None:
@@ -101,6 +124,7 @@ while pv is None:
         done('no tagged run with a pv seen')
     pv = next((pid for pid, cmd in tagged if cmd.startswith('pv ')), None)
     time.sleep(0.005)
+lockstep(pv)
 seen, recv = 0, None
 while True:
     recv = recv or (receiver() if mode == 'master' else None)
@@ -114,7 +138,8 @@ while True:
         break
     if ended:
         done(f'the stream {"zfs recv" if recv else "pv"} exited after {seen} of {total} bytes, before the cut at {at}')
-    time.sleep(0.002)
+    time.sleep(0.002 if recv or mode != 'master' else 0.02)  # a /proc scan for the receive leaves pv its CPU between
+signal_pv(signal.SIGSTOP)  # nothing more enters the stream while the cut is made
 tagged = [(pid, cmd) for pid, t, cmd in procs() if t]
 if not any('scenario_driver.py' in cmd for pid, cmd in tagged):
     done(f'the engine had already exited when {seen} bytes had passed')
@@ -132,6 +157,7 @@ for pid, cmd in victims:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+signal_pv(signal.SIGCONT)  # pv (when it was no victim) meets the cut pipe and ends
 print(f'CUT {mode} at {seen} of {total}: killed ' + '; '.join(f'{pid} {cmd[:60]}' for pid, cmd in victims), flush=True)
 '''
 
