@@ -5,7 +5,6 @@
 (tests/backends.py), so they read the pools of whichever ZFS the scenario runs on."""
 from __future__ import annotations
 
-import secrets
 import shlex
 from typing import Any
 
@@ -142,14 +141,7 @@ def expect_kept(backend: Backend, before: dict[str, str], dataset: str, side: st
 
 def snapshot_checksums(backend: Backend, dataset: str, name: str) -> dict[str, str]:
     """{path: sha256} of DATASET@NAME's own files, read from a temporary read-only clone (zfs-fuse has no .zfs)."""
-    tag = secrets.token_hex(4)
-    clone, where = f"{dataset.split('/')[0]}/zr-check-{tag}", f"/tmp/zr-check-{tag}"
-    backend.zfs("clone", "-o", f"mountpoint={where}", "-o", "readonly=on", f"{dataset}@{name}", clone)
-    try:
-        return backend.checksums(clone)
-    finally:
-        backend.destroy(clone, "-f")
-        backend.sh(f"rmdir {shlex.quote(where)} 2>/dev/null || true")
+    return backend.snapshot_checksums(dataset, name)
 
 
 def expect_replica(backend: Backend, src: str, dst: str, names: list[str] | None = None) -> None:
