@@ -29,8 +29,8 @@ KNOWN = '/root/.ssh/zr_self_known_hosts'
 # AFTER bytes went through, SIGKILL that sshd session: the connection is cut for real. (Killing the engine's ssh
 # client is not a cut when it is a multiplexed client: its ControlMaster holds the stream's file descriptors and
 # may go on draining the stream into zfs recv, as seen on OpenZFS 2.1 under load.) The stream's pv (rate-limited:
-# downstream has only what it passed on) shares one CPU with the killer, which runs first there (SCHED_FIFO), and is
-# stopped while the cut is made: a host that starves the emulated guest's CPUs stops pv with the killer instead of
+# downstream has only what it passed on) shares one CPU with the killer, which is first in line there (nice -10), and
+# is stopped while the cut is made: a host that starves the emulated guest's CPU stops pv with the killer instead of
 # letting the stream run to its end unwatched.
 KILLER = r'''
 import os, signal, sys, time
@@ -65,7 +65,7 @@ while time.time() < deadline:
                     cpu = {min(os.sched_getaffinity(0))}
                     os.sched_setaffinity(pv, cpu)
                     os.sched_setaffinity(0, cpu)
-                    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
+                    os.setpriority(os.PRIO_PROCESS, 0, -10)
         elif wchar(session) - start >= after:
             signal_pv(signal.SIGSTOP)
             seen = wchar(session) - start
@@ -75,7 +75,7 @@ while time.time() < deadline:
             sys.exit(0)
     except (OSError, ValueError, KeyError, IndexError):
         session = None
-    time.sleep(0.02 if session is None else 0.002)
+    time.sleep(0.02 if session is None else 0.01)
 print('timeout')
 sys.exit(1)
 '''
