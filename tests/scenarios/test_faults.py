@@ -101,7 +101,7 @@ def done(why):
 
 def lockstep(pid):
     # pv (the rate-limited stage: what is downstream has only what pv passed on) shares one CPU with this cutter, which
-    # is first in line there (nice -10; not a real-time class, whose polling starved a one-vCPU guest's ssh): when
+    # is first in line there (nice -10; a real-time class let its polling starve a one-vCPU guest's pipeline): when
     # the host starves that CPU (an emulated guest on a loaded machine), pv stops with the cutter instead of running
     # on unwatched, so the cut lands where it is meant to.
     try:
