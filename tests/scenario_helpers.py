@@ -139,11 +139,6 @@ def expect_kept(backend: Backend, before: dict[str, str], dataset: str, side: st
         raise DataLost(f"{backend.name}: {side} {dataset} lost or changed snapshots {sorted(lost)}; has {sorted(now)}")
 
 
-def snapshot_checksums(backend: Backend, dataset: str, name: str) -> dict[str, str]:
-    """{path: sha256} of DATASET@NAME's own files, read from a temporary read-only clone (zfs-fuse has no .zfs)."""
-    return backend.snapshot_checksums(dataset, name)
-
-
 def expect_replica(backend: Backend, src: str, dst: str, names: list[str] | None = None) -> None:
     """The target tree has every (or NAMES of the) source snapshot with the same guid, on the dataset and on every
     child, and the newest of them holds the same files on both sides (compared snapshot to snapshot, also when the
@@ -161,7 +156,7 @@ def expect_replica(backend: Backend, src: str, dst: str, names: list[str] | None
         mine = [n for n in snaps(backend, child) if f"{rel}@{n}" in want]
         if not mine:
             continue
-        s, t = snapshot_checksums(backend, child, mine[-1]), snapshot_checksums(backend, dst + rel, mine[-1])
+        s, t = backend.snapshot_checksums(child, mine[-1]), backend.snapshot_checksums(dst + rel, mine[-1])
         compared += 1
         if s != t:
             diff = sorted(k for k in set(s) | set(t) if s.get(k) != t.get(k))
