@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import platform
+import pstats
 import shlex
 import socket
 import statistics
@@ -141,6 +142,9 @@ class Bench:
             link.symlink_to(ROOT)
         self.env = dict(os.environ, PATH=f'{SHIMS}:{BASE_PATH}', ZB_LOG=str(self.local_log), ZB_SIDE='local')
         self.env.pop('PYENV_VERSION', None)
+        # bytecode cached as an installed engine's is (a shell with this set made every run of ours compile the
+        # engine's sources again; the peers' packages were compiled at install)
+        self.env.pop('PYTHONDONTWRITEBYTECODE', None)
         self.env.update(ANSIBLE_COLLECTIONS_PATH=str(self.tree), ANSIBLE_HOST_KEY_CHECKING='True', ANSIBLE_NOCOLOR='1',
                         ANSIBLE_LOCAL_TEMP=str(self.dir / 'ansible-tmp'), ANSIBLE_REMOTE_TEMP=str(self.dir / 'ansible-tmp'))
 
@@ -292,16 +296,41 @@ class Bench:
         if p.returncode != 0:
             raise RuntimeError(f'{label}: rc {p.returncode}: {(p.stderr or p.stdout)[-1500:]}')
         calls = {'src': 0, 'dst': 0}
+        by_command: dict = {'src': {}, 'dst': {}}  # zfs subcommand -> calls, per side: where a tool's calls go
         for f in (self.local_log, self.remote_log):
             for line in f.read_text().splitlines():
                 side, _tab, args = line.partition('\t')
-                calls['dst' if side == 'remote' or self.D in args else 'src'] += 1
+                key = 'dst' if side == 'remote' or self.D in args else 'src'
+                calls[key] += 1
+                command = args.split(' ', 1)[0]
+                by_command[key][command] = by_command[key].get(command, 0) + 1
+        self.last_calls_by_command = by_command
         return dt, calls, (int(rss.read_text()) // 1024 if rss.exists() else None), p
 
     def median_run(self, argv, reps, label):
         runs = [self.timed(argv, label) for _i in range(reps)]
         ts = [r[0] for r in runs]
-        return {'time': statistics.median(ts), 'times': [round(x, 2) for x in ts], 'calls': runs[-1][1]}
+        return {'time': statistics.median(ts), 'times': [round(x, 2) for x in ts], 'calls': runs[-1][1],
+                'calls_by_command': self.last_calls_by_command}
+
+    def profile_ours(self, root, target):
+        """Where our local no-op's time goes: the interpreter's start, the engine's import (medians of 3), and one
+        run under cProfile (which slows it): the functions with the most time of their own and the most in all."""
+        start = self.median_run(['/usr/bin/python3', '-c', 'pass'], 3, 'python start')['time']
+        imp = self.median_run(['/usr/bin/python3', '-c', f'import sys; sys.path.insert(0, {str(self.tree)!r}); '
+                               'import ansible_collections.zfs.replication.plugins.module_utils._runner'], 3, 'engine import')['time']
+        argv = self.cmd('ours', root, target, 'local')
+        stats_file = self.dir / 'ours.prof'
+        # cProfile.run writes the statistics also when the run ends by sys.exit
+        code = f'import cProfile; cProfile.run({argv[2]!r}, {str(stats_file)!r})'
+        dt = self.timed([argv[0], '-c', code, *argv[3:]], 'ours under cProfile')[0]
+        stats = pstats.Stats(str(stats_file)).stats
+        rows = [(f'{Path(f).name}:{line}({fn})', tt, ct) for (f, line, fn), (_cc, _nc, tt, ct, _callers) in stats.items()]
+
+        def top(col):
+            return [[name, round(tt, 3), round(ct, 3)] for name, tt, ct in sorted(rows, key=lambda r: -r[col])[:12]]
+        return {'python_start': start, 'engine_import': imp, 'profiled_run': round(dt, 2),
+                'by_own_time': top(1), 'by_cumulative_time': top(2)}
 
     def floor(self, root, target, via, reps):
         cols = 'type,guid,createtxg,userrefs,readonly'
@@ -358,9 +387,13 @@ class Bench:
         with ThreadPoolExecutor(max(1, len(warm)) if self.openzfs else 1) as pool:
             list(pool.map(warm_up, warm))
 
-    def case_noop(self, tree, tools, vias, reps):
+    def case_noop(self, tree, tools, vias, reps, profile=False):
         root = f'{self.S}/{tree}'
         out = {}
+        if profile:
+            out['profile'] = self.profile_ours(root, self.target_for('ours', tree))
+            say(f"  no-op {tree} local profile: python start {out['profile']['python_start']:.2f} s, engine import "
+                f"{out['profile']['engine_import']:.2f} s, a run under cProfile {out['profile']['profiled_run']:.2f} s")
         for via in vias:
             out[via] = {'floor': self.floor(root, self.target_for('ours', tree), via, reps)}
             for tool in tools:
@@ -755,7 +788,7 @@ def main():
             bench.build_tree(tree, args.datasets, args.snapshots)
             bench.prepare_noop(tree, tools + (['ours-serial', 'stream-floor'] if 'catchup' in cases else []))
         res['case_seconds']['setup'] = round(time.monotonic() - t, 1)
-        case('noop', lambda: bench.case_noop(tree, tools, ['local', 'ssh'], args.reps))
+        case('noop', lambda: bench.case_noop(tree, tools, ['local', 'ssh'], args.reps, profile=True))
         case('wan', lambda: bench.case_noop(tree, ['ours', *peers], ['wan'], args.reps)['wan'])
         case('catchup', lambda: bench.case_catchup(tree, ['ours', 'ours-serial', *peers, 'stream-floor'], 'local', args.catchup_reps))
         case('growth', growth)

@@ -83,6 +83,8 @@ def write(res, outdir):
                 targets.append((f'no-op local: >= {factor}x faster than the fastest peer', _ok(r[fastest]['time'] / ours >= factor),
                                 f"{r[fastest]['time'] / ours:.1f}x vs {fastest}"))
         L.append('')
+        L += _calls_by_command(res['noop'])
+        L += _profile(res['noop'].get('profile'), res['noop']['local']['ours']['time'])
     if 'wan' in res:
         r = res['wan']
         L += [f"## 2. No-op over a {a['latency_ms']:.0f} ms-each-way proxy", '',
@@ -200,6 +202,34 @@ def write(res, outdir):
     if notes:
         L += ['## Notes', ''] + [f'- {n}' for n in notes] + ['']
     (outdir / 'results.md').write_text('\n'.join(L))
+
+
+def _calls_by_command(noop):
+    """Where each tool's zfs calls of the no-op go, by subcommand and side (runs from before this was recorded: none)."""
+    rows = []
+    for via in ('local', 'ssh'):
+        for tool, r in noop.get(via, {}).items():
+            by = r.get('calls_by_command') if isinstance(r, dict) else None
+            if by:
+                rows.append(f"| {via} | {tool} | " + ' | '.join(
+                    ', '.join(f'{cmd} {n}' for cmd, n in sorted(by[side].items(), key=lambda kv: -kv[1])) or '-'
+                    for side in ('src', 'dst')) + ' |')
+    if not rows:
+        return []
+    return ['Calls by zfs subcommand (the last repetition of each):', '', '| side | tool | source | target |',
+            '|---|---|---|---|', *rows, '']
+
+
+def _profile(prof, ours_time):
+    """Where our local no-op's time goes (bench.profile_ours)."""
+    if not prof:
+        return []
+    L = [f"Where our local no-op's {ours_time:.2f} s go: the interpreter's start alone (`python3 -c pass`) takes "
+         f"{prof['python_start']:.2f} s, with the engine's import {prof['engine_import']:.2f} s; one run under cProfile "
+         f"(which slows it) took {prof['profiled_run']:.2f} s, its functions with the most time of their own:", '',
+         '| function | own time (s) | cumulative (s) |', '|---|---|---|']
+    L += [f'| `{name}` | {tt:.3f} | {ct:.3f} |' for name, tt, ct in prof['by_own_time']]
+    return [*L, '']
 
 
 def _plt():
