@@ -1,7 +1,8 @@
 # Copyright: zfs.replication contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The catch-up table of the bench report: the stream floor (one zfs send -R -I of the tree, no tool) is a row of its
-own, and the target line says where ours and the fastest peer stand against it."""
+"""The bench report: in the catch-up table the stream floor (one zfs send -R -I of the tree, no tool) is a row of its
+own, and the target line says where ours and the fastest peer stand against it; under the no-op table, each tool's
+zfs calls by subcommand and where our run's time goes, when the run recorded them."""
 
 from __future__ import annotations
 
@@ -54,3 +55,38 @@ def test_tools_measured_once_are_named_under_the_table(tmp_path):
     report.write(res, tmp_path)
     md = (tmp_path / 'results.md').read_text()
     assert 'Measured in the first round only: zfs.replication (parallel_transfers: 1), zfs-autobackup.' in md
+
+
+def noop(profile=None):
+    by = {'ours': {'src': {'version': 1, 'get': 1}, 'dst': {'get': 1}},
+          'pyznap': {'src': {'list': 201}, 'dst': {'get': 401, 'list': 200}}}
+    via = {'floor': row(4.0, 1, 1), 'ours': {**row(4.2, 2, 1), 'calls_by_command': by['ours']},
+           'pyznap': {**row(13.0, 201, 601), 'calls_by_command': by['pyznap']}}
+    return {'local': via, 'ssh': via, **({'profile': profile} if profile else {})}
+
+
+def test_the_no_op_shows_calls_by_subcommand_and_where_our_time_goes(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, '_plot_noop', lambda *_a: None)  # the plot needs matplotlib (the bench's venv)
+    prof = {'python_start': 0.5, 'engine_import': 1.25, 'profiled_run': 6.0,
+            'by_own_time': [['~:0(<method \'poll\' of \'select.poll\' objects>)', 2.5, 2.5], ['_zfs.py:10(parse)', 0.75, 1.0]],
+            'by_cumulative_time': []}
+    res = {'machine': MACHINE, 'args': {**ARGS, 'snapshots': 5}, 'noop': noop(prof)}
+    report.write(res, tmp_path)
+    md = (tmp_path / 'results.md').read_text().splitlines()
+    assert '| local | pyznap | list 201 | get 401, list 200 |' in md
+    assert '| ssh | ours | version 1, get 1 | get 1 |' in md
+    line = next(x for x in md if x.startswith("Where our local no-op's 4.20 s go"))
+    assert '(`python3 -c pass`) takes 0.50 s, with the engine\'s import 1.25 s' in line and 'took 6.00 s' in line
+    assert '| `_zfs.py:10(parse)` | 0.750 | 1.000 |' in md
+    assert any(x.startswith('## 1. No-op run, 200 datasets x 5 snapshots (FEWER SNAPSHOTS') for x in md)
+
+
+def test_a_no_op_recorded_before_the_breakdown_renders_without_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, '_plot_noop', lambda *_a: None)
+    res = {'machine': MACHINE, 'args': ARGS, 'noop': noop()}
+    for via in ('local', 'ssh'):
+        res['noop'][via] = {tool: {k: v for k, v in r.items() if k != 'calls_by_command'} for tool, r in res['noop'][via].items()}
+    report.write(res, tmp_path)
+    md = (tmp_path / 'results.md').read_text()
+    assert 'Calls by zfs subcommand' not in md and "Where our local no-op" not in md and 'FEWER SNAPSHOTS' not in md
+    assert '| local | zfs.replication (zfs-replication-run) | 4.20 | 1.05 | 1.0x | 2 / 1 |' in md
