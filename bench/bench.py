@@ -295,23 +295,21 @@ class Bench:
         dt = time.monotonic() - t
         if p.returncode != 0:
             raise RuntimeError(f'{label}: rc {p.returncode}: {(p.stderr or p.stdout)[-1500:]}')
-        calls = {'src': 0, 'dst': 0}
         by_command: dict = {'src': {}, 'dst': {}}  # zfs subcommand -> calls, per side: where a tool's calls go
         for f in (self.local_log, self.remote_log):
             for line in f.read_text().splitlines():
                 side, _tab, args = line.partition('\t')
                 key = 'dst' if side == 'remote' or self.D in args else 'src'
-                calls[key] += 1
                 command = args.split(' ', 1)[0]
                 by_command[key][command] = by_command[key].get(command, 0) + 1
-        self.last_calls_by_command = by_command
-        return dt, calls, (int(rss.read_text()) // 1024 if rss.exists() else None), p
+        calls = {key: sum(n.values()) for key, n in by_command.items()}
+        return dt, calls, (int(rss.read_text()) // 1024 if rss.exists() else None), p, by_command
 
     def median_run(self, argv, reps, label):
         runs = [self.timed(argv, label) for _i in range(reps)]
         ts = [r[0] for r in runs]
         return {'time': statistics.median(ts), 'times': [round(x, 2) for x in ts], 'calls': runs[-1][1],
-                'calls_by_command': self.last_calls_by_command}
+                'calls_by_command': runs[-1][4]}
 
     def profile_ours(self, root, target):
         """Where our local no-op's time goes: the interpreter's start, the engine's import (medians of 3), and one
@@ -371,8 +369,7 @@ class Bench:
         # together share them (in the emulated guest one send -R of 200 x 20 snapshots takes over 15 minutes alone).
         # zfs-fuse: one after the other (its one daemon is busy at four receives, and has failed under more).
         missing = [t for t in tools if t != 'module' and self.zfs('list', self.target_for(t, tree), check=False).returncode != 0]
-        with ThreadPoolExecutor(max(1, len(missing)) if self.openzfs else 1) as pool:
-            list(pool.map(seed, missing))
+        self.each_tool(seed, missing)
         # nothing to warm up for the module (ours' target) and the stream floor (no state and no no-op)
         warm = [t for t in tools if t not in ('module', 'stream-floor')]
         if 'zfs-autobackup' in warm:
@@ -384,8 +381,12 @@ class Bench:
 
         # OpenZFS: every tool's warm-up at once too (untimed; in the emulated guest one after the other took 25 min
         # at 200 datasets, each peer's run mostly its processes' start-up); zfs-fuse: one after the other, as above
-        with ThreadPoolExecutor(max(1, len(warm)) if self.openzfs else 1) as pool:
-            list(pool.map(warm_up, warm))
+        self.each_tool(warm_up, warm)
+
+    def each_tool(self, fn, tools):
+        """fn(tool) for every tool: all at once on OpenZFS, one after the other on zfs-fuse (prepare_noop says why)."""
+        with ThreadPoolExecutor(max(1, len(tools)) if self.openzfs else 1) as pool:
+            list(pool.map(fn, tools))
 
     def case_noop(self, tree, tools, vias, reps, profile=False):
         root = f'{self.S}/{tree}'
@@ -416,7 +417,7 @@ class Bench:
             if rnd == 1:
                 tools = rerun_after_first({t: r[0][0] for t, r in runs.items()})
             for tool in tools:
-                dt, calls, _rss, _p = self.timed(self.cmd(tool, root, self.target_for(tool, tree), via), f'catch-up {tool}')
+                dt, calls, _rss, _p, _by = self.timed(self.cmd(tool, root, self.target_for(tool, tree), via), f'catch-up {tool}')
                 runs[tool].append((dt, calls))
                 say(f'  catch-up {tree} {via} round {rnd + 1}/{reps} {tool:15s} {dt:7.2f} s  zfs calls {calls}')
                 if tool == 'ours-serial' and reps > 1:
@@ -467,13 +468,13 @@ class Bench:
                             extra = {'progress_interval': self.progress_interval, **({'compression': comp} if comp else {})}
                             # full: only the first snapshot is selected via a name regex; then incremental
                             a = self.cmd('ours', ds, target, via, name_regex='zb-20260101000000', naming_schema=[], hold_base=False, **extra)
-                            dt, _c, rss, _p = self.timed(a, 'ours full')
+                            dt, _c, rss, _p, _by = self.timed(a, 'ours full')
                             res['ours']['full'].append(dt)
                             res['stream']['full'].append(self.last_stream_seconds())
                             res['progress_lines'].append(self.last_progress_lines())
                             res['ours']['rss'].append(rss)
                             b = self.cmd('ours', ds, target, via, hold_base=False, **extra)
-                            dt, _c, rss, _p = self.timed(b, 'ours incremental')
+                            dt, _c, rss, _p, _by = self.timed(b, 'ours incremental')
                             res['ours']['incremental'].append(dt)
                             res['stream']['incremental'].append(self.last_stream_seconds())
                             res['ours']['rss'].append(rss)
@@ -506,7 +507,7 @@ class Bench:
         self.zfs('create', '-o', 'compression=off', ds)
         self.write_data(ds, 1, 'random', 'a')
         self.zfs('snapshot', f'{ds}@zb-20260101000000')
-        _dt, _c, rss, _p = self.timed(self.cmd('ours', ds, f'{self.D}/data-small', 'ssh', hold_base=False), 'ours small')
+        _dt, _c, rss, _p, _by = self.timed(self.cmd('ours', ds, f'{self.D}/data-small', 'ssh', hold_base=False), 'ours small')
         out['rss_small_mb'] = rss
         return out
 

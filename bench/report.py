@@ -209,7 +209,7 @@ def _calls_by_command(noop):
     rows = []
     for via in ('local', 'ssh'):
         for tool, r in noop.get(via, {}).items():
-            by = r.get('calls_by_command') if isinstance(r, dict) else None
+            by = r.get('calls_by_command')
             if by:
                 rows.append(f"| {via} | {tool} | " + ' | '.join(
                     ', '.join(f'{cmd} {n}' for cmd, n in sorted(by[side].items(), key=lambda kv: -kv[1])) or '-'
