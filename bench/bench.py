@@ -127,6 +127,7 @@ class Bench:
     def __init__(self, args):
         self.args = args
         self.progress_interval = args.progress_interval
+        self.stopped: dict = {}  # case: why it stopped short or did not start (--time-limit)
         self.dir = Path(f'/var/tmp/zr-bench-{os.getpid()}')
         self.dir.mkdir(parents=True, exist_ok=True)
         self.local_log = self.dir / 'zfs-local.log'
@@ -404,18 +405,23 @@ class Bench:
             say(f'  no-op {tree} {via:5s} {"floor":15s} {out[via]["floor"]["time"]:7.2f} s')
         return out
 
-    def case_catchup(self, tree, tools, via, reps):
+    def case_catchup(self, tree, tools, via, reps, deadline=None):
         """REPS rounds: 5 new snapshots on every dataset, then each tool catches its own target up (median per tool).
         After the first round only ours, the floor and the peers within twice the fastest peer's time run again (see
         rerun_after_first): the target compares ours with the fastest peer, and in the OpenZFS guest one round of
-        every tool takes about an hour."""
+        every tool takes about an hour. A round after the first that would end past DEADLINE (time.monotonic()) is
+        not started (round_past_deadline): the rounds measured so far stand, and self.stopped says why."""
         root = f'{self.S}/{tree}'
         runs: dict = {tool: [] for tool in tools}
         for rnd in range(reps):
-            for _i in range(5):
-                self.snap(root)
             if rnd == 1:
                 tools = rerun_after_first({t: r[0][0] for t, r in runs.items()})
+            if rnd and (why := round_past_deadline(runs, tools, time.monotonic(), deadline)):
+                self.stopped['catchup'] = f'stopped after round {rnd} of {reps}: {why}'
+                say(f'  catch-up {tree} {via}: {self.stopped["catchup"]}')
+                break
+            for _i in range(5):
+                self.snap(root)
             for tool in tools:
                 dt, calls, _rss, _p, _by = self.timed(self.cmd(tool, root, self.target_for(tool, tree), via), f'catch-up {tool}')
                 runs[tool].append((dt, calls))
@@ -542,6 +548,18 @@ class Bench:
                 return
             time.sleep(0.5)
         raise RuntimeError(f'cannot destroy {ds}: {p.stderr}')
+
+
+def round_past_deadline(runs, tools, now, deadline):
+    """Why one more catch-up round of TOOLS, each as long as its last round in RUNS (tool: [(seconds, calls)]), would
+    end past DEADLINE (time.monotonic() seconds, None for no limit); '' when it fits."""
+    if deadline is None:
+        return ''
+    estimate = sum(runs[t][-1][0] for t in tools)
+    if now + estimate <= deadline:
+        return ''
+    return (f'the next round (about {estimate:.0f} s, each tool as long as its last round) would end past --time-limit '
+            f'({max(0.0, deadline - now):.0f} s left)')
 
 
 def rerun_after_first(first):
@@ -690,6 +708,8 @@ def merged(previous, res, ran):
     out['failed'] = {**{k: v for k, v in (previous.get('failed') or {}).items() if k not in ran}, **res['failed']}
     out['case_seconds'] = {**{k: v for k, v in (previous.get('case_seconds') or {}).items() if k not in ran},
                            **res['case_seconds']}
+    out['stopped'] = {**{k: v for k, v in (previous.get('stopped') or {}).items() if k not in ran},
+                      **{k: v for k, v in (res.get('stopped') or {}).items() if k in ran}}
     out['runtime_s'] = (previous.get('runtime_s') or 0) + res['runtime_s']
     return out
 
@@ -715,6 +735,10 @@ def main():
     ap.add_argument('--no-report', action='store_true', help='write results.json only (bench/openzfs.py reports on the host)')
     ap.add_argument('--peers', default='syncoid,pyznap,zfs-autobackup',
                     help='the peers to measure (a shorter list is for trying a change; committed results have all three)')
+    ap.add_argument('--time-limit', type=float, default=0, metavar='MINUTES',
+                    help='start no case, and no catch-up round after the first, that would end past this many minutes '
+                         'from the start (a round is estimated from the last one; a case is started while time is left): '
+                         'what was measured stands and the report says what stopped short. 0: no limit')
     ap.add_argument('--merge', action='store_true',
                     help="keep the cases of the results.json already in --results that this run does not measure (same "
                          "engine commit and sizes, else refused): a full set built up over several runs")
@@ -726,6 +750,7 @@ def main():
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     t_start = time.monotonic()
+    deadline = t_start + args.time_limit * 60 if args.time_limit > 0 else None
     res = {'machine': machine_facts(), 'args': vars(args)}
     previous = None
     if args.merge and (results / 'results.json').exists():
@@ -752,6 +777,10 @@ def main():
     def case(name, fn):
         """Run one case; a failure is recorded with its reason and the other cases still run."""
         if name not in cases:
+            return
+        if deadline is not None and time.monotonic() >= deadline:
+            bench.stopped[name] = 'not started: the --time-limit had passed'
+            say(f'CASE {name} not started: the --time-limit had passed')
             return
         t = time.monotonic()
         try:
@@ -791,13 +820,17 @@ def main():
         res['case_seconds']['setup'] = round(time.monotonic() - t, 1)
         case('noop', lambda: bench.case_noop(tree, tools, ['local', 'ssh'], args.reps, profile=True))
         case('wan', lambda: bench.case_noop(tree, ['ours', *peers], ['wan'], args.reps)['wan'])
-        case('catchup', lambda: bench.case_catchup(tree, ['ours', 'ours-serial', *peers, 'stream-floor'], 'local', args.catchup_reps))
+        case('catchup', lambda: bench.case_catchup(tree, ['ours', 'ours-serial', *peers, 'stream-floor'], 'local', args.catchup_reps,
+                                                         deadline))
         case('growth', growth)
         case('data', lambda: bench.case_data(args.data_mb, args.data_reps))
     finally:
         res['runtime_s'] = time.monotonic() - t_start
+        res['stopped'] = bench.stopped
+        measured = {c for c in cases if c in res or c in res['failed']}  # not the cases the time limit left out
+        res['case_runs'] = {k: v for k, v in res['case_runs'].items() if k in measured}
         if previous is not None:
-            res = merged(previous, res, cases)
+            res = merged(previous, res, measured)
         (results / 'results.json').write_text(json.dumps(res, indent=1, default=str))
         bench.down()
     if not args.no_report:

@@ -98,7 +98,7 @@ def write(res, outdir):
         L.append('')
     if 'catchup' in res:
         r = res['catchup']
-        reps = a.get('catchup_reps', 1)
+        reps = len(r['ours'].get('times', ())) or a.get('catchup_reps', 1)  # fewer than asked when --time-limit stopped it
         L += [f"## 3. Incremental catch-up: 5 new snapshots on {a['datasets']} datasets (local, median of {reps} round(s))", '',
               '| tool | wall time (s) | each round (s) | peer / ours | zfs calls |', '|---|---|---|---|---|']
         label = {'ours': 'zfs.replication (parallel_transfers unset: auto)', 'ours-serial': 'zfs.replication (parallel_transfers: 1)',
@@ -197,6 +197,7 @@ def write(res, outdir):
     L[len(L):] = ['## Targets', '', '| target | result | measured |', '|---|---|---|'] + [f'| {t} | {ok} | {why} |' for t, ok, why in targets] + ['']
     notes = list(res.get('notes') or [])
     notes += [f'case {name} FAILED and is missing above: {why}' for name, why in (res.get('failed') or {}).items()]
+    notes += [f'case {name} {why}' for name, why in (res.get('stopped') or {}).items()]
     if res.get('case_seconds'):
         notes.append('time per case (s): ' + ', '.join(f'{k} {v:.0f}' for k, v in res['case_seconds'].items()))
     if notes:

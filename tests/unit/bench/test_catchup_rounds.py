@@ -28,3 +28,18 @@ def test_every_peer_within_twice_runs_again_in_order():
 
 def test_without_peers_ours_and_the_floor_run_again():
     assert bench.rerun_after_first({'ours': 40.0, 'ours-serial': 55.0, 'stream-floor': 41.0}) == ['ours', 'stream-floor']
+
+
+def test_a_round_that_would_end_past_the_time_limit_is_not_started():
+    runs = {'ours': [(485.0, {})], 'pyznap': [(750.0, {})], 'stream-floor': [(400.0, {})]}
+    tools = ['ours', 'pyznap', 'stream-floor']
+    assert bench.round_past_deadline(runs, tools, 1000.0, None) == ''
+    assert bench.round_past_deadline(runs, tools, 1000.0, 1000.0 + 1635.0) == ''
+    why = bench.round_past_deadline(runs, tools, 1000.0, 1000.0 + 1634.0)
+    assert 'about 1635 s' in why and '(1634 s left)' in why
+
+
+def test_the_estimate_is_each_tool_s_last_round():
+    runs = {'ours': [(500.0, {}), (100.0, {})], 'stream-floor': [(50.0, {}), (60.0, {})]}
+    assert bench.round_past_deadline(runs, ['ours', 'stream-floor'], 0.0, 159.0)
+    assert not bench.round_past_deadline(runs, ['ours', 'stream-floor'], 0.0, 160.0)

@@ -86,3 +86,14 @@ def test_the_report_names_the_run_of_each_case_only_when_there_were_several():
     note = ' '.join(report._runs_note(both))
     assert 'Measured in 2 runs at the same engine commit abc1234' in note
     assert 'noop: 2026-12-05 01:00 UTC, commit git-2026-12-05' in note and 'catchup: 2026-12-06 01:00 UTC' in note
+
+
+def test_why_a_case_stopped_short_goes_with_that_case():
+    first = run('2026-12-05 01:00 UTC', ['noop', 'catchup'])
+    first['stopped'] = {'catchup': 'stopped after round 1 of 3: time'}
+    second = run('2026-12-06 01:00 UTC', ['catchup'])
+    second['stopped'] = {'catchup': 'stopped after round 2 of 3: time', 'growth': 'not started: time'}
+    out = bench.merged(first, second, {'catchup'})
+    assert out['stopped'] == {'catchup': 'stopped after round 2 of 3: time'}
+    assert bench.merged(first, run('2026-12-06 01:00 UTC', ['wan']), {'wan'})['stopped'] == {
+        'catchup': 'stopped after round 1 of 3: time'}

@@ -90,3 +90,13 @@ def test_a_no_op_recorded_before_the_breakdown_renders_without_it(tmp_path, monk
     md = (tmp_path / 'results.md').read_text()
     assert 'Calls by zfs subcommand' not in md and "Where our local no-op" not in md and 'FEWER SNAPSHOTS' not in md
     assert '| local | zfs.replication (zfs-replication-run) | 4.20 | 1.05 | 1.0x | 2 / 1 |' in md
+
+
+def test_a_catch_up_stopped_by_the_time_limit_says_how_many_rounds_it_has(tmp_path):
+    two = {'time': 40.0, 'times': [39.0, 41.0], 'calls': {'src': 204, 'dst': 204}}
+    res = {'machine': MACHINE, 'args': ARGS, 'catchup': {'ours': two, 'pyznap': {**two, 'time': 70.0}},
+           'stopped': {'catchup': 'stopped after round 2 of 3: the next round would end past --time-limit'}}
+    report.write(res, tmp_path)
+    md = (tmp_path / 'results.md').read_text()
+    assert '(local, median of 2 round(s))' in md
+    assert '- case catchup stopped after round 2 of 3: the next round would end past --time-limit' in md
