@@ -99,7 +99,9 @@ def write(res, outdir):
     if 'catchup' in res:
         r = res['catchup']
         reps = len(r['ours'].get('times', ())) or a.get('catchup_reps', 1)  # fewer than asked when --time-limit stopped it
-        L += [f"## 3. Incremental catch-up: 5 new snapshots on {a['datasets']} datasets (local, median of {reps} round(s))", '',
+        n = r['ours'].get('datasets', a['datasets'])  # --catchup-datasets (a run from before it: the no-op's tree)
+        scaled = ' (SCALED DOWN from 200 datasets)' if n < 200 else ''
+        L += [f"## 3. Incremental catch-up: 5 new snapshots on {n} datasets (local, median of {reps} round(s)){scaled}", '',
               '| tool | wall time (s) | each round (s) | peer / ours | zfs calls |', '|---|---|---|---|---|']
         label = {'ours': 'zfs.replication (parallel_transfers unset: auto)', 'ours-serial': 'zfs.replication (parallel_transfers: 1)',
                  'stream-floor': 'floor: one `zfs send -R -I` of the tree, no tool'}
@@ -125,9 +127,11 @@ def write(res, outdir):
                   "(it needs every dataset to carry the same snapshots, which this tree does)."
                   + (f" Ours, with its receives running at once, took {r['ours']['time'] / f:.2f}x as long: here the backend's "
                      "receives, not the tools, set the time, and a tool 1.5x ahead of a peer would need that peer at 1.5x "
-                     f"this floor or more ({fastest} is at {r[fastest]['time'] / f:.2f}x)." if r['ours']['time'] >= 0.9 * f else
+                     f"this floor or more ({fastest} is at {r[fastest]['time'] / f:.2f}x)." if 0.9 * f <= r['ours']['time'] <= 1.15 * f else
                      f" Ours, with its receives running at once, took {r['ours']['time'] / f:.2f}x as long: receives running "
-                     "together share the backend's commits.")]
+                     "together share the backend's commits." if r['ours']['time'] < 0.9 * f else
+                     f" Ours took {r['ours']['time'] / f:.2f}x as long: the time over the floor is our run's own work around "
+                     "the receives (its listings, processes, holds and verification).")]
         targets.append(('catch-up: 1.5x ahead of every peer (ours <= 0.67x the fastest)', _ok(ratio <= 0.67),
                         f"ours {ratio:.2f}x {fastest}'s time; " + ', '.join(f"{p} {r[p]['time'] / r['ours']['time']:.2f}x" for p in peers) + floor))
         L.append('')

@@ -100,3 +100,23 @@ def test_a_catch_up_stopped_by_the_time_limit_says_how_many_rounds_it_has(tmp_pa
     md = (tmp_path / 'results.md').read_text()
     assert '(local, median of 2 round(s))' in md
     assert '- case catchup stopped after round 2 of 3: the next round would end past --time-limit' in md
+
+
+def test_a_catch_up_on_a_smaller_tree_of_its_own_is_marked_scaled_down(tmp_path):
+    res = {'machine': MACHINE, 'args': ARGS, 'catchup': {
+        'ours': {**row(30.0), 'datasets': 100}, 'pyznap': {**row(50.0, 401, 401), 'datasets': 100}}}
+    report.write(res, tmp_path)
+    md = (tmp_path / 'results.md').read_text()
+    assert '## 3. Incremental catch-up: 5 new snapshots on 100 datasets (local, median of 3 round(s)) (SCALED DOWN from 200 datasets)' in md
+    res['catchup'] = {'ours': row(30.0), 'pyznap': row(50.0, 801, 801)}  # recorded before the rows carried their size
+    report.write(res, tmp_path)
+    assert '5 new snapshots on 200 datasets (local, median of 3 round(s))\n' in (tmp_path / 'results.md').read_text()
+
+
+def test_ours_well_over_the_catch_up_floor_is_not_put_on_the_backend(tmp_path):
+    res = {'machine': MACHINE, 'args': ARGS, 'catchup': {
+        'ours': row(66.0), 'pyznap': row(70.0, 801, 801), 'stream-floor': row(41.0, 1, 1)}}
+    report.write(res, tmp_path)
+    md = (tmp_path / 'results.md').read_text()
+    assert "Ours took 1.61x as long: the time over the floor is our run's own work around the receives" in md
+    assert 'set the time' not in md
