@@ -417,7 +417,8 @@ class Bench:
         for rnd in range(reps):
             if rnd == 1:
                 tools = rerun_after_first({t: r[0][0] for t, r in runs.items()})
-            if rnd and (why := round_past_deadline(runs, tools, time.monotonic(), deadline)):
+            why = round_past_deadline(runs, tools, time.monotonic(), deadline) if rnd else ''
+            if why:
                 self.stopped['catchup'] = f'stopped after round {rnd} of {reps}: {why}'
                 say(f'  catch-up {tree} {via}: {self.stopped["catchup"]}')
                 break
