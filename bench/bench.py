@@ -822,16 +822,16 @@ def main():
         # the catch-up's tree: the no-op's, or one of its own (c<N>, not a growth tree: it gains 5 snapshots a round)
         cn = args.catchup_datasets or args.datasets
         ctree = tree if cn == args.datasets else f'c{cn}'
-        trees: dict = {}  # growth builds its own trees (and takes this size's point from noop)
+        prepare: dict = {}  # tree: its tools; growth builds its own trees (and takes this size's point from noop)
         if cases & {'noop', 'wan'}:
-            trees[tree] = (args.datasets, tools)
+            prepare[tree] = tools
         if 'catchup' in cases:
-            n, before = trees.get(ctree, (cn, []))
-            trees[ctree] = (n, list(dict.fromkeys(before + catchup_tools)))
-        for name, (n, prepare) in trees.items():
+            prepare[ctree] = list(dict.fromkeys(prepare.get(ctree, []) + catchup_tools))
+        for name, names in prepare.items():
+            n = cn if name == ctree else args.datasets  # one number when the two trees are one
             say(f'building {name}: {n} datasets x {args.snapshots} snapshots')
             bench.build_tree(name, n, args.snapshots)
-            bench.prepare_noop(name, prepare)
+            bench.prepare_noop(name, names)
         res['case_seconds']['setup'] = round(time.monotonic() - t, 1)
         case('noop', lambda: bench.case_noop(tree, tools, ['local', 'ssh'], args.reps, profile=True))
         case('wan', lambda: bench.case_noop(tree, ['ours', *peers], ['wan'], args.reps)['wan'])

@@ -30,6 +30,18 @@ def _runs_note(res):
             "Each table's ratios come from one run.", '']
 
 
+def _against_floor(ours, fastest, peer):
+    """What ours at OURS times the catch-up's one-stream floor says, the fastest peer (FASTEST) being at PEER times it."""
+    if ours < 0.9:
+        return f"Ours, with its receives running at once, took {ours:.2f}x as long: receives running together share the backend's commits."
+    if ours <= 1.15:
+        return (f"Ours, with its receives running at once, took {ours:.2f}x as long: here the backend's receives, not the tools, "
+                "set the time, and a tool 1.5x ahead of a peer would need that peer at 1.5x this floor or more "
+                f"({fastest} is at {peer:.2f}x).")
+    return (f"Ours took {ours:.2f}x as long: the time over the floor is our run's own work around the receives (its "
+            "listings, processes, holds and verification).")
+
+
 def _calls(c):
     return f"{c['src']} / {c['dst']}"
 
@@ -124,14 +136,8 @@ def write(res, outdir):
             floor = f"; the floor (one stream, no tool) is {f / r[fastest]['time']:.2f}x {fastest}'s time and ours {r['ours']['time'] / f:.2f}x the floor"
             L += ['', "The floor row is what receiving these snapshots costs the backend with no tool around it: one `zfs send -R -I` "
                   "stream of the whole tree from the newest common snapshot, no listing, no hold, no verification, two processes "
-                  "(it needs every dataset to carry the same snapshots, which this tree does)."
-                  + (f" Ours, with its receives running at once, took {r['ours']['time'] / f:.2f}x as long: here the backend's "
-                     "receives, not the tools, set the time, and a tool 1.5x ahead of a peer would need that peer at 1.5x "
-                     f"this floor or more ({fastest} is at {r[fastest]['time'] / f:.2f}x)." if 0.9 * f <= r['ours']['time'] <= 1.15 * f else
-                     f" Ours, with its receives running at once, took {r['ours']['time'] / f:.2f}x as long: receives running "
-                     "together share the backend's commits." if r['ours']['time'] < 0.9 * f else
-                     f" Ours took {r['ours']['time'] / f:.2f}x as long: the time over the floor is our run's own work around "
-                     "the receives (its listings, processes, holds and verification).")]
+                  "(it needs every dataset to carry the same snapshots, which this tree does). "
+                  + _against_floor(r['ours']['time'] / f, fastest, r[fastest]['time'] / f)]
         targets.append(('catch-up: 1.5x ahead of every peer (ours <= 0.67x the fastest)', _ok(ratio <= 0.67),
                         f"ours {ratio:.2f}x {fastest}'s time; " + ', '.join(f"{p} {r[p]['time'] / r['ours']['time']:.2f}x" for p in peers) + floor))
         L.append('')
