@@ -433,16 +433,69 @@ class Bench:
         return {tool: {'time': statistics.median(t for t, _c in r), 'times': [round(t, 2) for t, _c in r], 'calls': r[-1][1],
                        'datasets': datasets} for tool, r in runs.items()}
 
-    def release_serial(self, root, tree, via):
+    def case_anatomy(self, tree, datasets, reps):
+        """Where a catch-up's time goes: REPS passes over ANATOMY_STEPS, each step a round of 5 new snapshots on every
+        dataset of TREE received into one target, by one `zfs send -R -I` stream, by plain per-dataset pipelines one,
+        four and eight at once, then with our pipeline's flags and stages added one step at a time, and by our run.
+        After each round every side keeps only its newest snapshot, so each round lists and receives the same. OpenZFS:
+        the target pool's transaction groups per round; the share of CPU time busy. Our run's logged pipeline is kept
+        to check the steps' mirror of it."""
+        root = f'{self.S}/{tree}'
+        target = self.target_for('ours', tree)
+        steps = anatomy_steps(self.openzfs)
+        out: dict = {'datasets': datasets, 'steps': [{'key': k, 'adds': adds} for k, adds, *_r in steps],
+                     'runs': {k: [] for k, *_r in steps}}
+        children = self.zfs('list', '-H', '-o', 'name', '-d', '1', '-t', 'filesystem', root).stdout.split()[1:]
+        self.release_serial(root, tree, 'local', tool='ours')  # the warm-up's holds: keep_newest destroys what is older
+        for rnd in range(reps):
+            for key, _adds, width, send, recv, pv in steps:
+                base = self.newest_snapshot(target).split('@')[1]
+                for _i in range(5):
+                    self.snap(root)
+                last = self.newest_snapshot(root).split('@')[1]
+                if key == 'ours':
+                    argv = self.cmd('ours', root, target, 'local')
+                elif key == 'stream':
+                    argv = f'zfs send -R -I @{base} {root}@{last} | zfs recv -u {target}'
+                else:
+                    argv = anatomy_pipelines(root, target, children, base, last, width, send, recv, pv)
+                txg0, cpu0 = pool_txg(self.D), cpu_times()
+                dt, calls, _rss, _p, _by = self.timed(argv, f'anatomy {key}')
+                txg1, cpu1 = pool_txg(self.D), cpu_times()
+                busy = (cpu1[0] - cpu0[0]) / max(1, (cpu1[0] - cpu0[0]) + (cpu1[1] - cpu0[1]))
+                out['runs'][key].append({'time': round(dt, 2), 'calls': calls, 'busy': round(busy, 2),
+                                         'txgs': None if txg0 is None or txg1 is None else txg1 - txg0})
+                say(f'  anatomy {tree} pass {rnd + 1}/{reps} {key:10s} {dt:7.2f} s  zfs calls {calls}  CPU busy {busy:.0%}'
+                    + ('' if txg0 is None else f'  target txgs {txg1 - txg0}'))
+                if key == 'ours':
+                    out['ours_pipeline'] = self.logged_pipeline()
+                    self.release_serial(root, tree, 'local', tool='ours')
+                self.keep_newest(root, target)
+        out['time'] = {k: statistics.median(r['time'] for r in runs) for k, runs in out['runs'].items()}
+        return out
+
+    def logged_pipeline(self):
+        """The last pipeline our run logged (its `$ zfs send ... | zfs recv ...` line), without the log line's prefix."""
+        lines = [ln for f in sorted((self.dir / 'logs').glob('*.log')) for ln in f.read_text().splitlines() if '$ zfs send' in ln]
+        return lines[-1].split('$ ', 1)[1] if lines else ''
+
+    def keep_newest(self, root, target):
+        """Destroy every snapshot but the newest on ROOT's and TARGET's trees (recursive snapshots: one name each)."""
+        for ds in (root, target):
+            names = self.zfs('list', '-H', '-o', 'name', '-t', 'snapshot', '-s', 'createtxg', '-d', '1', ds).stdout.split()
+            for name in names[:-1]:
+                self.zfs('destroy', '-r', name)
+
+    def release_serial(self, root, tree, via, tool='ours-serial'):
         """ours-serial runs once (rerun_after_first): its holds (a task of its own, on the same source) would stay on
         that round's newest snapshots, which ours moves away from, and every later release of ours would name them
         (the listing's userrefs cannot tell whose hold it is): a source replicated by two tasks, not the catch-up of
         one. Released untimed, as removing that task would (zfs-replication-run release)."""
-        argv = self.cmd('ours-serial', root, self.target_for('ours-serial', tree), via)
+        argv = self.cmd(tool, root, self.target_for(tool, tree), via)
         argv = [*argv[:argv.index('run')], 'release', '--config', argv[argv.index('--config') + 1]]
         p = subprocess.run(argv, capture_output=True, text=True, env=self.env, check=False)
         if p.returncode != 0:
-            raise RuntimeError(f'releasing ours-serial\'s holds: rc {p.returncode}: {(p.stderr or p.stdout)[-1500:]}')
+            raise RuntimeError(f'releasing {tool}\'s holds: rc {p.returncode}: {(p.stderr or p.stdout)[-1500:]}')
 
     def write_data(self, ds, mb, kind, tag):
         mnt = self.zfs('get', '-H', '-o', 'value', 'mountpoint', ds).stdout.strip()
@@ -659,6 +712,58 @@ def machine_facts():
             'engine': os.environ.get('ZB_ENGINE') or engine_commit()}
 
 
+# The catch-up's anatomy (case_anatomy): (key, what the step adds, datasets at once, zfs send flags, zfs recv flags,
+# pv between them). From the plain pipeline to ours's own, one part at a time, as our run builds it for this tree
+# (properties sent, filesystems, progress counted on the sender); the report prints our run's logged pipeline beside.
+# zfs-fuse has no recv -s, -x or -o and no send -L, -e or -c (our run sends without -p there): those steps are left out.
+def anatomy_steps(openzfs):
+    steps = [('stream', 'one `zfs send -R -I` stream of the tree, no tool (the catch-up floor row)', 0, [], [], False),
+             ('plain1', 'a plain `zfs send -I` into `zfs recv -u` per dataset, one at a time', 1, [], [], False),
+             ('plain4', "the same, 4 datasets at once (our run's width unless its transfers end within 2 s)", 4, [], [], False),
+             ('plain8', 'the same, 8 at once', 8, [], [], False)]
+    send, recv = [], []
+    if openzfs:
+        for key, adds, s, r in (('resumable', '+ recv -s (resumable)', [], ['-s']),
+                                ('flags', '+ send -L -e -c, recv -x mountpoint', ['-L', '-e', '-c'], ['-x', 'mountpoint']),
+                                ('props', '+ send -p (properties)', ['-p'], []),
+                                ('safe', '+ recv -o canmount=noauto -o devices=off -o setuid=off',
+                                 [], ['-o', 'canmount=noauto', '-o', 'devices=off', '-o', 'setuid=off'])):
+            send, recv = send + s, recv + r
+            steps.append((key, adds, 4, send, recv, False))
+    steps.append(('pv', '+ pv counting the stream: our pipeline, 4 at once', 4, send, recv, True))
+    steps.append(('ours', 'our run (zfs-replication-run: listings, plan, these pipelines, holds, verification)', 0, [], [], False))
+    return steps
+
+
+def anatomy_pipelines(root, target, children, base, last, width, send, recv, pv):
+    """A bash command (argv): ROOT's pipeline, then CHILDREN's WIDTH at once (xargs -P), each `zfs send SEND -I @BASE
+    DS@LAST [| pv] | zfs recv -u RECV DS'` through the shims on PATH; exits non-zero when any pipeline failed."""
+    mid = ' | pv -n -b -f -i 5 2>/dev/null' if pv else ''
+    s, r = ' '.join(send), ' '.join(recv)
+
+    def pipe(src, dst):
+        return f'zfs send {s} -I @{base} {src}@{last}{mid} | zfs recv -u {r} {dst}'
+    one = pipe('"$1"', '"$2"')
+    pairs = ' '.join(f'{shlex.quote(c)} {shlex.quote(target + c[len(root):])}' for c in children)
+    script = (f'set -eo pipefail; {pipe(shlex.quote(root), shlex.quote(target))}; '
+              f'printf "%s %s\\n" {pairs} | xargs -P {width} -n 2 bash -c {shlex.quote("set -eo pipefail; " + one)} sh')
+    return ['bash', '-c', script]
+
+
+def pool_txg(pool):
+    """POOL's current transaction group (OpenZFS's txgs kstat), None without it (zfs-fuse)."""
+    try:
+        return int(Path(f'/proc/spl/kstat/zfs/{pool}/txgs').read_text().splitlines()[-1].split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def cpu_times():
+    """(busy, idle) jiffies of all CPUs so far (/proc/stat)."""
+    f = [int(x) for x in Path('/proc/stat').read_text().split('\n', 1)[0].split()[1:]]
+    return sum(f) - f[3] - f[4], f[3] + f[4]
+
+
 def git_commit():
     """The checkout's commit (short)."""
     return sh(['git', '-C', str(ROOT), 'rev-parse', '--short', 'HEAD'], check=False).stdout.strip()
@@ -673,7 +778,7 @@ def engine_commit():
     return f'{commit}+dirty' if dirty else commit
 
 
-CASES = ('noop', 'wan', 'catchup', 'growth', 'data', 'planner')
+CASES = ('noop', 'wan', 'catchup', 'anatomy', 'growth', 'data', 'planner')
 SIZES = ('datasets', 'snapshots', 'latency_ms', 'data_mb', 'planner', 'growth')
 
 
@@ -731,11 +836,14 @@ def main():
     ap.add_argument('--catchup-datasets', type=int, default=0, metavar='N',
                     help='the catch-up on a tree of its own with N datasets (0: on the no-op tree of --datasets); in the '
                          'OpenZFS guest a full catch-up of 200 datasets does not fit a sitting; the report marks it')
+    ap.add_argument('--anatomy-datasets', type=int, default=40, metavar='N',
+                    help="the catch-up's anatomy (where its time goes, step by step) on a tree of N datasets")
+    ap.add_argument('--anatomy-reps', type=int, default=2, help="passes over the anatomy's steps (medians)")
     ap.add_argument('--growth', default='50,100,200,400')
     ap.add_argument('--latency-ms', type=float, default=25)
     ap.add_argument('--pool-size', default='4G')
     ap.add_argument('--planner', default='10000x100')
-    ap.add_argument('--cases', default='noop,wan,catchup,data,planner,growth')
+    ap.add_argument('--cases', default='noop,wan,catchup,anatomy,data,planner,growth')
     ap.add_argument('--results', default=str(RESULTS), help='where results.json (and, unless --no-report, the report) go')
     ap.add_argument('--no-report', action='store_true', help='write results.json only (bench/openzfs.py reports on the host)')
     ap.add_argument('--peers', default='syncoid,pyznap,zfs-autobackup',
@@ -827,8 +935,12 @@ def main():
             prepare[tree] = tools
         if 'catchup' in cases:
             prepare[ctree] = list(dict.fromkeys(prepare.get(ctree, []) + catchup_tools))
+        atree = f'a{args.anatomy_datasets}'  # the anatomy's own: its rounds keep only each side's newest snapshot
+        if 'anatomy' in cases:
+            prepare[atree] = ['ours']
+        sizes = {ctree: cn, atree: args.anatomy_datasets}
         for name, names in prepare.items():
-            n = cn if name == ctree else args.datasets  # one number when the two trees are one
+            n = sizes.get(name, args.datasets) if name != tree else args.datasets
             say(f'building {name}: {n} datasets x {args.snapshots} snapshots')
             bench.build_tree(name, n, args.snapshots)
             bench.prepare_noop(name, names)
@@ -836,6 +948,7 @@ def main():
         case('noop', lambda: bench.case_noop(tree, tools, ['local', 'ssh'], args.reps, profile=True))
         case('wan', lambda: bench.case_noop(tree, ['ours', *peers], ['wan'], args.reps)['wan'])
         case('catchup', lambda: bench.case_catchup(ctree, cn, catchup_tools, 'local', args.catchup_reps, deadline))
+        case('anatomy', lambda: bench.case_anatomy(atree, args.anatomy_datasets, args.anatomy_reps))
         case('growth', growth)
         case('data', lambda: bench.case_data(args.data_mb, args.data_reps))
     finally:

@@ -42,6 +42,60 @@ def _against_floor(ours, fastest, peer):
             "listings, processes, holds and verification).")
 
 
+def _anatomy(an):
+    """Section 3b: the catch-up's anatomy (bench.py case_anatomy), a table of its steps and what they say."""
+    t, runs = an['time'], an['runs']
+    base = t.get('plain4')
+    L = [f"## 3b. Where a catch-up's time goes: 5 new snapshots on {an['datasets']} datasets, one step at a time", '',
+         "Each row is a round of 5 new snapshots on every dataset of a tree of its own, received into one target: by one "
+         "stream of the whole tree, by plain per-dataset pipelines, then with our pipeline's parts added one at a time, "
+         "then by our run. After each round both sides keep only their newest snapshot, so every round receives and lists "
+         f"the same. Median of {len(next(iter(runs.values())))} pass(es); CPU busy: the share of all CPUs' time busy during "
+         "the round" + ("; target txgs: the transaction groups the target pool committed" if any(
+             r.get('txgs') is not None for rr in runs.values() for r in rr) else '') + '.', '',
+         '| step | what it adds | wall time (s) | each pass (s) | x plain 4 at once | CPU busy | target txgs | zfs calls |',
+         '|---|---|---|---|---|---|---|---|']
+    for step in an['steps']:
+        k = step['key']
+        rr = runs[k]
+        txgs = '/'.join(str(r['txgs']) for r in rr) if rr and rr[0].get('txgs') is not None else '-'
+        busy = '/'.join(f"{r['busy']:.0%}" for r in rr)
+        rel = f"{t[k] / base:.2f}x" if base else '-'
+        each = ', '.join(f"{r['time']:.1f}" for r in rr)
+        L.append(f"| {k} | {step['adds']} | {t[k]:.2f} | {each} | {rel} | {busy} | {txgs} | {_calls(rr[-1]['calls'])} |")
+    if an.get('ours_pipeline'):
+        L += ['', f"Our run's pipeline for one of these datasets, from its log: `{an['ours_pipeline']}`."]
+    L += ['', *_anatomy_reading(an), '']
+    return L
+
+
+def _anatomy_reading(an):
+    """What the anatomy's medians say: is the one-stream row a floor, what our pipeline's parts and our run add."""
+    t = an['time']
+    out = []
+    if 'stream' in t and 'plain4' in t:
+        x = t['plain4'] / t['stream']
+        out.append(f"Plain per-dataset pipelines 4 at once took {x:.2f}x the one-stream time"
+                   + (": the one-stream row is not a floor for a tool that receives datasets at once; the plain pipelines "
+                      "are." if x < 0.9 else ": here the one stream is about as fast as receiving datasets at once."))
+    keys = [s['key'] for s in an['steps']]
+    if 'plain4' in t and 'pv' in t:
+        steps = keys[keys.index('plain4') + 1:keys.index('pv') + 1]
+        parts = []
+        prev = 'plain4'
+        for k in steps:
+            if k == 'plain8':
+                continue
+            parts.append(f"{k} {t[k] - t[prev]:+.1f} s")
+            prev = k
+        out.append(f"Our pipeline 4 at once (pv row) took {t['pv'] / t['plain4']:.2f}x the plain one; each step's change over "
+                   f"the one before (noisy where under a few seconds): {', '.join(parts)}.")
+    if 'pv' in t and 'ours' in t:
+        out.append(f"Our run took {t['ours'] - t['pv']:+.1f} s over its own pipelines run bare ({t['ours'] / t['pv']:.2f}x): "
+                   "its listings, plan, hold moves, verification and its Python process.")
+    return [' '.join(out)] if out else []
+
+
 def _calls(c):
     return f"{c['src']} / {c['dst']}"
 
@@ -141,6 +195,8 @@ def write(res, outdir):
         targets.append(('catch-up: 1.5x ahead of every peer (ours <= 0.67x the fastest)', _ok(ratio <= 0.67),
                         f"ours {ratio:.2f}x {fastest}'s time; " + ', '.join(f"{p} {r[p]['time'] / r['ours']['time']:.2f}x" for p in peers) + floor))
         L.append('')
+    if 'anatomy' in res:
+        L += _anatomy(res['anatomy'])
     if 'data' in res:
         r = res['data']
         scaled_data = f" (SCALED DOWN from 500 MB with --data-mb {a['data_mb']})" if a['data_mb'] < 500 else ''
