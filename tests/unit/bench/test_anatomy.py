@@ -99,3 +99,12 @@ def test_report_where_one_stream_is_as_fast(tmp_path):
                                             'ours': 11.0})))
     assert 'here the one stream is about as fast as receiving datasets at once' in md
     assert 'pv +0.3 s' in md
+
+
+def test_the_catch_up_floor_is_no_floor_when_the_anatomy_found_pipelines_faster():
+    an = anatomy({'stream': 100.0, 'plain1': 90.0, 'plain4': 42.0, 'plain8': 41.0, 'pv': 70.0, 'ours': 95.0})
+    said = report._against_floor(1.06, 'pyznap', 1.36, an)
+    assert 'The one stream is not a floor' in said and '0.42x the one-stream time' in said
+    assert 'backend' not in said
+    # without an anatomy (or where one stream is as fast) the reading is the one-stream one
+    assert 'the backend\'s receives, not the tools, set the time' in report._against_floor(1.06, 'pyznap', 1.36)
