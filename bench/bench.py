@@ -202,9 +202,13 @@ class Bench:
         self.zfs('snapshot', '-r', f'{root}@{name}')
         return name
 
+    def snapshots(self, ds):
+        """DS@NAME of each of DS's snapshots, oldest first (by createtxg)."""
+        return self.zfs('list', '-H', '-o', 'name', '-t', 'snapshot', '-s', 'createtxg', '-d', '1', ds).stdout.split()
+
     def newest_snapshot(self, ds):
         """DS@NAME of DS's newest snapshot (by createtxg)."""
-        return self.zfs('list', '-H', '-o', 'name', '-t', 'snapshot', '-s', 'createtxg', '-d', '1', ds).stdout.split()[-1]
+        return self.snapshots(ds)[-1]
 
     def seed(self, root, target, props=()):
         """Put target in sync with root in one send -R stream (same guids as a replication would give); PROPS
@@ -429,7 +433,7 @@ class Bench:
                 runs[tool].append((dt, calls))
                 say(f'  catch-up {tree} {via} round {rnd + 1}/{reps} {tool:15s} {dt:7.2f} s  zfs calls {calls}')
                 if tool == 'ours-serial' and reps > 1:
-                    self.release_serial(root, tree, via)
+                    self.release_holds(root, tree, via, 'ours-serial')
         return {tool: {'time': statistics.median(t for t, _c in r), 'times': [round(t, 2) for t, _c in r], 'calls': r[-1][1],
                        'datasets': datasets} for tool, r in runs.items()}
 
@@ -446,18 +450,16 @@ class Bench:
         out: dict = {'datasets': datasets, 'steps': [{'key': k, 'adds': adds} for k, adds, *_r in steps],
                      'runs': {k: [] for k, *_r in steps}}
         children = self.zfs('list', '-H', '-o', 'name', '-d', '1', '-t', 'filesystem', root).stdout.split()[1:]
-        self.release_serial(root, tree, 'local', tool='ours')  # the warm-up's holds: keep_newest destroys what is older
+        self.release_holds(root, tree, 'local', 'ours')  # the warm-up's holds: keep_newest destroys what is older
         for rnd in range(reps):
             for key, _adds, width, send, recv, pv in steps:
                 base = self.newest_snapshot(target).split('@')[1]
                 for _i in range(5):
                     self.snap(root)
-                last = self.newest_snapshot(root).split('@')[1]
-                if key == 'ours':
-                    argv = self.cmd('ours', root, target, 'local')
-                elif key == 'stream':
-                    argv = f'zfs send -R -I @{base} {root}@{last} | zfs recv -u {target}'
+                if key in ('ours', 'stream'):  # the catch-up case's own commands for ours and its floor row
+                    argv = self.cmd({'stream': 'stream-floor'}.get(key, key), root, target, 'local')
                 else:
+                    last = self.newest_snapshot(root).split('@')[1]
                     argv = anatomy_pipelines(root, target, children, base, last, width, send, recv, pv)
                 txg0, cpu0 = pool_txg(self.D), cpu_times()
                 dt, calls, _rss, _p, _by = self.timed(argv, f'anatomy {key}')
@@ -469,7 +471,7 @@ class Bench:
                     + ('' if txg0 is None else f'  target txgs {txg1 - txg0}'))
                 if key == 'ours':
                     out['ours_pipeline'] = self.logged_pipeline()
-                    self.release_serial(root, tree, 'local', tool='ours')
+                    self.release_holds(root, tree, 'local', 'ours')
                 self.keep_newest(root, target)
         out['time'] = {k: statistics.median(r['time'] for r in runs) for k, runs in out['runs'].items()}
         return out
@@ -482,15 +484,16 @@ class Bench:
     def keep_newest(self, root, target):
         """Destroy every snapshot but the newest on ROOT's and TARGET's trees (recursive snapshots: one name each)."""
         for ds in (root, target):
-            names = self.zfs('list', '-H', '-o', 'name', '-t', 'snapshot', '-s', 'createtxg', '-d', '1', ds).stdout.split()
-            for name in names[:-1]:
+            for name in self.snapshots(ds)[:-1]:
                 self.zfs('destroy', '-r', name)
 
-    def release_serial(self, root, tree, via, tool='ours-serial'):
-        """ours-serial runs once (rerun_after_first): its holds (a task of its own, on the same source) would stay on
-        that round's newest snapshots, which ours moves away from, and every later release of ours would name them
-        (the listing's userrefs cannot tell whose hold it is): a source replicated by two tasks, not the catch-up of
-        one. Released untimed, as removing that task would (zfs-replication-run release)."""
+    def release_holds(self, root, tree, via, tool):
+        """Release TOOL's (ours or ours-serial) holds on ROOT and its target, untimed, as removing that task would
+        (zfs-replication-run release). ours-serial runs once in the catch-up (rerun_after_first): its holds (a task of
+        its own, on the same source) would stay on that round's newest snapshots, which ours moves away from, and every
+        later release of ours would name them (the listing's userrefs cannot tell whose hold it is): a source
+        replicated by two tasks, not the catch-up of one. The anatomy releases ours's before it destroys older
+        snapshots."""
         argv = self.cmd(tool, root, self.target_for(tool, tree), via)
         argv = [*argv[:argv.index('run')], 'release', '--config', argv[argv.index('--config') + 1]]
         p = subprocess.run(argv, capture_output=True, text=True, env=self.env, check=False)
@@ -938,9 +941,9 @@ def main():
         atree = f'a{args.anatomy_datasets}'  # the anatomy's own: its rounds keep only each side's newest snapshot
         if 'anatomy' in cases:
             prepare[atree] = ['ours']
-        sizes = {ctree: cn, atree: args.anatomy_datasets}
+        sizes = {tree: args.datasets, ctree: cn, atree: args.anatomy_datasets}  # ctree may be tree: then cn is its size
         for name, names in prepare.items():
-            n = sizes.get(name, args.datasets) if name != tree else args.datasets
+            n = sizes[name]
             say(f'building {name}: {n} datasets x {args.snapshots} snapshots')
             bench.build_tree(name, n, args.snapshots)
             bench.prepare_noop(name, names)

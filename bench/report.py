@@ -30,13 +30,23 @@ def _runs_note(res):
             "Each table's ratios come from one run.", '']
 
 
+def _plain_vs_stream(anatomy):
+    """(plain pipelines 4 at once / one stream, whether the stream is then no floor: under 0.9x) from the anatomy's
+    medians; None without both steps."""
+    t = (anatomy or {}).get('time', {})
+    if not (t.get('stream') and t.get('plain4')):
+        return None
+    x = t['plain4'] / t['stream']
+    return x, x < 0.9
+
+
 def _against_floor(ours, fastest, peer, anatomy=None):
     """What ours at OURS times the catch-up's one-stream floor says, the fastest peer (FASTEST) being at PEER times it.
     When the run's anatomy (3b) found plain per-dataset pipelines faster than one stream, the stream is no floor."""
-    t = (anatomy or {}).get('time', {})
-    if t.get('stream') and t.get('plain4') and t['plain4'] / t['stream'] < 0.9:
+    plain = _plain_vs_stream(anatomy)
+    if plain and plain[1]:
         return (f"Ours took {ours:.2f}x as long. The one stream is not a floor for a tool that receives datasets at once: in "
-                f"3b plain per-dataset pipelines 4 at once received such a catch-up in {t['plain4'] / t['stream']:.2f}x the "
+                f"3b plain per-dataset pipelines 4 at once received such a catch-up in {plain[0]:.2f}x the "
                 "one-stream time, and 3b shows what our pipeline's parts and our run add over them.")
     if ours < 0.9:
         return f"Ours, with its receives running at once, took {ours:.2f}x as long: receives running together share the backend's commits."
@@ -79,21 +89,16 @@ def _anatomy_reading(an):
     """What the anatomy's medians say: is the one-stream row a floor, what our pipeline's parts and our run add."""
     t = an['time']
     out = []
-    if 'stream' in t and 'plain4' in t:
-        x = t['plain4'] / t['stream']
-        out.append(f"Plain per-dataset pipelines 4 at once took {x:.2f}x the one-stream time"
+    plain = _plain_vs_stream(an)
+    if plain:
+        out.append(f"Plain per-dataset pipelines 4 at once took {plain[0]:.2f}x the one-stream time"
                    + (": the one-stream row is not a floor for a tool that receives datasets at once; the plain pipelines "
-                      "are." if x < 0.9 else ": here the one stream is about as fast as receiving datasets at once."))
+                      "are." if plain[1] else ": here the one stream is about as fast as receiving datasets at once."))
     keys = [s['key'] for s in an['steps']]
     if 'plain4' in t and 'pv' in t:
-        steps = keys[keys.index('plain4') + 1:keys.index('pv') + 1]
-        parts = []
-        prev = 'plain4'
-        for k in steps:
-            if k == 'plain8':
-                continue
-            parts.append(f"{k} {t[k] - t[prev]:+.1f} s")
-            prev = k
+        # plain4, then each part our pipeline adds (plain8 is a width, not a part)
+        chain = [k for k in keys[keys.index('plain4'):keys.index('pv') + 1] if k != 'plain8']
+        parts = [f"{k} {t[k] - t[prev]:+.1f} s" for prev, k in zip(chain, chain[1:])]
         out.append(f"Our pipeline 4 at once (pv row) took {t['pv'] / t['plain4']:.2f}x the plain one; each step's change over "
                    f"the one before (noisy where under a few seconds): {', '.join(parts)}.")
     if 'pv' in t and 'ours' in t:
