@@ -4,11 +4,12 @@
 """How many datasets a run transfers at once.
 
 ``parallel_transfers`` set: exactly up to that many. Unset (auto): up to :data:`AUTO_BASE`, and up to
-``MAX_PARALLEL_TRANSFERS`` while the transfers are short: the last one to end took less than :data:`SHORT` seconds
-and fewer than :data:`AUTO_BASE` of those running have run that long. A catch-up's small incremental streams spend
-most of their time waiting for the receive's transaction groups (each received snapshot is committed in one), and
-streams received at the same time share those waits; streams that move data for longer are bounded by disks and
-links, and stay at :data:`AUTO_BASE`. Once a long one ends the run narrows again until a short one ends.
+``MAX_PARALLEL_TRANSFERS`` while the streams are small: the last one to end moved less than :data:`SMALL` bytes (a
+stream nothing counted: took less than :data:`SHORT` seconds), and fewer than :data:`AUTO_BASE` of those running have
+run :data:`LONG` seconds. A catch-up's small incremental streams spend most of their time waiting for the receive's
+transaction groups (each received snapshot is committed in one), however long that takes on a slow or busy host, and
+streams received at the same time share those waits; streams that move more data are bounded by disks and links, and
+stay at :data:`AUTO_BASE`. Once a large one ends the run narrows again until a small one ends.
 A legacy zfs (zfs-fuse) does every zfs call of its host in one daemon, already busy at four receives (measured: at
 eight each takes twice as long, and the daemon twice failed an assertion and exited): auto does not widen there.
 """
@@ -23,7 +24,19 @@ from typing import Callable
 from ._replication_task import MAX_PARALLEL_TRANSFERS
 
 AUTO_BASE = 4
-SHORT = 2.0  # seconds
+SMALL = 64 * 1024 * 1024  # bytes: a stream a disk writes in well under a second
+SHORT = 2.0  # seconds: a stream nothing counted (no pv) is small when it took less
+LONG = 30.0  # seconds: a transfer running this long moves data, whatever the last one to end was
+
+
+class Ticket:
+    """One admitted transfer: the caller sets ``bytes`` to what it moved (None: not counted)."""
+
+    __slots__ = ("began", "bytes")
+
+    def __init__(self, began: float) -> None:
+        self.began = began
+        self.bytes: int | None = None
 
 
 class Admission:
@@ -36,7 +49,7 @@ class Admission:
         self.log = log
         self.clock = clock
         self._running: list[float] = []  # when each running transfer started
-        self._last_short = False
+        self._last_small = False
         self._widened = False
         self._cond = threading.Condition()
 
@@ -49,13 +62,13 @@ class Admission:
         running = len(self._running)
         if running < self.base:
             return True
-        if running >= self.most or not self._last_short:
+        if running >= self.most or not self._last_small:
             return False
         now = self.clock()
-        return sum(1 for began in self._running if now - began >= SHORT) < self.base
+        return sum(1 for began in self._running if now - began >= LONG) < self.base
 
     @contextlib.contextmanager
-    def slot(self) -> Iterator[None]:
+    def slot(self) -> Iterator[Ticket]:
         with self._cond:
             while not self._may_start():
                 self._cond.wait()
@@ -63,11 +76,13 @@ class Admission:
             self._running.append(began)
             if len(self._running) > self.base and not self._widened:
                 self._widened = True
-                self.log(f"  transfers are short (each under {SHORT:g} s): up to {self.most} datasets at once")
+                self.log(f"  streams are small (under {SMALL // 2**20} MiB each): up to {self.most} datasets at once")
+        ticket = Ticket(began)
         try:
-            yield
+            yield ticket
         finally:
             with self._cond:
                 self._running.remove(began)  # one of equal start times is as good as another
-                self._last_short = self.clock() - began < SHORT
+                moved = ticket.bytes
+                self._last_small = moved < SMALL if moved is not None else self.clock() - began < SHORT
                 self._cond.notify_all()

@@ -219,7 +219,7 @@ class ReplicationTask:
         if self.parallel_transfers is not None and not 1 <= self.parallel_transfers <= MAX_PARALLEL_TRANSFERS:
             raise TaskError(
                 f"parallel_transfers {self.parallel_transfers}: use 1 (one dataset at a time) to {MAX_PARALLEL_TRANSFERS}, or leave it "
-                "unset (4, up to 8 while the streams are short); OpenSSH servers allow 10 sessions per connection (MaxSessions)"
+                "unset (4, up to 8 while the streams are small); OpenSSH servers allow 10 sessions per connection (MaxSessions)"
             )
         if self.readonly not in ("set", "require", "ignore"):
             raise TaskError(f"readonly {self.readonly!r}: use set, require or ignore")

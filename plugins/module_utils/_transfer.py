@@ -3,7 +3,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Executing a plan's datasets: each dataset's steps (destroy or roll back first, then its streams, each with its
 retries, then the properties recv could not set), as many datasets at once as _admission allows
-(``parallel_transfers``, or more while a catch-up's streams are short), each after its parent.
+(``parallel_transfers``, or more while a catch-up's streams are small), each after its parent.
 
 A stream that fails for a transient reason (a dropped connection) is retried with backoff: it resumes from the
 target's receive_resume_token, or, for a first full stream that left nothing resumable, is sent again after its
@@ -286,8 +286,9 @@ class Transfer:
                     errors.append(res.error)
                     status[dplan.source] = "lost"
                     return
-            with admission.slot():
+            with admission.slot() as ticket:
                 ok = self.execute_dataset(dplan, res, errors)
+                ticket.bytes = res.bytes
             if ok:
                 status[dplan.source] = "ok"
             else:

@@ -476,10 +476,11 @@ options:
     description:
       - How many datasets are transferred at the same time (1 to 8). A dataset starts only after its parent's
         transfer has finished, and a failed first transfer of a parent skips its children.
-      - Unset, 4 at a time, and up to 8 while the transfers are short (the last one to end took under 2 seconds and
-        fewer than 4 of those running have run that long), as in a catch-up after downtime. A small incremental
-        stream spends most of its time waiting for the receive to commit each snapshot's transaction group, and
-        streams received at the same time share those waits; streams that run longer are bounded by disks and links.
+      - Unset, 4 at a time, and up to 8 while the streams are small (the last one to end moved under 64 MiB, or
+        without pv took under 2 seconds, and fewer than 4 of those running have run 30 seconds), as in a catch-up
+        after downtime. A small incremental stream spends most of its time waiting for the receive to commit each
+        snapshot's transaction group, however long that takes on a slow host, and streams received at the same
+        time share those waits; larger streams are bounded by disks and links.
         On a legacy zfs (zfs-fuse, whose one daemon is already busy at 4 receives) unset stays at 4.
       - Set V(1) to transfer one dataset at a time (TrueNAS's behaviour), for example on slow disks or links; any
         number set is never exceeded.

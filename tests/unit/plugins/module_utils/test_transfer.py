@@ -65,6 +65,7 @@ class TimedTransfer(Transfer):
         with self.lock:
             self.running -= 1
             self.events.append(("end", dplan.source))
+        res.bytes = 4096  # what pv counted: a small stream
         if dplan.source in self.fail:
             res.error = f"{dplan.source}: failed"
             errors.append(res.error)
@@ -149,8 +150,8 @@ def test_netcat_goes_one_at_a_time_and_the_bound_is_validated():
             TimedTransfer(parallel=bad)
 
 
-def test_unset_runs_eight_at_once_once_transfers_prove_short():
-    """Auto: the root ends at once (short), then eight siblings meet at a barrier: only a runner that admits eight
+def test_unset_runs_eight_at_once_once_streams_prove_small():
+    """Auto: the root's stream ends small, then eight siblings meet at a barrier: only a runner that admits eight
     at once lets them through."""
     r = TimedTransfer(parallel=None, meet=8)
     lines: list[str] = []
@@ -159,7 +160,7 @@ def test_unset_runs_eight_at_once_once_transfers_prove_short():
     done = r.run_all(plans, results, [])
     assert [d.source for d in done] == list(TREE)
     assert r.most == 8 and not r.barrier.broken
-    assert lines == ["  transfers are short (each under 2 s): up to 8 datasets at once"]
+    assert lines == ["  streams are small (under 64 MiB each): up to 8 datasets at once"]
 
 
 @pytest.mark.parametrize("legacy_side", ["source", "target"])
