@@ -35,6 +35,14 @@ def fixed_properties(task: ReplicationTask, caps: Capabilities) -> list[str]:
     return sorted(set(task.properties_override) | {p for p, _unused in SAFE_VALUES})
 
 
+def local_values(host: Host, root: str, props: Iterable[str]) -> dict[str, dict[str, str]]:
+    """The own (local) values of PROPS on every filesystem and volume of ROOT's tree: one zfs get. A dataset without
+    any is absent; a failed call is the caller's to handle (TransportError)."""
+    argv = ["zfs", "get", "-H", "-p", "-r", "-t", "filesystem,volume", "-s", "local", "-o", "name,property,value",
+            ",".join(sorted(set(props))), root]
+    return property_lines(host.run(argv).stdout)
+
+
 class LocalProps:
     """The local properties (``zfs get -s local all``) of a run's datasets, read for many datasets in one call per side
     (:meth:`prefetch`) and served from there; a dataset not read that way (created by this run, or its batch failed)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -23,12 +24,13 @@ from ._keys import key_path
 from ._lag import CREATION, listing_recovery_points
 from ._listings import Listings, TargetListing
 from ._mount import mount_received
-from ._planner import DatasetPlan, Plan, PlanError, PlanTask, plan, target_root
+from ._planner import DatasetPlan, Plan, PlanError, PlanTask, Send, plan, target_root
 from ._preflight import Preflight
+from ._received_props import local_values
 from ._replication_task import ReplicationTask, TaskError, suggest_name
 from ._results import DatasetResult, RunResult, planned_after, snapshot_names
 from ._resume import resume_interrupted
-from ._streams import Streams
+from ._streams import SAFE_VALUES, Streams
 from ._target_changes import TargetChanges
 from ._target_keys import TargetKeys
 from ._transfer import Transfer
@@ -118,9 +120,10 @@ class Runner:
         preflight.encrypted_sources(source)
         self.keys.obtain(target.listing, check_mode)  # before anything changes: a lost key stops the run here
 
-        def transfer(source: Listing, target: Listing | None) -> Transfer:
+        def transfer(source: Listing, target: Listing | None, target_local: Mapping[str, Mapping[str, str]] | None = None) -> Transfer:
             streams = Streams(self.task, sides.src, sides.dst, sides.src_caps, sides.dst_caps, source, target,
-                              parent_encrypted=target_listing.parent_encrypted, counter_on_sender=counter_on_sender, log=self.log)
+                              parent_encrypted=target_listing.parent_encrypted, counter_on_sender=counter_on_sender, log=self.log,
+                              target_local=target_local)
             changes = TargetChanges(sides.dst, sides.dst_caps, self.holds, self.log)
             return Transfer(self.task, streams, self.keys, self.first_fulls, changes, self.log, self._sleep)
 
@@ -128,8 +131,9 @@ class Runner:
         prepared = self.prepare(sides, listings, source, target, transfer, now, check_mode)
         plan_task = self.task.plan_task(now)  # selection, schedules and lifetimes: built once, for the plan and retention
         the_plan = self.plan(plan_task, prepared)
-        results, errors = self.report_plan(the_plan, prepared)
-        executed = self.execute(the_plan, plan_task, prepared, transfer(prepared.source, prepared.target), results, errors, check_mode)
+        planned = transfer(prepared.source, prepared.target, self.target_local(the_plan, prepared, sides))
+        results, errors = self.report_plan(the_plan, prepared, planned.streams)
+        executed = self.execute(the_plan, plan_task, prepared, planned, results, errors, check_mode)
         return self.result(start, check_mode, sides, the_plan, prepared, executed, results, errors)
 
     def probe(self) -> Sides:
@@ -174,7 +178,22 @@ class Runner:
         self.first_fulls.annotate(the_plan)  # our own cut first transfers: resumed or sent again, never 'unrelated'
         return the_plan
 
-    def report_plan(self, the_plan: Plan, prepared: Prepared) -> tuple[dict[str, DatasetResult], list[str]]:
+    def target_local(self, the_plan: Plan, prepared: Prepared, sides: Sides) -> dict[str, dict[str, str]] | None:
+        """The existing targets' own values of the properties receives set with -o (Streams.recv_settings), read in
+        one zfs get when the plan sends incrementals into them; None when nothing needs them or the read failed
+        (every receive then sets them)."""
+        if not sides.dst_caps.recv_props or prepared.target is None:
+            return None
+        if not any(s.mode != "full" and not (s.replicate or s.force or s.token) for d in the_plan.datasets for s in d.sends):
+            return None
+        props = {*self.task.properties_override, *(prop for prop, _value in SAFE_VALUES)}
+        try:
+            return local_values(self.dst, self.task.target_dataset, props)
+        except TransportError as exc:
+            self.log(f"  reading the targets' own {', '.join(sorted(props))} failed ({exc}): every receive sets them")
+            return None
+
+    def report_plan(self, the_plan: Plan, prepared: Prepared, streams: Streams) -> tuple[dict[str, DatasetResult], list[str]]:
         """Log the plan, dataset by dataset, every destructive step named; the results to fill and the refusals."""
         errors: list[str] = []
         results = {d.target: DatasetResult(d.source, d.target, d.action, d.base, resumed=d.target in prepared.resumed)
@@ -190,7 +209,7 @@ class Runner:
             for n, why in d.skipped:
                 self.log(f"  skip {n}: {why}")
             for s in d.sends:
-                self.log(f"  {s.describe()}")
+                self.log(f"  {s.describe()}{recv_settings_note(streams, s)}")
             for n, why in d.destroy_after:
                 self.log(f"  destroy {n}: {why}")
             if d.action == "refused":
@@ -299,6 +318,17 @@ class Runner:
             f"{'FAILED: ' + '; '.join(errors) if errors else 'ok'}"
         )
         return result
+
+
+def recv_settings_note(streams: Streams, send: Send) -> str:
+    """What the plan line of SEND adds when the target's own values were read: the -o its receive still sets, and
+    those the target holds already (no -o, no commit for them)."""
+    if streams.target_local is None or send.mode == "full" or send.replicate or send.force or send.token:
+        return ""
+    setting, held = streams.recv_settings(send)
+    parts = ([f"recv -o {', '.join(f'{p}={v}' for p, v in setting)}"] if setting else []) + \
+        ([f"held on the target: {', '.join(f'{p}={v}' for p, v in held)}"] if held else [])
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def run_replication(

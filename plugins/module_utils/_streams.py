@@ -12,6 +12,7 @@ full's leftovers, holds, keys) is the transfer's (_transfer).
 from __future__ import annotations
 
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Callable, Optional, Union
 
@@ -47,6 +48,9 @@ class Streams:
     target: Listing | None
     parent_encrypted: bool = False
     counter_on_sender: bool = False
+    # The target's own (local) values of the properties receives set with -o, per dataset, read once before the run's
+    # incrementals (_received_props.local_values); None: not read, every receive sets them.
+    target_local: Mapping[str, Mapping[str, str]] | None = None
     log: Callable[[str], None] = lambda _line: None  # the run's log: the pipeline's line, netcat's port, progress
 
     def stream_flag(self, opt: str) -> bool:
@@ -128,17 +132,28 @@ class Streams:
                 if self.is_filesystem(send.source) and "mountpoint" not in self.task.properties_override \
                         and "mountpoint" not in self.task.properties_exclude:
                     argv += ["-x", "mountpoint"]  # never the source's paths: the replica inherits the target's
-            for prop, value in sorted(self.task.properties_override.items()):
-                argv += ["-o", f"{prop}={value}"]
-            # No mount at boot or on zfs mount -a (mount: true mounts explicitly), no setuid programs or device nodes
-            # honoured from the source. setuid and devices are inherited, so a send -R tree gets them too; canmount
-            # is not: fix_properties sets it on the received children.
-            for prop, value in sorted(safe.items()):
+            for prop, value in self.recv_settings(send)[0]:
                 argv += ["-o", f"{prop}={value}"]
         if send.key_file:
             argv += ["-o", "encryption=on", "-o", f"keyformat={self.task.encryption_key_format}", "-o", f"keylocation=file://{send.key_file}"]
         argv.append(send.target)
         return argv
+
+    def recv_settings(self, send: Send) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """The PROPERTY=VALUE pairs SEND's receive sets with -o (the task's overrides, then the safe values), and those
+        it leaves out because the existing target already holds that value as its own (local) value, which a received
+        one never overrides: each -o costs the receive a property-setting commit per snapshot. A value inherited or
+        received, or different, is set again; a full stream, a send -R tree and a forced receive always set them.
+        setuid and devices are inherited, so a send -R tree gets them too; canmount is not: fix_tree sets it on the
+        received children."""
+        wanted = [(p, str(v)) for p, v in sorted(self.task.properties_override.items())]
+        # No mount at boot or on zfs mount -a (mount: true mounts explicitly), no setuid programs or device nodes
+        # honoured from the source.
+        wanted += sorted(self.safe_values(send.source).items())
+        held = self.target_local.get(send.target) if self.target_local is not None else None
+        if held is None or send.mode == "full" or send.replicate or send.force or send.token:
+            return wanted, []
+        return [pv for pv in wanted if held.get(pv[0]) != pv[1]], [pv for pv in wanted if held.get(pv[0]) == pv[1]]
 
     def sender_parts(self, send: Send) -> tuple[list[Stage], int | None]:
         t = self.task

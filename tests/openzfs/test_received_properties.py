@@ -101,5 +101,33 @@ def test_hostile_source_properties_never_apply_to_replicas(guest, guest_cleanup,
         # A steady run of the send -R task sets nothing.
         again = ansible_playbook(playbook(tasks[:1]), inventory_text=guest_inventory).task('replicate', 'zrvm')
         assert again['changed'] is False and not any('received filesystem(s)' in line for line in again['log']), again['log']
+        # The next snapshots into the per-dataset replicas: a receive sets with -o only what the target does not hold
+        # as its own value (a received value never overrides a local one). rec/c1's setuid now inherits off from
+        # rec (not its own: a received setuid=on would win over it), rec/c2's devices is on: those are set again.
+        guest.sh(f'''
+            zfs inherit setuid {parent}/rec/c1
+            zfs set devices=on {parent}/rec/c2
+            zfs snapshot -r {src}@auto-2026-11-28_10-05
+        ''')
+        later = ansible_playbook(playbook(tasks[1:2]), inventory_text=guest_inventory).task('recursive', 'zrvm')
+        assert later['changed'] is True and not later.get('failed') and not later['errors'], later
+        rec = f'{parent}/rec'
+        want = {
+            rec: ('', 'held on the target: canmount=noauto, devices=off, setuid=off'),
+            f'{rec}/c1': ('-o setuid=off ', 'recv -o setuid=off; held on the target: canmount=noauto, devices=off'),
+            f'{rec}/c2': ('-o devices=off ', 'recv -o devices=off; held on the target: canmount=noauto, setuid=off'),
+        }
+        for target, (flags, note) in want.items():
+            planned = [line for line in later['log'] if line.endswith(f'-> {target} ({note})')]
+            assert len(planned) == 1 and 'incremental -I' in planned[0], (target, later['log'])
+            piped = [line for line in later['log'] if line.startswith('  $ zfs send') and line.endswith(f' {target}')]
+            assert len(piped) == 1 and piped[0].endswith(f'| zfs recv -u -s -x mountpoint {flags}{target}'), (target, piped)
+        out = guest.zfs('get', '-H', '-r', '-t', 'filesystem', '-o', 'name,property,value,received,source', 'canmount,setuid,devices', rec)
+        for line in out.splitlines():
+            name, prop, value, received, source = line.split('\t')
+            assert (value, source) == (SAFE[prop], 'local'), line  # the target's own value, set or held
+            if f'{prop}={SAFE[prop]}' in want[name][1].rpartition('held on the target: ')[2]:
+                assert received == 'on', line  # held: the stream carried the source's value, the local one wins
+        assert len(out.splitlines()) == 9, out
     finally:
         guest.sh(f'for ds in {" ".join(tree)}; do zfs set canmount=noauto "$ds" 2>/dev/null || true; done; rm -rf {hostile}')

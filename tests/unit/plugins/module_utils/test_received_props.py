@@ -6,20 +6,22 @@ from applying on the target, per target capability (pure argv building; the real
 in tests/reliability and on OpenZFS in tests/openzfs)."""
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from ansible_collections.zfs.replication.plugins.module_utils import _zfs as z
-from ansible_collections.zfs.replication.plugins.module_utils._planner import Send
+from ansible_collections.zfs.replication.plugins.module_utils._planner import DatasetPlan, Plan, Send
 from ansible_collections.zfs.replication.plugins.module_utils._preflight import Preflight
-from ansible_collections.zfs.replication.plugins.module_utils._received_props import fixed_properties
-from ansible_collections.zfs.replication.plugins.module_utils._replication import TaskError
+from ansible_collections.zfs.replication.plugins.module_utils._received_props import fixed_properties, local_values
+from ansible_collections.zfs.replication.plugins.module_utils._replication import Prepared, Runner, Sides, TaskError, recv_settings_note
 from ansible_collections.zfs.replication.plugins.module_utils._replication_task import ReplicationTask
 from ansible_collections.zfs.replication.plugins.module_utils._streams import Streams
-from ansible_collections.zfs.replication.plugins.module_utils._transport import LocalHost
+from ansible_collections.zfs.replication.plugins.module_utils._transport import LocalHost, TransportError
 
 OPENZFS = z.parse_version_output("zfs-2.3.2-1\nzfs-kmod-2.3.2-1\n")
 LEGACY = z.LEGACY
@@ -126,6 +128,8 @@ class Recorder(LocalHost):
 
     def run(self, argv, check=True, input_text=None):  # type: ignore[no-untyped-def,override]
         self.calls.append(list(argv))
+        if check and self.rc != 0:
+            raise TransportError("zfs get failed", argv, self.rc, "cannot open 'q/a': dataset does not exist\n")
         return subprocess.CompletedProcess(list(argv), self.rc, self.out, "" if self.rc == 0 else "cannot open 'p/a': dataset does not exist\n")
 
 
@@ -151,3 +155,89 @@ def test_replicate_to_openzfs_asks_the_source_nothing():
     r.src = Recorder("p/a/c\tmountpoint\t/etc\tlocal\n")
     r.preflight().capabilities()
     assert r.src.calls == []
+
+
+# -- recv -o only where the existing target does not hold the value as its own -----------------------------------
+def incremental(source: str = "p/a", **extra: Any) -> Send:
+    return Send(source, "q" + source[1:], "I", "s3", "s1", ["s2", "s3"], **extra)
+
+
+def held(run: Run, target_local: dict[str, dict[str, str]]) -> Streams:
+    return dataclasses.replace(run.streams(), target_local=target_local)
+
+
+SAFE_HELD = {"canmount": "noauto", "devices": "off", "setuid": "off"}
+
+
+def test_an_incremental_into_a_target_holding_the_safe_values_sets_none_again():
+    """A received value never overrides a local one: the target's own canmount=noauto/setuid=off/devices=off stay
+    effective whatever the stream carries, and each -o would cost the receive a commit per snapshot."""
+    streams = held(runner(), {"q/a": dict(SAFE_HELD)})
+    argv = streams.recv_argv(incremental())
+    assert pairs(argv, "-o") == [] and pairs(argv, "-x") == ["mountpoint"]
+    assert streams.recv_settings(incremental()) == ([], sorted(SAFE_HELD.items()))
+    assert recv_settings_note(streams, incremental()) == " (held on the target: canmount=noauto, devices=off, setuid=off)"
+
+
+@pytest.mark.parametrize("target_local, setting", [
+    ({}, ["canmount=noauto", "devices=off", "setuid=off"]),  # inherited or default: a received value would win over it
+    ({"canmount": "noauto", "devices": "on", "setuid": "off"}, ["devices=off"]),  # its own value, but not the safe one
+    ({"canmount": "off", "devices": "off", "setuid": "off"}, ["canmount=noauto"]),
+])
+def test_a_value_the_target_does_not_hold_as_its_own_is_set_again(target_local, setting):
+    streams = held(runner(), {"q/a": target_local})
+    assert pairs(streams.recv_argv(incremental()), "-o") == setting
+    note = recv_settings_note(streams, incremental())
+    assert note.startswith(f" (recv -o {', '.join(setting)}")
+
+
+@pytest.mark.parametrize("send", [
+    full(), full(replicate=True), incremental(force=True), incremental(token="1-abc"), incremental(replicate=True),
+])
+def test_full_forced_resumed_and_replicate_streams_are_never_trimmed(send):
+    streams = held(runner(), {"q/a": dict(SAFE_HELD)})
+    unread = runner().streams()
+    assert streams.recv_argv(send) == unread.recv_argv(send)
+    assert recv_settings_note(streams, send) == ""
+
+
+def test_overrides_are_held_like_the_safe_values_and_unread_targets_get_everything():
+    run = runner(properties_override={"compression": "lz4", "setuid": "on"})
+    streams = held(run, {"q/a": {"compression": "lz4", "canmount": "noauto", "devices": "off", "setuid": "off"}})
+    # setuid: the task asks for on, the target holds off: set; compression held; the safe values held.
+    assert pairs(streams.recv_argv(incremental()), "-o") == ["setuid=on"]
+    assert pairs(run.streams().recv_argv(incremental()), "-o") == ["compression=lz4", "setuid=on", "canmount=noauto", "devices=off"]
+    assert recv_settings_note(run.streams(), incremental()) == ""  # not read: the plan says nothing new
+
+
+def test_the_targets_own_values_are_read_in_one_call_for_the_tree():
+    host = Recorder("q/a\tcanmount\tnoauto\nq/a\tsetuid\toff\nq/a/c\tdevices\toff\n")
+    assert local_values(host, "q/a", ["setuid", "canmount", "devices", "canmount"]) == {
+        "q/a": {"canmount": "noauto", "setuid": "off"}, "q/a/c": {"devices": "off"}}
+    assert host.calls == [["zfs", "get", "-H", "-p", "-r", "-t", "filesystem,volume", "-s", "local", "-o", "name,property,value",
+                           "canmount,devices,setuid", "q/a"]]
+
+
+def plan_of(*sends: Send) -> Plan:
+    return Plan([DatasetPlan(s.source, s.target, "incremental" if s.mode != "full" else "full", sends=[s]) for s in sends])
+
+
+def test_a_run_reads_the_targets_own_values_only_for_incrementals_into_openzfs_targets():
+    listing = z.Listing("q/a", {"q/a": z.Dataset("q/a", "filesystem")})
+    lines: list[str] = []
+
+    def read(caps: z.Capabilities, the_plan: Plan, target: z.Listing | None, host: Recorder, **params: Any):
+        run = runner(caps, **params)
+        me = SimpleNamespace(task=run.task, dst=host, log=lines.append)
+        return Runner.target_local(me, the_plan, Prepared(SOURCE, target, set()), Sides(run.src, host, OPENZFS, caps))
+
+    host = Recorder("q/a\tcanmount\tnoauto\n")
+    assert read(OPENZFS, plan_of(incremental()), listing, host, properties_override={"compression": "lz4"}) == {"q/a": {"canmount": "noauto"}}
+    assert host.calls[0][-2:] == ["canmount,compression,devices,setuid", "q/a"]
+    for caps, the_plan, target in ((LEGACY, plan_of(incremental()), listing), (OPENZFS, plan_of(full()), listing),
+                                   (OPENZFS, plan_of(incremental()), None), (OPENZFS, plan_of(incremental(force=True)), listing)):
+        quiet = Recorder("")
+        assert read(caps, the_plan, target, quiet) is None and quiet.calls == []
+    failing = Recorder("", rc=1)
+    assert read(OPENZFS, plan_of(incremental()), listing, failing) is None
+    assert len(failing.calls) == 1 and "every receive sets them" in lines[-1]
