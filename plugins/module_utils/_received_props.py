@@ -13,6 +13,10 @@ Two cases stand in for a capability:
   source's own local properties (minus the excluded ones and the mountpoint) with ``zfs set``
   (:meth:`ReceivedProps.fix`). Those local properties are read for the run's datasets in batches
   (:class:`LocalProps`: one ``zfs get`` per side for up to 200 datasets), not twice per dataset.
+
+Before a run's incrementals into existing OpenZFS targets, :class:`BeforeReceives` reads what the targets hold and
+what the sources would send (one ``zfs get`` per side, at once): a receive sets with ``-o`` only the values the target
+does not hold as its own, and a stream goes without ``send -p`` when the target has received all it would carry.
 """
 from __future__ import annotations
 
@@ -21,10 +25,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ._planner import Send
+from ._planner import DatasetPlan, Send
 from ._replication_task import ReplicationTask
-from ._streams import SAFE_VALUES, Streams
-from ._transport import Host
+from ._streams import SAFE_VALUES, Streams, trimmable
+from ._transport import Host, TransportError, both_sides
 from ._zfs import Capabilities, property_lines
 
 
@@ -35,12 +39,79 @@ def fixed_properties(task: ReplicationTask, caps: Capabilities) -> list[str]:
     return sorted(set(task.properties_override) | {p for p, _unused in SAFE_VALUES})
 
 
-def local_values(host: Host, root: str, props: Iterable[str]) -> dict[str, dict[str, str]]:
-    """The own (local) values of PROPS on every filesystem and volume of ROOT's tree: one zfs get. A dataset without
-    any is absent; a failed call is the caller's to handle (TransportError)."""
-    argv = ["zfs", "get", "-H", "-p", "-r", "-t", "filesystem,volume", "-s", "local", "-o", "name,property,value",
-            ",".join(sorted(set(props))), root]
-    return property_lines(host.run(argv).stdout)
+def local_values(host: Host, root: str, props: str) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]]]:
+    """The own (local) values and the received values of PROPS (a comma-separated list, or ``all``) on every
+    filesystem and volume of ROOT's tree: one zfs get. A failed call is the caller's to handle (TransportError)."""
+    argv = ["zfs", "get", "-H", "-p", "-r", "-t", "filesystem,volume", "-o", "name,property,value,received,source", props, root]
+    local: dict[str, dict[str, str]] = {}
+    received: dict[str, dict[str, str]] = {}
+    for line in host.run(argv).stdout.splitlines():
+        parts = line.split("\t")
+        if len(parts) != 5:
+            continue
+        name, prop, value, got, source = parts
+        if source == "local":
+            local.setdefault(name, {})[prop] = value
+        if got != "-":
+            received.setdefault(name, {})[prop] = got
+    return local, received
+
+
+def sent_values(host: Host, roots: Iterable[str]) -> tuple[dict[str, dict[str, str]], frozenset[str]]:
+    """What ``zfs send -p`` carries from ROOTS' trees: each filesystem's and volume's own and received values, and
+    the datasets of which a snapshot has user properties of its own (the stream carries those too). One zfs get."""
+    argv = ["zfs", "get", "-H", "-p", "-r", "-s", "local,received", "-o", "name,property,value", "all", *roots]
+    sent: dict[str, dict[str, str]] = {}
+    snapshot_props: set[str] = set()
+    for name, props in property_lines(host.run(argv).stdout).items():
+        if "@" in name:
+            snapshot_props.add(name.partition("@")[0])
+        else:
+            sent[name] = props
+    return sent, frozenset(snapshot_props)
+
+
+@dataclass(frozen=True)
+class BeforeReceives:
+    """What a run's incrementals into existing OpenZFS targets are decided on, read once before them (:func:`read`):
+    the targets' own values of the properties receives set with -o (``Streams.recv_settings``), and the sources
+    whose ``send -p`` would carry nothing the target has not received already (``Streams.send_flags``)."""
+
+    target_local: dict[str, dict[str, str]]
+    props_unchanged: frozenset[str]
+
+    @staticmethod
+    def read(streams: Streams, datasets: Iterable[DatasetPlan], log: Callable[[str], None]) -> BeforeReceives | None:
+        """One zfs get on the target (and one on the source when the task sends properties), both at once; None
+        when no incremental goes into an existing target that can receive -o, or a read failed (each receive then
+        sets every value and carries the properties, as without it)."""
+        task = streams.task
+        caps = streams.dst_caps
+        if caps is None or not caps.recv_props or streams.target is None:
+            return None
+        incrementals = [d for d in datasets if d.sends and all(trimmable(s) for s in d.sends)]
+        if not incrementals:
+            return None
+        with_sent = task.properties and not streams.emulate_exclude()
+        wanted = "all" if with_sent else ",".join(sorted({*task.properties_override, *(p for p, _value in SAFE_VALUES)}))
+        try:
+            (local, received), sent = both_sides(
+                lambda: local_values(streams.dst, task.target_dataset, wanted),
+                lambda: sent_values(streams.src, task.source_datasets) if with_sent else None)
+        except TransportError as exc:
+            log(f"  reading the properties receives set and carry failed ({exc}): every receive sets and carries them")
+            return None
+        unchanged: set[str] = set()
+        if sent is not None:
+            values, snapshot_props = sent
+            ignore = {"mountpoint", *task.properties_exclude}  # never received (recv -x): not on the target to compare
+
+            def carried(props: dict[str, str]) -> dict[str, str]:
+                return {p: v for p, v in props.items() if p not in ignore}
+
+            unchanged = {d.source for d in incrementals if not streams.is_raw(d.source) and d.source not in snapshot_props
+                         and carried(values.get(d.source, {})) == carried(received.get(d.target, {}))}
+        return BeforeReceives(local, frozenset(unchanged))
 
 
 class LocalProps:

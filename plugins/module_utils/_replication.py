@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -26,11 +25,11 @@ from ._listings import Listings, TargetListing
 from ._mount import mount_received
 from ._planner import DatasetPlan, Plan, PlanError, PlanTask, Send, plan, target_root
 from ._preflight import Preflight
-from ._received_props import local_values
+from ._received_props import BeforeReceives
 from ._replication_task import ReplicationTask, TaskError, suggest_name
 from ._results import DatasetResult, RunResult, planned_after, snapshot_names
 from ._resume import resume_interrupted
-from ._streams import SAFE_VALUES, Streams
+from ._streams import Streams, trimmable
 from ._target_changes import TargetChanges
 from ._target_keys import TargetKeys
 from ._transfer import Transfer
@@ -120,10 +119,11 @@ class Runner:
         preflight.encrypted_sources(source)
         self.keys.obtain(target.listing, check_mode)  # before anything changes: a lost key stops the run here
 
-        def transfer(source: Listing, target: Listing | None, target_local: Mapping[str, Mapping[str, str]] | None = None) -> Transfer:
+        def transfer(source: Listing, target: Listing | None, before: BeforeReceives | None = None) -> Transfer:
             streams = Streams(self.task, sides.src, sides.dst, sides.src_caps, sides.dst_caps, source, target,
                               parent_encrypted=target_listing.parent_encrypted, counter_on_sender=counter_on_sender, log=self.log,
-                              target_local=target_local)
+                              target_local=before.target_local if before else None,
+                              props_unchanged=before.props_unchanged if before else frozenset())
             changes = TargetChanges(sides.dst, sides.dst_caps, self.holds, self.log)
             return Transfer(self.task, streams, self.keys, self.first_fulls, changes, self.log, self._sleep)
 
@@ -131,7 +131,8 @@ class Runner:
         prepared = self.prepare(sides, listings, source, target, transfer, now, check_mode)
         plan_task = self.task.plan_task(now)  # selection, schedules and lifetimes: built once, for the plan and retention
         the_plan = self.plan(plan_task, prepared)
-        planned = transfer(prepared.source, prepared.target, self.target_local(the_plan, prepared, sides))
+        before = BeforeReceives.read(transfer(prepared.source, prepared.target).streams, the_plan.datasets, self.log)
+        planned = transfer(prepared.source, prepared.target, before)
         results, errors = self.report_plan(the_plan, prepared, planned.streams)
         executed = self.execute(the_plan, plan_task, prepared, planned, results, errors, check_mode)
         return self.result(start, check_mode, sides, the_plan, prepared, executed, results, errors)
@@ -177,21 +178,6 @@ class Runner:
             raise TaskError(str(exc)) from exc
         self.first_fulls.annotate(the_plan)  # our own cut first transfers: resumed or sent again, never 'unrelated'
         return the_plan
-
-    def target_local(self, the_plan: Plan, prepared: Prepared, sides: Sides) -> dict[str, dict[str, str]] | None:
-        """The existing targets' own values of the properties receives set with -o (Streams.recv_settings), read in
-        one zfs get when the plan sends incrementals into them; None when nothing needs them or the read failed
-        (every receive then sets them)."""
-        if not sides.dst_caps.recv_props or prepared.target is None:
-            return None
-        if not any(s.mode != "full" and not (s.replicate or s.force or s.token) for d in the_plan.datasets for s in d.sends):
-            return None
-        props = {*self.task.properties_override, *(prop for prop, _value in SAFE_VALUES)}
-        try:
-            return local_values(self.dst, self.task.target_dataset, props)
-        except TransportError as exc:
-            self.log(f"  reading the targets' own {', '.join(sorted(props))} failed ({exc}): every receive sets them")
-            return None
 
     def report_plan(self, the_plan: Plan, prepared: Prepared, streams: Streams) -> tuple[dict[str, DatasetResult], list[str]]:
         """Log the plan, dataset by dataset, every destructive step named; the results to fill and the refusals."""
@@ -321,13 +307,14 @@ class Runner:
 
 
 def recv_settings_note(streams: Streams, send: Send) -> str:
-    """What the plan line of SEND adds when the target's own values were read: the -o its receive still sets, and
-    those the target holds already (no -o, no commit for them)."""
-    if streams.target_local is None or send.mode == "full" or send.replicate or send.force or send.token:
+    """What the plan line of SEND adds when the target's properties were read: the -o its receive still sets, those
+    the target holds already (no -o, no commit for them), and whether its stream goes without send -p."""
+    if streams.target_local is None or not trimmable(send):
         return ""
     setting, held = streams.recv_settings(send)
     parts = ([f"recv -o {', '.join(f'{p}={v}' for p, v in setting)}"] if setting else []) + \
-        ([f"held on the target: {', '.join(f'{p}={v}' for p, v in held)}"] if held else [])
+        ([f"held on the target: {', '.join(f'{p}={v}' for p, v in held)}"] if held else []) + \
+        (["properties unchanged: no send -p"] if streams.props_carried(send) else [])
     return f" ({'; '.join(parts)})" if parts else ""
 
 

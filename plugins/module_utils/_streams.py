@@ -28,6 +28,12 @@ from ._zfs import Capabilities, Listing, zfs_values
 # A stream's expected size for its progress lines: known, unknown (None), or asked for when the first line is due.
 Expected = Union[int, None, Callable[[], Optional[int]]]
 
+def trimmable(send: Send) -> bool:
+    """An incremental into an existing target: the only stream whose recv -o and send -p depend on what the target
+    already holds (a full, forced, resumed or send -R stream always sets and carries everything)."""
+    return send.mode != "full" and not (send.replicate or send.force or send.token)
+
+
 # What a received filesystem gets instead of the source's values: no mount at boot or on zfs mount -a, no setuid
 # programs or device nodes honoured (unless the task's properties_override asks for them).
 SAFE_VALUES = (("canmount", "noauto"), ("setuid", "off"), ("devices", "off"))
@@ -48,9 +54,11 @@ class Streams:
     target: Listing | None
     parent_encrypted: bool = False
     counter_on_sender: bool = False
-    # The target's own (local) values of the properties receives set with -o, per dataset, read once before the run's
-    # incrementals (_received_props.local_values); None: not read, every receive sets them.
+    # Read once before the run's incrementals (_received_props.BeforeReceives): the targets' own (local) values of the
+    # properties receives set with -o (None: not read, every receive sets them), and the sources whose send -p would
+    # carry nothing the target has not received.
     target_local: Mapping[str, Mapping[str, str]] | None = None
+    props_unchanged: frozenset[str] = frozenset()
     log: Callable[[str], None] = lambda _line: None  # the run's log: the pipeline's line, netcat's port, progress
 
     def stream_flag(self, opt: str) -> bool:
@@ -103,7 +111,7 @@ class Streams:
         flags = []
         if send.replicate:
             flags.append("-R")
-        elif self.task.properties and not self.emulate_exclude():
+        elif self.task.properties and not self.emulate_exclude() and not self.props_carried(send):
             flags.append("-p")  # never to a target without recv -x/-o: the stream would create it with the source's mountpoint
         raw = self.is_raw(send.source)
         if raw:
@@ -115,6 +123,12 @@ class Streams:
         if not raw and self.stream_flag("compressed"):
             flags.append("-c")
         return flags
+
+    def props_carried(self, send: Send) -> bool:
+        """SEND is an incremental whose send -p would carry nothing new: the target has received every property value
+        the source would send, and none of the source's snapshots has user properties of its own. Without -p a
+        receive leaves the received values as they are; each -p cost the receive work per snapshot."""
+        return trimmable(send) and send.source in self.props_unchanged
 
     def recv_argv(self, send: Send) -> list[str]:
         argv = ["zfs", "recv", "-u"]
@@ -151,7 +165,7 @@ class Streams:
         # honoured from the source.
         wanted += sorted(self.safe_values(send.source).items())
         held = self.target_local.get(send.target) if self.target_local is not None else None
-        if held is None or send.mode == "full" or send.replicate or send.force or send.token:
+        if held is None or not trimmable(send):
             return wanted, []
         return [pv for pv in wanted if held.get(pv[0]) != pv[1]], [pv for pv in wanted if held.get(pv[0]) == pv[1]]
 

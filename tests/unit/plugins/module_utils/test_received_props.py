@@ -9,16 +9,15 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from ansible_collections.zfs.replication.plugins.module_utils import _zfs as z
-from ansible_collections.zfs.replication.plugins.module_utils._planner import DatasetPlan, Plan, Send
+from ansible_collections.zfs.replication.plugins.module_utils._planner import DatasetPlan, Send
 from ansible_collections.zfs.replication.plugins.module_utils._preflight import Preflight
-from ansible_collections.zfs.replication.plugins.module_utils._received_props import fixed_properties, local_values
-from ansible_collections.zfs.replication.plugins.module_utils._replication import Prepared, Runner, Sides, TaskError, recv_settings_note
+from ansible_collections.zfs.replication.plugins.module_utils._received_props import BeforeReceives, fixed_properties
+from ansible_collections.zfs.replication.plugins.module_utils._replication import TaskError, recv_settings_note
 from ansible_collections.zfs.replication.plugins.module_utils._replication_task import ReplicationTask
 from ansible_collections.zfs.replication.plugins.module_utils._streams import Streams
 from ansible_collections.zfs.replication.plugins.module_utils._transport import LocalHost, TransportError
@@ -210,34 +209,118 @@ def test_overrides_are_held_like_the_safe_values_and_unread_targets_get_everythi
     assert recv_settings_note(run.streams(), incremental()) == ""  # not read: the plan says nothing new
 
 
-def test_the_targets_own_values_are_read_in_one_call_for_the_tree():
-    host = Recorder("q/a\tcanmount\tnoauto\nq/a\tsetuid\toff\nq/a/c\tdevices\toff\n")
-    assert local_values(host, "q/a", ["setuid", "canmount", "devices", "canmount"]) == {
-        "q/a": {"canmount": "noauto", "setuid": "off"}, "q/a/c": {"devices": "off"}}
-    assert host.calls == [["zfs", "get", "-H", "-p", "-r", "-t", "filesystem,volume", "-s", "local", "-o", "name,property,value",
-                           "canmount,devices,setuid", "q/a"]]
+class Sides2(LocalHost):
+    """One side's zfs get, answered from canned output per argv shape; records the argv."""
+
+    def __init__(self, target: str = "", source: str = "", fail: bool = False) -> None:
+        super().__init__()
+        self.target, self.source, self.fail, self.calls = target, source, fail, []
+
+    def run(self, argv, check=True, input_text=None):  # type: ignore[no-untyped-def,override]
+        self.calls.append(list(argv))
+        if self.fail:
+            raise TransportError("zfs get failed", argv, 1, "cannot open 'q/a': dataset does not exist\n")
+        out = self.source if "local,received" in argv else self.target
+        return subprocess.CompletedProcess(list(argv), 0, out, "")
 
 
-def plan_of(*sends: Send) -> Plan:
-    return Plan([DatasetPlan(s.source, s.target, "incremental" if s.mode != "full" else "full", sends=[s]) for s in sends])
+# zfs get -H -p -r -t filesystem,volume -o name,property,value,received,source all q/a (recorded from OpenZFS 2.3, cut)
+TARGET_ALL = """q/a\ttype\tfilesystem\t-\t-
+q/a\tcompression\tlz4\tlz4\treceived
+q/a\tcanmount\tnoauto\ton\tlocal
+q/a\tsetuid\toff\ton\tlocal
+q/a\tdevices\toff\ton\tlocal
+q/a\tmountpoint\t/q/a\t-\tdefault
+q/a\tx:y\t1\t1\treceived
+q/a/c\tcompression\tlz4\tlz4\treceived
+q/a/c\tcanmount\ton\ton\treceived
+q/a/c\tsetuid\toff\ton\tinherited from q/a
+q/a/c\tdevices\toff\ton\tlocal
+"""
+# zfs get -H -p -r -s local,received -o name,property,value all p/a (recorded, cut)
+SOURCE_SENT = """p/a\tcompression\tlz4
+p/a\tcanmount\ton
+p/a\tsetuid\ton
+p/a\tdevices\ton
+p/a\tmountpoint\t/etc
+p/a\tx:y\t1
+p/a/c\tcompression\tgzip
+p/a/c\tcanmount\ton
+p/a/c\tsetuid\ton
+p/a/c\tdevices\ton
+"""
 
 
-def test_a_run_reads_the_targets_own_values_only_for_incrementals_into_openzfs_targets():
-    listing = z.Listing("q/a", {"q/a": z.Dataset("q/a", "filesystem")})
+def before(plans: list[DatasetPlan], target: Sides2, source: Sides2 | None = None, caps: z.Capabilities = OPENZFS,
+           listed: bool = True, lines: list[str] | None = None, **params: Any) -> BeforeReceives | None:
+    run = runner(caps, **params)
+    run.dst = target
+    if source is not None:
+        run.src = source
+    listing = z.Listing("q/a", {"q/a": z.Dataset("q/a", "filesystem"), "q/a/c": z.Dataset("q/a/c", "filesystem")})
+    streams = dataclasses.replace(run.streams(), target=listing if listed else None)
+    return BeforeReceives.read(streams, plans, (lines if lines is not None else []).append)
+
+
+def both(*sends: Send) -> list[DatasetPlan]:
+    return [DatasetPlan(s.source, s.target, "incremental" if s.mode != "full" else "full", sends=[s]) for s in sends]
+
+
+def test_the_targets_own_and_received_values_and_what_the_source_sends_are_read_in_one_call_each():
+    target, source = Sides2(TARGET_ALL), Sides2(source=SOURCE_SENT)
+    got = before(both(incremental(), incremental("p/a/c")), target, source)
+    assert target.calls == [["zfs", "get", "-H", "-p", "-r", "-t", "filesystem,volume", "-o", "name,property,value,received,source", "all", "q/a"]]
+    assert source.calls == [["zfs", "get", "-H", "-p", "-r", "-s", "local,received", "-o", "name,property,value", "all", "p/a"]]
+    assert got is not None and got.target_local == {
+        "q/a": {"canmount": "noauto", "setuid": "off", "devices": "off"}, "q/a/c": {"devices": "off"}}
+    # p/a sends what q/a received (its mountpoint is never received: recv -x); p/a/c's compression changed to gzip.
+    assert got.props_unchanged == {"p/a"}
+
+
+def test_properties_false_reads_only_the_values_receives_set():
+    target, source = Sides2("q/a\tcanmount\tnoauto\t-\tlocal\n"), Sides2(source=SOURCE_SENT)
+    got = before(both(incremental()), target, source, properties=False, properties_override={"compression": "lz4"})
+    assert target.calls[0][-2:] == ["canmount,compression,devices,setuid", "q/a"] and source.calls == []
+    assert got == BeforeReceives({"q/a": {"canmount": "noauto"}}, frozenset())
+
+
+@pytest.mark.parametrize("source_out", [
+    SOURCE_SENT + "p/a@s2\tcom.example:note\tkeep\n",  # a snapshot's own user property: -p carries it
+    SOURCE_SENT.replace("p/a\tx:y\t1", "p/a\tx:y\t2"),  # a user property changed
+    SOURCE_SENT + "p/a\tquota\t1073741824\n",  # a property set since
+    SOURCE_SENT.replace("p/a\tcompression\tlz4\n", ""),  # a property removed: -p clears the received value
+])
+def test_any_difference_the_stream_would_carry_keeps_send_p(source_out):
+    got = before(both(incremental()), Sides2(TARGET_ALL), Sides2(source=source_out))
+    assert got is not None and got.props_unchanged == frozenset()
+
+
+def test_an_excluded_property_is_not_compared():
+    changed = SOURCE_SENT.replace("p/a\tcompression\tlz4", "p/a\tcompression\tzstd")
+    got = before(both(incremental()), Sides2(TARGET_ALL), Sides2(source=changed), properties_exclude=["compression"])
+    assert got is not None and got.props_unchanged == {"p/a"}
+
+
+def test_the_stream_without_p_and_the_plan_line():
+    streams = dataclasses.replace(runner().streams(), target_local={"q/a": dict(SAFE_HELD)}, props_unchanged=frozenset({"p/a"}))
+    assert "-p" not in streams.send_flags(incremental()) and "-p" in runner().streams().send_flags(incremental())
+    for send in (full(), incremental(force=True), incremental(token="1-abc")):
+        assert "-p" in streams.send_flags(send) or send.token
+    assert recv_settings_note(streams, incremental()) == (
+        " (held on the target: canmount=noauto, devices=off, setuid=off; properties unchanged: no send -p)")
+
+
+@pytest.mark.parametrize("case", ["legacy", "full", "no target", "forced", "resumed", "replicate"])
+def test_nothing_is_read_where_no_incremental_goes_into_an_existing_openzfs_target(case):
+    sends = {"full": full(), "forced": incremental(force=True), "resumed": incremental(token="1-abc"),
+             "replicate": incremental(replicate=True)}
+    target, source = Sides2(TARGET_ALL), Sides2(source=SOURCE_SENT)
+    got = before(both(sends.get(case, incremental())), target, source, caps=LEGACY if case == "legacy" else OPENZFS,
+                 listed=case != "no target")
+    assert got is None and target.calls == [] and source.calls == []
+
+
+def test_a_failed_read_leaves_every_receive_setting_and_carrying_everything():
     lines: list[str] = []
-
-    def read(caps: z.Capabilities, the_plan: Plan, target: z.Listing | None, host: Recorder, **params: Any):
-        run = runner(caps, **params)
-        me = SimpleNamespace(task=run.task, dst=host, log=lines.append)
-        return Runner.target_local(me, the_plan, Prepared(SOURCE, target, set()), Sides(run.src, host, OPENZFS, caps))
-
-    host = Recorder("q/a\tcanmount\tnoauto\n")
-    assert read(OPENZFS, plan_of(incremental()), listing, host, properties_override={"compression": "lz4"}) == {"q/a": {"canmount": "noauto"}}
-    assert host.calls[0][-2:] == ["canmount,compression,devices,setuid", "q/a"]
-    for caps, the_plan, target in ((LEGACY, plan_of(incremental()), listing), (OPENZFS, plan_of(full()), listing),
-                                   (OPENZFS, plan_of(incremental()), None), (OPENZFS, plan_of(incremental(force=True)), listing)):
-        quiet = Recorder("")
-        assert read(caps, the_plan, target, quiet) is None and quiet.calls == []
-    failing = Recorder("", rc=1)
-    assert read(OPENZFS, plan_of(incremental()), listing, failing) is None
-    assert len(failing.calls) == 1 and "every receive sets them" in lines[-1]
+    assert before(both(incremental()), Sides2(fail=True), Sides2(source=SOURCE_SENT), lines=lines) is None
+    assert "every receive sets and carries them" in lines[-1]
