@@ -314,7 +314,7 @@ def recv_settings_note(streams: Streams, send: Send) -> str:
     setting, held = streams.recv_settings(send)
     parts = ([f"recv -o {', '.join(f'{p}={v}' for p, v in setting)}"] if setting else []) + \
         ([f"held on the target: {', '.join(f'{p}={v}' for p, v in held)}"] if held else []) + \
-        (["properties unchanged: no send -p"] if streams.props_carried(send) else [])
+        (["properties unchanged: no send -p"] if streams.skips_props(send) else [])
     return f" ({'; '.join(parts)})" if parts else ""
 
 

@@ -28,15 +28,15 @@ from ._zfs import Capabilities, Listing, zfs_values
 # A stream's expected size for its progress lines: known, unknown (None), or asked for when the first line is due.
 Expected = Union[int, None, Callable[[], Optional[int]]]
 
+# What a received filesystem gets instead of the source's values: no mount at boot or on zfs mount -a, no setuid
+# programs or device nodes honoured (unless the task's properties_override asks for them).
+SAFE_VALUES = (("canmount", "noauto"), ("setuid", "off"), ("devices", "off"))
+
+
 def trimmable(send: Send) -> bool:
     """An incremental into an existing target: the only stream whose recv -o and send -p depend on what the target
     already holds (a full, forced, resumed or send -R stream always sets and carries everything)."""
     return send.mode != "full" and not (send.replicate or send.force or send.token)
-
-
-# What a received filesystem gets instead of the source's values: no mount at boot or on zfs mount -a, no setuid
-# programs or device nodes honoured (unless the task's properties_override asks for them).
-SAFE_VALUES = (("canmount", "noauto"), ("setuid", "off"), ("devices", "off"))
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ class Streams:
         flags = []
         if send.replicate:
             flags.append("-R")
-        elif self.task.properties and not self.emulate_exclude() and not self.props_carried(send):
+        elif self.task.properties and not self.emulate_exclude() and not self.skips_props(send):
             flags.append("-p")  # never to a target without recv -x/-o: the stream would create it with the source's mountpoint
         raw = self.is_raw(send.source)
         if raw:
@@ -124,7 +124,7 @@ class Streams:
             flags.append("-c")
         return flags
 
-    def props_carried(self, send: Send) -> bool:
+    def skips_props(self, send: Send) -> bool:
         """SEND is an incremental whose send -p would carry nothing new: the target has received every property value
         the source would send, and none of the source's snapshots has user properties of its own. Without -p a
         receive leaves the received values as they are; each -p cost the receive work per snapshot."""
