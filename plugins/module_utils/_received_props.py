@@ -15,7 +15,8 @@ Two cases stand in for a capability:
   (:class:`LocalProps`: one ``zfs get`` per side for up to 200 datasets), not twice per dataset.
 
 Before a run's incrementals into existing OpenZFS targets, :class:`BeforeReceives` reads what the targets hold and
-what the sources would send (one ``zfs get`` per side, at once): a receive sets with ``-o`` only the values the target
+what the sources would send (one ``zfs get`` of the datasets per side, at once, then one of the snapshots sent, per
+200, where the datasets' properties are unchanged): a receive sets with ``-o`` only the values the target
 does not hold as its own, and a stream goes without ``send -p`` when the target has received all it would carry.
 """
 from __future__ import annotations
@@ -57,18 +58,21 @@ def local_values(host: Host, root: str, props: str) -> tuple[dict[str, dict[str,
     return local, received
 
 
-def sent_values(host: Host, roots: Iterable[str]) -> tuple[dict[str, dict[str, str]], frozenset[str]]:
-    """What ``zfs send -p`` carries from ROOTS' trees: each filesystem's and volume's own and received values, and
-    the datasets of which a snapshot has user properties of its own (the stream carries those too). One zfs get."""
-    argv = ["zfs", "get", "-H", "-p", "-r", "-s", "local,received", "-o", "name,property,value", "all", *roots]
-    sent: dict[str, dict[str, str]] = {}
-    snapshot_props: set[str] = set()
-    for name, props in property_lines(host.run(argv).stdout).items():
-        if "@" in name:
-            snapshot_props.add(name.partition("@")[0])
-        else:
-            sent[name] = props
-    return sent, frozenset(snapshot_props)
+def sent_values(host: Host, roots: Iterable[str]) -> dict[str, dict[str, str]]:
+    """What ``zfs send -p`` carries of each filesystem and volume of ROOTS' trees: its own and received values. One
+    zfs get of the datasets (not their snapshots: a walk of every snapshot would cost as much as the listing)."""
+    argv = ["zfs", "get", "-H", "-p", "-r", "-t", "filesystem,volume", "-s", "local,received", "-o", "name,property,value", "all", *roots]
+    return property_lines(host.run(argv).stdout)
+
+
+def with_snapshot_props(host: Host, snapshots: list[str], batch: int = 200) -> set[str]:
+    """The datasets of which one of SNAPSHOTS has user properties of its own (``send -p`` carries those too): one zfs
+    get per BATCH snapshots, only of the snapshots the run sends."""
+    found: set[str] = set()
+    for i in range(0, len(snapshots), batch):
+        argv = ["zfs", "get", "-H", "-p", "-s", "local,received", "-o", "name,property,value", "all", *snapshots[i:i + batch]]
+        found.update(name.partition("@")[0] for name in property_lines(host.run(argv).stdout))
+    return found
 
 
 @dataclass(frozen=True)
@@ -82,9 +86,10 @@ class BeforeReceives:
 
     @staticmethod
     def read(streams: Streams, datasets: Iterable[DatasetPlan], log: Callable[[str], None]) -> BeforeReceives | None:
-        """One zfs get on the target (and one on the source when the task sends properties), both at once; None
-        when no incremental goes into an existing target that can receive -o, or a read failed (each receive then
-        sets every value and carries the properties, as without it)."""
+        """One zfs get of the target's datasets (and of the source's when the task sends properties), both at once;
+        then, for the incrementals whose datasets' properties the target has all received, one zfs get per 200 of
+        the snapshots they send. None when no incremental goes into an existing target that can receive -o, or a read
+        failed (each receive then sets every value and carries the properties, as without it)."""
         task = streams.task
         caps = streams.dst_caps
         if caps is None or not caps.recv_props or streams.target is None:
@@ -103,14 +108,19 @@ class BeforeReceives:
             return None
         unchanged: set[str] = set()
         if sent is not None:
-            values, snapshot_props = sent
             ignore = {"mountpoint", *task.properties_exclude}  # never received (recv -x): not on the target to compare
 
             def carried(props: dict[str, str]) -> dict[str, str]:
                 return {p: v for p, v in props.items() if p not in ignore}
 
-            unchanged = {d.source for d in incrementals if not streams.is_raw(d.source) and d.source not in snapshot_props
-                         and carried(values.get(d.source, {})) == carried(received.get(d.target, {}))}
+            same = [d for d in incrementals if not streams.is_raw(d.source)
+                    and carried(sent.get(d.source, {})) == carried(received.get(d.target, {}))]
+            try:
+                snapshot_props = with_snapshot_props(streams.src, [f"{s.source}@{n}" for d in same for s in d.sends for n in s.snapshots])
+            except TransportError as exc:
+                log(f"  reading the sent snapshots' own properties failed ({exc}): every stream carries them")
+                snapshot_props = {d.source for d in same}
+            unchanged = {d.source for d in same if d.source not in snapshot_props}
         return BeforeReceives(local, frozenset(unchanged))
 
 

@@ -16,7 +16,7 @@ import pytest
 from ansible_collections.zfs.replication.plugins.module_utils import _zfs as z
 from ansible_collections.zfs.replication.plugins.module_utils._planner import DatasetPlan, Send
 from ansible_collections.zfs.replication.plugins.module_utils._preflight import Preflight
-from ansible_collections.zfs.replication.plugins.module_utils._received_props import BeforeReceives, fixed_properties
+from ansible_collections.zfs.replication.plugins.module_utils._received_props import BeforeReceives, fixed_properties, with_snapshot_props
 from ansible_collections.zfs.replication.plugins.module_utils._replication import TaskError, recv_settings_note
 from ansible_collections.zfs.replication.plugins.module_utils._replication_task import ReplicationTask
 from ansible_collections.zfs.replication.plugins.module_utils._streams import Streams
@@ -212,15 +212,17 @@ def test_overrides_are_held_like_the_safe_values_and_unread_targets_get_everythi
 class Sides2(LocalHost):
     """One side's zfs get, answered from canned output per argv shape; records the argv."""
 
-    def __init__(self, target: str = "", source: str = "", fail: bool = False) -> None:
+    def __init__(self, target: str = "", source: str = "", fail: bool = False, snapshots: str = "", fail_snapshots: bool = False) -> None:
         super().__init__()
-        self.target, self.source, self.fail, self.calls = target, source, fail, []
+        self.target, self.source, self.snapshots, self.calls = target, source, snapshots, []
+        self.fail, self.fail_snapshots = fail, fail_snapshots
 
     def run(self, argv, check=True, input_text=None):  # type: ignore[no-untyped-def,override]
         self.calls.append(list(argv))
-        if self.fail:
-            raise TransportError("zfs get failed", argv, 1, "cannot open 'q/a': dataset does not exist\n")
-        out = self.source if "local,received" in argv else self.target
+        of_snapshots = "-r" not in argv
+        if self.fail or (of_snapshots and self.fail_snapshots):
+            raise TransportError("zfs get failed", argv, 1, "cannot open 'p/a@s2': dataset does not exist\n")
+        out = (self.snapshots if of_snapshots else self.source) if "local,received" in argv else self.target
         return subprocess.CompletedProcess(list(argv), 0, out, "")
 
 
@@ -270,11 +272,28 @@ def test_the_targets_own_and_received_values_and_what_the_source_sends_are_read_
     target, source = Sides2(TARGET_ALL), Sides2(source=SOURCE_SENT)
     got = before(both(incremental(), incremental("p/a/c")), target, source)
     assert target.calls == [["zfs", "get", "-H", "-p", "-r", "-t", "filesystem,volume", "-o", "name,property,value,received,source", "all", "q/a"]]
-    assert source.calls == [["zfs", "get", "-H", "-p", "-r", "-s", "local,received", "-o", "name,property,value", "all", "p/a"]]
+    # The datasets, then the snapshots sent of those whose datasets' properties are unchanged: p/a sends what q/a
+    # received (its mountpoint is never received: recv -x); p/a/c's compression changed to gzip.
+    assert source.calls == [
+        ["zfs", "get", "-H", "-p", "-r", "-t", "filesystem,volume", "-s", "local,received", "-o", "name,property,value", "all", "p/a"],
+        ["zfs", "get", "-H", "-p", "-s", "local,received", "-o", "name,property,value", "all", "p/a@s2", "p/a@s3"]]
     assert got is not None and got.target_local == {
         "q/a": {"canmount": "noauto", "setuid": "off", "devices": "off"}, "q/a/c": {"devices": "off"}}
-    # p/a sends what q/a received (its mountpoint is never received: recv -x); p/a/c's compression changed to gzip.
     assert got.props_unchanged == {"p/a"}
+
+
+def test_a_sent_snapshots_own_user_property_keeps_send_p():
+    got = before(both(incremental()), Sides2(TARGET_ALL), Sides2(source=SOURCE_SENT, snapshots="p/a@s2\tcom.example:note\tkeep\n"))
+    assert got is not None and got.props_unchanged == frozenset()
+    lines: list[str] = []
+    got = before(both(incremental()), Sides2(TARGET_ALL), Sides2(source=SOURCE_SENT, fail_snapshots=True), lines=lines)
+    assert got is not None and got.props_unchanged == frozenset() and "every stream carries them" in lines[-1]
+
+
+def test_the_sent_snapshots_are_read_200_at_a_time():
+    host = Sides2(snapshots="p/a@s7\tx:y\t1\n")
+    assert with_snapshot_props(host, [f"p/a@s{i}" for i in range(450)]) == {"p/a"}
+    assert [len(argv) - 9 for argv in host.calls] == [200, 200, 50]
 
 
 def test_properties_false_reads_only_the_values_receives_set():
@@ -285,7 +304,6 @@ def test_properties_false_reads_only_the_values_receives_set():
 
 
 @pytest.mark.parametrize("source_out", [
-    SOURCE_SENT + "p/a@s2\tcom.example:note\tkeep\n",  # a snapshot's own user property: -p carries it
     SOURCE_SENT.replace("p/a\tx:y\t1", "p/a\tx:y\t2"),  # a user property changed
     SOURCE_SENT + "p/a\tquota\t1073741824\n",  # a property set since
     SOURCE_SENT.replace("p/a\tcompression\tlz4\n", ""),  # a property removed: -p clears the received value
