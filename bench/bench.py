@@ -722,7 +722,7 @@ def machine_facts():
 def anatomy_steps(openzfs):
     steps = [('stream', 'one `zfs send -R -I` stream of the tree, no tool (the catch-up floor row)', 0, [], [], False),
              ('plain1', 'a plain `zfs send -I` into `zfs recv -u` per dataset, one at a time', 1, [], [], False),
-             ('plain4', "the same, 4 datasets at once (our run's width unless its transfers end within 2 s)", 4, [], [], False),
+             ('plain4', "the same, 4 datasets at once (our run's width until its streams prove small)", 4, [], [], False),
              ('plain8', 'the same, 8 at once', 8, [], [], False)]
     send, recv = [], []
     if openzfs:
@@ -733,7 +733,12 @@ def anatomy_steps(openzfs):
                                  [], ['-o', 'canmount=noauto', '-o', 'devices=off', '-o', 'setuid=off'])):
             send, recv = send + s, recv + r
             steps.append((key, adds, 4, send, recv, False))
-    steps.append(('pv', '+ pv counting the stream: our pipeline, 4 at once', 4, send, recv, True))
+    steps.append(('pv', '+ pv counting the stream: our pipeline with all its parts, 4 at once', 4, send, recv, True))
+    if openzfs:
+        # What our run sends into targets that hold the safe values as their own and have received every property
+        # (no send -p, no recv -o), as wide as it goes once its streams prove small.
+        steps.append(('lean', 'our pipeline as our run sends it here: no send -p and no recv -o (the targets hold those '
+                              'values and have received the properties), 8 at once', 8, ['-L', '-e', '-c'], ['-s', '-x', 'mountpoint'], True))
     steps.append(('ours', 'our run (zfs-replication-run: listings, plan, these pipelines, holds, verification)', 0, [], [], False))
     return steps
 

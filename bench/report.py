@@ -101,9 +101,13 @@ def _anatomy_reading(an):
         parts = [f"{k} {t[k] - t[prev]:+.1f} s" for prev, k in zip(chain, chain[1:])]
         out.append(f"Our pipeline 4 at once (pv row) took {t['pv'] / t['plain4']:.2f}x the plain one; each step's change over "
                    f"the one before (noisy where under a few seconds): {', '.join(parts)}.")
-    if 'pv' in t and 'ours' in t:
-        out.append(f"Our run took {t['ours'] - t['pv']:+.1f} s over its own pipelines run bare ({t['ours'] / t['pv']:.2f}x): "
-                   "its listings, plan, hold moves, verification and its Python process.")
+    if 'lean' in t and 'plain8' in t:
+        out.append(f"Our pipeline as our run sends it here (lean row: no send -p, no recv -o, 8 at once) took "
+                   f"{t['lean'] / t['plain8']:.2f}x the plain one 8 at once.")
+    bare = 'lean' if 'lean' in t else 'pv'
+    if bare in t and 'ours' in t:
+        out.append(f"Our run took {t['ours'] - t[bare]:+.1f} s over its own pipelines run bare ({bare} row, "
+                   f"{t['ours'] / t[bare]:.2f}x): its listings, plan, hold moves, verification and its Python process.")
     return [' '.join(out)] if out else []
 
 

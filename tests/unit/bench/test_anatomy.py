@@ -28,13 +28,15 @@ report = load('zr_bench_anatomy_report', 'report.py')
 
 def test_openzfs_steps_add_our_flags_one_at_a_time_up_to_our_pipeline():
     steps = {k: (width, send, recv, pv) for k, _adds, width, send, recv, pv in bench.anatomy_steps(True)}
-    assert list(steps) == ['stream', 'plain1', 'plain4', 'plain8', 'resumable', 'flags', 'props', 'safe', 'pv', 'ours']
+    assert list(steps) == ['stream', 'plain1', 'plain4', 'plain8', 'resumable', 'flags', 'props', 'safe', 'pv', 'lean', 'ours']
     assert steps['plain4'] == (4, [], [], False)
     assert steps['resumable'][2] == ['-s']
     assert steps['props'][1] == ['-L', '-e', '-c', '-p']
-    # the last pipeline step is what our run logs for a filesystem of a task that sends properties
+    # pv: every part our pipeline can have (a first full, or a target that does not hold the values); lean: what our
+    # run logs for a filesystem whose target holds the safe values and has received the properties
     assert steps['pv'] == (4, ['-L', '-e', '-c', '-p'],
                            ['-s', '-x', 'mountpoint', '-o', 'canmount=noauto', '-o', 'devices=off', '-o', 'setuid=off'], True)
+    assert steps['lean'] == (8, ['-L', '-e', '-c'], ['-s', '-x', 'mountpoint'], True)
 
 
 def test_zfs_fuse_steps_leave_out_what_it_lacks():
@@ -91,7 +93,11 @@ def test_report_says_the_one_stream_row_is_no_floor_and_what_each_step_adds(tmp_
     assert '| stream | adds stream | 103.40 | 103.4 | 2.37x |' in md
     assert 'Plain per-dataset pipelines 4 at once took 0.42x the one-stream time: the one-stream row is not a floor' in md
     assert 'resumable +6.4 s, flags +6.4 s, props +15.6 s, safe +1.0 s, pv +2.0 s' in md
-    assert 'Our run took +25.0 s over its own pipelines run bare (1.33x)' in md
+    assert 'Our run took +25.0 s over its own pipelines run bare (pv row, 1.33x)' in md
+    times['lean'] = 50.0
+    md = '\n'.join(report._anatomy(anatomy(times)))
+    assert 'Our pipeline as our run sends it here (lean row: no send -p, no recv -o, 8 at once) took 1.19x the plain one 8 at once' in md
+    assert 'Our run took +50.0 s over its own pipelines run bare (lean row, 2.00x)' in md
     assert '`zfs send -p -L -e -c -I a@1 a@2 | pv -n -b -f -i 5 | zfs recv -u -s b`' in md
 
 
