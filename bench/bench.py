@@ -735,10 +735,10 @@ def anatomy_steps(openzfs):
             steps.append((key, adds, 4, send, recv, False))
     steps.append(('pv', '+ pv counting the stream: our pipeline with all its parts, 4 at once', 4, send, recv, True))
     if openzfs:
-        # What our run sends into targets that hold the safe values as their own and have received every property
-        # (no send -p, no recv -o), as wide as it goes once its streams prove small.
-        steps.append(('lean', 'our pipeline as our run sends it here: no send -p and no recv -o (the targets hold those '
-                              'values and have received the properties), 8 at once', 8, ['-L', '-e', '-c'], ['-s', '-x', 'mountpoint'], True))
+        # What our run sends into targets that hold the safe values as their own (no recv -o), as wide as it goes once
+        # its streams prove small.
+        steps.append(('lean', 'our pipeline as our run sends it here: no recv -o (the targets hold those values as their '
+                              'own), 8 at once', 8, ['-L', '-e', '-c', '-p'], ['-s', '-x', 'mountpoint'], True))
     steps.append(('ours', 'our run (zfs-replication-run: listings, plan, these pipelines, holds, verification)', 0, [], [], False))
     return steps
 

@@ -102,7 +102,7 @@ def _anatomy_reading(an):
         out.append(f"Our pipeline 4 at once (pv row) took {t['pv'] / t['plain4']:.2f}x the plain one; each step's change over "
                    f"the one before (noisy where under a few seconds): {', '.join(parts)}.")
     if 'lean' in t and 'plain8' in t:
-        out.append(f"Our pipeline as our run sends it here (lean row: no send -p, no recv -o, 8 at once) took "
+        out.append(f"Our pipeline as our run sends it here (lean row: no recv -o, 8 at once) took "
                    f"{t['lean'] / t['plain8']:.2f}x the plain one 8 at once.")
     bare = 'lean' if 'lean' in t else 'pv'
     if bare in t and 'ours' in t:

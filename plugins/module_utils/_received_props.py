@@ -14,10 +14,8 @@ Two cases stand in for a capability:
   (:meth:`ReceivedProps.fix`). Those local properties are read for the run's datasets in batches
   (:class:`LocalProps`: one ``zfs get`` per side for up to 200 datasets), not twice per dataset.
 
-Before a run's incrementals into existing OpenZFS targets, :class:`BeforeReceives` reads what the targets hold and
-what the sources would send (one ``zfs get`` of the datasets per side, at once, then one of the snapshots sent, per
-200, where the datasets' properties are unchanged): a receive sets with ``-o`` only the values the target
-does not hold as its own, and a stream goes without ``send -p`` when the target has received all it would carry.
+Before a run's incrementals into existing OpenZFS targets, :class:`BeforeReceives` reads what the targets hold (one
+``zfs get`` of the values receives set): a receive sets with ``-o`` only the values the target does not hold as its own.
 """
 from __future__ import annotations
 
@@ -29,7 +27,7 @@ from typing import Callable
 from ._planner import DatasetPlan, Send
 from ._replication_task import ReplicationTask
 from ._streams import SAFE_VALUES, Streams, trimmable
-from ._transport import Host, TransportError, both_sides
+from ._transport import Host, TransportError
 from ._zfs import Capabilities, property_lines
 
 
@@ -40,88 +38,37 @@ def fixed_properties(task: ReplicationTask, caps: Capabilities) -> list[str]:
     return sorted(set(task.properties_override) | {p for p, _unused in SAFE_VALUES})
 
 
-def local_values(host: Host, root: str, props: str) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]]]:
-    """The own (local) values and the received values of PROPS (a comma-separated list, or ``all``) on every
-    filesystem and volume of ROOT's tree: one zfs get. A failed call is the caller's to handle (TransportError)."""
-    argv = ["zfs", "get", "-H", "-p", "-r", "-t", "filesystem,volume", "-o", "name,property,value,received,source", props, root]
-    local: dict[str, dict[str, str]] = {}
-    received: dict[str, dict[str, str]] = {}
-    for line in host.run(argv).stdout.splitlines():
-        parts = line.split("\t")
-        if len(parts) != 5:
-            continue
-        name, prop, value, got, source = parts
-        if source == "local":
-            local.setdefault(name, {})[prop] = value
-        if got != "-":
-            received.setdefault(name, {})[prop] = got
-    return local, received
-
-
-def sent_values(host: Host, roots: Iterable[str]) -> dict[str, dict[str, str]]:
-    """What ``zfs send -p`` carries of each filesystem and volume of ROOTS' trees: its own and received values. One
-    zfs get of the datasets (not their snapshots: a walk of every snapshot would cost as much as the listing)."""
-    argv = ["zfs", "get", "-H", "-p", "-r", "-t", "filesystem,volume", "-s", "local,received", "-o", "name,property,value", "all", *roots]
+def local_values(host: Host, root: str, props: Iterable[str]) -> dict[str, dict[str, str]]:
+    """The own (local) values of PROPS on every filesystem and volume of ROOT's tree: one zfs get of those properties
+    only (``all`` would cost several times a listing). A failed call is the caller's to handle (TransportError)."""
+    argv = ["zfs", "get", "-H", "-p", "-r", "-t", "filesystem,volume", "-s", "local", "-o", "name,property,value",
+            ",".join(sorted(set(props))), root]
     return property_lines(host.run(argv).stdout)
-
-
-def with_snapshot_props(host: Host, snapshots: list[str], batch: int = 200) -> set[str]:
-    """The datasets of which one of SNAPSHOTS has user properties of its own (``send -p`` carries those too): one zfs
-    get per BATCH snapshots, only of the snapshots the run sends."""
-    found: set[str] = set()
-    for i in range(0, len(snapshots), batch):
-        argv = ["zfs", "get", "-H", "-p", "-s", "local,received", "-o", "name,property,value", "all", *snapshots[i:i + batch]]
-        found.update(name.partition("@")[0] for name in property_lines(host.run(argv).stdout))
-    return found
 
 
 @dataclass(frozen=True)
 class BeforeReceives:
-    """What a run's incrementals into existing OpenZFS targets are decided on, read once before them (:func:`read`):
-    the targets' own values of the properties receives set with -o (``Streams.recv_settings``), and the sources
-    whose ``send -p`` would carry nothing the target has not received already (``Streams.send_flags``)."""
+    """What a run's incrementals into existing OpenZFS targets are decided on, read once before them (:meth:`read`):
+    the targets' own values of the properties receives set with -o (``Streams.recv_settings``)."""
 
     target_local: dict[str, dict[str, str]]
-    props_unchanged: frozenset[str]
 
     @staticmethod
     def read(streams: Streams, datasets: Iterable[DatasetPlan], log: Callable[[str], None]) -> BeforeReceives | None:
-        """One zfs get of the target's datasets (and of the source's when the task sends properties), both at once;
-        then, for the incrementals whose datasets' properties the target has all received, one zfs get per 200 of
-        the snapshots they send. None when no incremental goes into an existing target that can receive -o, or a read
-        failed (each receive then sets every value and carries the properties, as without it)."""
+        """One zfs get of the target tree's values of those properties; None when no incremental goes into an
+        existing target that can receive -o, or the read failed (every receive then sets them)."""
         task = streams.task
         caps = streams.dst_caps
         if caps is None or not caps.recv_props or streams.target is None:
             return None
-        incrementals = [d for d in datasets if d.sends and all(trimmable(s) for s in d.sends)]
-        if not incrementals:
+        if not any(trimmable(s) for d in datasets for s in d.sends):
             return None
-        with_sent = task.properties and not streams.emulate_exclude()
-        wanted = "all" if with_sent else ",".join(sorted({*task.properties_override, *(p for p, _value in SAFE_VALUES)}))
+        props = sorted({*task.properties_override, *(p for p, _value in SAFE_VALUES)})
         try:
-            (local, received), sent = both_sides(
-                lambda: local_values(streams.dst, task.target_dataset, wanted),
-                lambda: sent_values(streams.src, task.source_datasets) if with_sent else None)
+            return BeforeReceives(local_values(streams.dst, task.target_dataset, props))
         except TransportError as exc:
-            log(f"  reading the properties receives set and carry failed ({exc}): every receive sets and carries them")
+            log(f"  reading the targets' own {', '.join(props)} failed ({exc}): every receive sets them")
             return None
-        unchanged: set[str] = set()
-        if sent is not None:
-            ignore = {"mountpoint", *task.properties_exclude}  # never received (recv -x): not on the target to compare
-
-            def carried(props: dict[str, str]) -> dict[str, str]:
-                return {p: v for p, v in props.items() if p not in ignore}
-
-            same = [d for d in incrementals if not streams.is_raw(d.source)
-                    and carried(sent.get(d.source, {})) == carried(received.get(d.target, {}))]
-            try:
-                snapshot_props = with_snapshot_props(streams.src, [f"{s.source}@{n}" for d in same for s in d.sends for n in s.snapshots])
-            except TransportError as exc:
-                log(f"  reading the sent snapshots' own properties failed ({exc}): every stream carries them")
-                snapshot_props = {d.source for d in same}
-            unchanged = {d.source for d in same if d.source not in snapshot_props}
-        return BeforeReceives(local, frozenset(unchanged))
 
 
 class LocalProps:

@@ -122,8 +122,7 @@ class Runner:
         def transfer(source: Listing, target: Listing | None, before: BeforeReceives | None = None) -> Transfer:
             streams = Streams(self.task, sides.src, sides.dst, sides.src_caps, sides.dst_caps, source, target,
                               parent_encrypted=target_listing.parent_encrypted, counter_on_sender=counter_on_sender, log=self.log,
-                              target_local=before.target_local if before else None,
-                              props_unchanged=before.props_unchanged if before else frozenset())
+                              target_local=before.target_local if before else None)
             changes = TargetChanges(sides.dst, sides.dst_caps, self.holds, self.log)
             return Transfer(self.task, streams, self.keys, self.first_fulls, changes, self.log, self._sleep)
 
@@ -307,14 +306,13 @@ class Runner:
 
 
 def recv_settings_note(streams: Streams, send: Send) -> str:
-    """What the plan line of SEND adds when the target's properties were read: the -o its receive still sets, those
-    the target holds already (no -o, no commit for them), and whether its stream goes without send -p."""
+    """What the plan line of SEND adds when the target's own values were read: the -o its receive still sets, and
+    those the target holds already (no -o, no commit for them)."""
     if streams.target_local is None or not trimmable(send):
         return ""
     setting, held = streams.recv_settings(send)
     parts = ([f"recv -o {', '.join(f'{p}={v}' for p, v in setting)}"] if setting else []) + \
-        ([f"held on the target: {', '.join(f'{p}={v}' for p, v in held)}"] if held else []) + \
-        (["properties unchanged: no send -p"] if streams.skips_props(send) else [])
+        ([f"held on the target: {', '.join(f'{p}={v}' for p, v in held)}"] if held else [])
     return f" ({'; '.join(parts)})" if parts else ""
 
 

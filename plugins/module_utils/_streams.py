@@ -34,8 +34,8 @@ SAFE_VALUES = (("canmount", "noauto"), ("setuid", "off"), ("devices", "off"))
 
 
 def trimmable(send: Send) -> bool:
-    """An incremental into an existing target: the only stream whose recv -o and send -p depend on what the target
-    already holds (a full, forced, resumed or send -R stream always sets and carries everything)."""
+    """An incremental into an existing target: the only stream whose recv -o depends on what the target already holds
+    (a full, forced, resumed or send -R stream always sets everything)."""
     return send.mode != "full" and not (send.replicate or send.force or send.token)
 
 
@@ -54,11 +54,9 @@ class Streams:
     target: Listing | None
     parent_encrypted: bool = False
     counter_on_sender: bool = False
-    # Read once before the run's incrementals (_received_props.BeforeReceives): the targets' own (local) values of the
-    # properties receives set with -o (None: not read, every receive sets them), and the sources whose send -p would
-    # carry nothing the target has not received.
+    # The targets' own (local) values of the properties receives set with -o, read once before the run's incrementals
+    # (_received_props.BeforeReceives); None: not read, every receive sets them.
     target_local: Mapping[str, Mapping[str, str]] | None = None
-    props_unchanged: frozenset[str] = frozenset()
     log: Callable[[str], None] = lambda _line: None  # the run's log: the pipeline's line, netcat's port, progress
 
     def stream_flag(self, opt: str) -> bool:
@@ -111,7 +109,7 @@ class Streams:
         flags = []
         if send.replicate:
             flags.append("-R")
-        elif self.task.properties and not self.emulate_exclude() and not self.skips_props(send):
+        elif self.task.properties and not self.emulate_exclude():
             flags.append("-p")  # never to a target without recv -x/-o: the stream would create it with the source's mountpoint
         raw = self.is_raw(send.source)
         if raw:
@@ -123,12 +121,6 @@ class Streams:
         if not raw and self.stream_flag("compressed"):
             flags.append("-c")
         return flags
-
-    def skips_props(self, send: Send) -> bool:
-        """SEND is an incremental whose send -p would carry nothing new: the target has received every property value
-        the source would send, and none of the source's snapshots has user properties of its own. Without -p a
-        receive leaves the received values as they are; each -p cost the receive work per snapshot."""
-        return trimmable(send) and send.source in self.props_unchanged
 
     def recv_argv(self, send: Send) -> list[str]:
         argv = ["zfs", "recv", "-u"]

@@ -224,10 +224,7 @@ options:
         C(setuid=off) and C(devices=off), unless O(properties_override) sets them.
       - An incremental receive sets those values (and O(properties_override)'s) with C(zfs recv -o) only where the
         existing target does not already hold them as its own (local) values, which a received value never overrides
-        (each C(-o) costs a commit per received snapshot); and its stream goes without C(-p) where the target has
-        already received every property value the source would send and no snapshot sent has user properties of its
-        own (a receive without C(-p) leaves the received values as they are). The plan shows what is set, what is held
-        and which streams go without C(-p).
+        (each C(-o) costs a commit per received snapshot). The plan shows what is set and what is held.
       - On a target whose C(zfs recv) lacks C(-x)/C(-o) (such as zfs-fuse) the streams go without C(-p), and the
         source's local properties (minus those above and O(properties_exclude)) are set after each receive,
         as local values, so a run interrupted after a receive never leaves the source's mountpoint on the target.

@@ -130,27 +130,5 @@ def test_hostile_source_properties_never_apply_to_replicas(guest, guest_cleanup,
             if prop != 'canmount' and f'{prop}={SAFE[prop]}' in want[name][1].rpartition('held on the target: ')[2]:
                 assert received == 'on', line  # held: the stream carried the source's value, the local one wins
         assert len(out.splitlines()) == 9, out
-        # Nothing changed on the source since: every stream goes without send -p (the targets have received all of
-        # it). Then a user property on c1 and a snapshot's own on c2: those two carry -p again, and it arrives.
-        received_before = guest.zfs('get', '-H', '-r', '-t', 'filesystem', '-o', 'name,property,received', 'all', rec)
-        held_all = 'held on the target: canmount=noauto, devices=off, setuid=off'
-        for step, carried in (('10-10', ()), ('10-15', (f'{rec}/c1', f'{rec}/c2'))):
-            if step == '10-15':
-                guest.sh(f'zfs set zr:note=2 {src}/c1 && zfs snapshot -r {src}@auto-2026-11-28_{step}'
-                         f' && zfs set zr:snap=1 {src}/c2@auto-2026-11-28_{step}')
-            else:
-                guest.sh(f'zfs snapshot -r {src}@auto-2026-11-28_{step}')
-            res = ansible_playbook(playbook(tasks[1:2]), inventory_text=guest_inventory).task('recursive', 'zrvm')
-            assert res['changed'] is True and not res['errors'], res
-            for target in want:
-                note = held_all if target in carried else f'{held_all}; properties unchanged: no send -p'
-                assert sum(line.endswith(f'-> {target} ({note})') for line in res['log']) == 1, (step, target, res['log'])
-                piped = [line for line in res['log'] if line.startswith('  $ zfs send') and line.endswith(f' {target}')]
-                assert len(piped) == 1 and piped[0].endswith(f'| zfs recv -u -s -x mountpoint {target}'), (step, piped)
-                assert (' -p ' in piped[0].split('|')[0]) == (target in carried), (step, piped)
-            if step == '10-10':  # a receive without -p left every received value as it was
-                assert guest.zfs('get', '-H', '-r', '-t', 'filesystem', '-o', 'name,property,received', 'all', rec) == received_before
-        assert guest.zfs('get', '-H', '-o', 'received', 'zr:note', f'{rec}/c1').strip() == '2'
-        assert guest.zfs('get', '-H', '-o', 'value,source', 'zr:snap', f'{rec}/c2@auto-2026-11-28_10-15').strip() == '1\treceived'
     finally:
         guest.sh(f'for ds in {" ".join(tree)}; do zfs set canmount=noauto "$ds" 2>/dev/null || true; done; rm -rf {hostile}')

@@ -33,10 +33,10 @@ def test_openzfs_steps_add_our_flags_one_at_a_time_up_to_our_pipeline():
     assert steps['resumable'][2] == ['-s']
     assert steps['props'][1] == ['-L', '-e', '-c', '-p']
     # pv: every part our pipeline can have (a first full, or a target that does not hold the values); lean: what our
-    # run logs for a filesystem whose target holds the safe values and has received the properties
+    # run logs for a filesystem whose target holds the safe values as its own
     assert steps['pv'] == (4, ['-L', '-e', '-c', '-p'],
                            ['-s', '-x', 'mountpoint', '-o', 'canmount=noauto', '-o', 'devices=off', '-o', 'setuid=off'], True)
-    assert steps['lean'] == (8, ['-L', '-e', '-c'], ['-s', '-x', 'mountpoint'], True)
+    assert steps['lean'] == (8, ['-L', '-e', '-c', '-p'], ['-s', '-x', 'mountpoint'], True)
 
 
 def test_zfs_fuse_steps_leave_out_what_it_lacks():
@@ -96,7 +96,7 @@ def test_report_says_the_one_stream_row_is_no_floor_and_what_each_step_adds(tmp_
     assert 'Our run took +25.0 s over its own pipelines run bare (pv row, 1.33x)' in md
     times['lean'] = 50.0
     md = '\n'.join(report._anatomy(anatomy(times)))
-    assert 'Our pipeline as our run sends it here (lean row: no send -p, no recv -o, 8 at once) took 1.19x the plain one 8 at once' in md
+    assert 'Our pipeline as our run sends it here (lean row: no recv -o, 8 at once) took 1.19x the plain one 8 at once' in md
     assert 'Our run took +50.0 s over its own pipelines run bare (lean row, 2.00x)' in md
     assert '`zfs send -p -L -e -c -I a@1 a@2 | pv -n -b -f -i 5 | zfs recv -u -s b`' in md
 
