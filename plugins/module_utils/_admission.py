@@ -32,10 +32,9 @@ LONG = 30.0  # seconds: a transfer running this long moves data, whatever the la
 class Ticket:
     """One admitted transfer: the caller sets ``bytes`` to what it moved (None: not counted)."""
 
-    __slots__ = ("began", "bytes")
+    __slots__ = ("bytes",)
 
-    def __init__(self, began: float) -> None:
-        self.began = began
+    def __init__(self) -> None:
         self.bytes: int | None = None
 
 
@@ -77,7 +76,7 @@ class Admission:
             if len(self._running) > self.base and not self._widened:
                 self._widened = True
                 self.log(f"  streams are small (under {SMALL // 2**20} MiB each): up to {self.most} datasets at once")
-        ticket = Ticket(began)
+        ticket = Ticket()
         try:
             yield ticket
         finally:

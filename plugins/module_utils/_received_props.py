@@ -14,7 +14,7 @@ Two cases stand in for a capability:
   (:meth:`ReceivedProps.fix`). Those local properties are read for the run's datasets in batches
   (:class:`LocalProps`: one ``zfs get`` per side for up to 200 datasets), not twice per dataset.
 
-Before a run's incrementals into existing OpenZFS targets, :class:`BeforeReceives` reads what the targets hold (one
+Before a run's incrementals into existing OpenZFS targets, :func:`read_target_local` reads what the targets hold (one
 ``zfs get`` of the values receives set): a receive sets with ``-o`` only the values the target does not hold as its own.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ from ._planner import DatasetPlan, Send
 from ._replication_task import ReplicationTask
 from ._streams import SAFE_VALUES, Streams, trimmable
 from ._transport import Host, TransportError
-from ._zfs import Capabilities, property_lines
+from ._zfs import Capabilities, Listing, property_lines
 
 
 def fixed_properties(task: ReplicationTask, caps: Capabilities) -> list[str]:
@@ -46,29 +46,19 @@ def local_values(host: Host, root: str, props: Iterable[str]) -> dict[str, dict[
     return property_lines(host.run(argv).stdout)
 
 
-@dataclass(frozen=True)
-class BeforeReceives:
-    """What a run's incrementals into existing OpenZFS targets are decided on, read once before them (:meth:`read`):
-    the targets' own values of the properties receives set with -o (``Streams.recv_settings``)."""
-
-    target_local: dict[str, dict[str, str]]
-
-    @staticmethod
-    def read(streams: Streams, datasets: Iterable[DatasetPlan], log: Callable[[str], None]) -> BeforeReceives | None:
-        """One zfs get of the target tree's values of those properties; None when no incremental goes into an
-        existing target that can receive -o, or the read failed (every receive then sets them)."""
-        task = streams.task
-        caps = streams.dst_caps
-        if caps is None or not caps.recv_props or streams.target is None:
-            return None
-        if not any(trimmable(s) for d in datasets for s in d.sends):
-            return None
-        props = sorted({*task.properties_override, *(p for p, _value in SAFE_VALUES)})
-        try:
-            return BeforeReceives(local_values(streams.dst, task.target_dataset, props))
-        except TransportError as exc:
-            log(f"  reading the targets' own {', '.join(props)} failed ({exc}): every receive sets them")
-            return None
+def read_target_local(task: ReplicationTask, dst: Host, caps: Capabilities, target: Listing | None,
+                      datasets: Iterable[DatasetPlan], log: Callable[[str], None]) -> dict[str, dict[str, str]] | None:
+    """The existing targets' own values of the properties receives set with -o (``Streams.recv_settings``), read once
+    before a run's incrementals into them: one zfs get of the target tree's values of those properties. None when no
+    incremental goes into an existing target that can receive -o, or the read failed (every receive then sets them)."""
+    if not caps.recv_props or target is None or not any(trimmable(s) for d in datasets for s in d.sends):
+        return None
+    props = sorted({*task.properties_override, *(p for p, _value in SAFE_VALUES)})
+    try:
+        return local_values(dst, task.target_dataset, props)
+    except TransportError as exc:
+        log(f"  reading the targets' own {', '.join(props)} failed ({exc}): every receive sets them")
+        return None
 
 
 class LocalProps:

@@ -25,7 +25,7 @@ from ._listings import Listings, TargetListing
 from ._mount import mount_received
 from ._planner import DatasetPlan, Plan, PlanError, PlanTask, Send, plan, target_root
 from ._preflight import Preflight
-from ._received_props import BeforeReceives
+from ._received_props import read_target_local
 from ._replication_task import ReplicationTask, TaskError, suggest_name
 from ._results import DatasetResult, RunResult, planned_after, snapshot_names
 from ._resume import resume_interrupted
@@ -119,10 +119,10 @@ class Runner:
         preflight.encrypted_sources(source)
         self.keys.obtain(target.listing, check_mode)  # before anything changes: a lost key stops the run here
 
-        def transfer(source: Listing, target: Listing | None, before: BeforeReceives | None = None) -> Transfer:
+        def transfer(source: Listing, target: Listing | None, target_local: dict[str, dict[str, str]] | None = None) -> Transfer:
             streams = Streams(self.task, sides.src, sides.dst, sides.src_caps, sides.dst_caps, source, target,
                               parent_encrypted=target_listing.parent_encrypted, counter_on_sender=counter_on_sender, log=self.log,
-                              target_local=before.target_local if before else None)
+                              target_local=target_local)
             changes = TargetChanges(sides.dst, sides.dst_caps, self.holds, self.log)
             return Transfer(self.task, streams, self.keys, self.first_fulls, changes, self.log, self._sleep)
 
@@ -130,8 +130,8 @@ class Runner:
         prepared = self.prepare(sides, listings, source, target, transfer, now, check_mode)
         plan_task = self.task.plan_task(now)  # selection, schedules and lifetimes: built once, for the plan and retention
         the_plan = self.plan(plan_task, prepared)
-        before = BeforeReceives.read(transfer(prepared.source, prepared.target).streams, the_plan.datasets, self.log)
-        planned = transfer(prepared.source, prepared.target, before)
+        target_local = read_target_local(self.task, sides.dst, sides.dst_caps, prepared.target, the_plan.datasets, self.log)
+        planned = transfer(prepared.source, prepared.target, target_local)
         results, errors = self.report_plan(the_plan, prepared, planned.streams)
         executed = self.execute(the_plan, plan_task, prepared, planned, results, errors, check_mode)
         return self.result(start, check_mode, sides, the_plan, prepared, executed, results, errors)

@@ -55,7 +55,7 @@ class Streams:
     parent_encrypted: bool = False
     counter_on_sender: bool = False
     # The targets' own (local) values of the properties receives set with -o, read once before the run's incrementals
-    # (_received_props.BeforeReceives); None: not read, every receive sets them.
+    # (_received_props.read_target_local); None: not read, every receive sets them.
     target_local: Mapping[str, Mapping[str, str]] | None = None
     log: Callable[[str], None] = lambda _line: None  # the run's log: the pipeline's line, netcat's port, progress
 

@@ -16,7 +16,7 @@ import pytest
 from ansible_collections.zfs.replication.plugins.module_utils import _zfs as z
 from ansible_collections.zfs.replication.plugins.module_utils._planner import DatasetPlan, Send
 from ansible_collections.zfs.replication.plugins.module_utils._preflight import Preflight
-from ansible_collections.zfs.replication.plugins.module_utils._received_props import BeforeReceives, fixed_properties
+from ansible_collections.zfs.replication.plugins.module_utils._received_props import fixed_properties, read_target_local
 from ansible_collections.zfs.replication.plugins.module_utils._replication import TaskError, recv_settings_note
 from ansible_collections.zfs.replication.plugins.module_utils._replication_task import ReplicationTask
 from ansible_collections.zfs.replication.plugins.module_utils._streams import Streams
@@ -229,12 +229,10 @@ TARGET_LOCAL = "q/a\tcanmount\tnoauto\nq/a\tsetuid\toff\nq/a\tdevices\toff\nq/a/
 
 
 def before(plans: list[DatasetPlan], target: Target, caps: z.Capabilities = OPENZFS, listed: bool = True,
-           lines: list[str] | None = None, **params: Any) -> BeforeReceives | None:
+           lines: list[str] | None = None, **params: Any) -> dict[str, dict[str, str]] | None:
     run = runner(caps, **params)
-    run.dst = target
     listing = z.Listing("q/a", {"q/a": z.Dataset("q/a", "filesystem"), "q/a/c": z.Dataset("q/a/c", "filesystem")})
-    streams = dataclasses.replace(run.streams(), target=listing if listed else None)
-    return BeforeReceives.read(streams, plans, (lines if lines is not None else []).append)
+    return read_target_local(run.task, target, caps, listing if listed else None, plans, (lines if lines is not None else []).append)
 
 
 def both(*sends: Send) -> list[DatasetPlan]:
@@ -246,8 +244,8 @@ def test_the_targets_own_values_are_read_in_one_call_of_those_properties_only():
     got = before(both(incremental(), incremental("p/a/c")), target, properties_override={"compression": "lz4"})
     assert target.calls == [["zfs", "get", "-H", "-p", "-r", "-t", "filesystem,volume", "-s", "local", "-o", "name,property,value",
                              "canmount,compression,devices,setuid", "q/a"]]
-    assert got == BeforeReceives({"q/a": {"canmount": "noauto", "setuid": "off", "devices": "off"}, "q/a/c": {"devices": "off"}})
-    streams = dataclasses.replace(runner().streams(), target_local=got.target_local)
+    assert got == {"q/a": {"canmount": "noauto", "setuid": "off", "devices": "off"}, "q/a/c": {"devices": "off"}}
+    streams = dataclasses.replace(runner().streams(), target_local=got)
     assert pairs(streams.recv_argv(incremental()), "-o") == []
     assert pairs(streams.recv_argv(incremental("p/a/c")), "-o") == ["canmount=noauto", "setuid=off"]
 
