@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -64,13 +65,19 @@ def read_target_local(task: ReplicationTask, dst: Host, caps: Capabilities, targ
 class LocalProps:
     """The local properties (``zfs get -s local all``) of a run's datasets, read for many datasets in one call per side
     (:meth:`prefetch`) and served from there; a dataset not read that way (created by this run, or its batch failed)
-    costs a call of its own (:meth:`get`). Thread-safe: the run's transfers ask from their workers."""
+    costs a call of its own (:meth:`get`). Thread-safe: the run's transfers ask from their workers, and the batch
+    read may run beside them (:meth:`reading`): an answer waits for it."""
 
     BATCH = 200
 
     def __init__(self) -> None:
         self._known: dict[tuple[str, str], dict[str, str]] = {}
         self._lock = threading.Lock()
+        self._reading: Future[None] | None = None
+
+    def reading(self, batch: Future[None]) -> None:
+        """The batch read runs in BATCH (its prefetches): :meth:`get` waits for it to end first."""
+        self._reading = batch
 
     @staticmethod
     def _read(host: Host, names: list[str], check: bool = False) -> tuple[int, dict[str, dict[str, str]]]:
@@ -90,6 +97,8 @@ class LocalProps:
 
     def get(self, side: str, host: Host, name: str) -> dict[str, str]:
         """NAME's local properties as prefetched for SIDE, else read now (:meth:`read`)."""
+        if self._reading is not None:
+            self._reading.result()
         with self._lock:
             known = self._known.get((side, name))
         return known if known is not None else self.read(host, name)

@@ -221,11 +221,15 @@ class Runner:
                 except TransportError as exc:
                     errors.append(f"hold: {exc}")
             return Executed(before, None, bool(prepared.resumed))
-        done: list[DatasetPlan] = []
-        try:
-            done = self.send(the_plan, prepared, transfer, results, errors)
-        finally:
-            after = self.list_after(the_plan, before, transfer)
+        sent = self.send(the_plan, prepared, transfer, results, errors)
+        if before is not None and only_adds(the_plan, before):
+            # The snapshots sent are read while the holds move (neither changes what the other reads): a catch-up's
+            # two last steps at once.
+            after, done = both_sides(lambda: list_received(self.dst, before, [d for d in the_plan.datasets if d.sends]),
+                                     lambda: self.settle(the_plan, prepared, sent, results, errors))
+        else:  # the whole tree again, once the holds have moved: retention reads it
+            done = self.settle(the_plan, prepared, sent, results, errors)
+            after = self.list_after(the_plan, transfer)
         verify(the_plan, prepared.source, after, errors, results)
         destroyed = transfer.changes.retain(done, prepared.source, after, plan_task, results, errors)
         if self.task.mount:
@@ -240,11 +244,9 @@ class Runner:
         )
         return Executed(after, names_after, changed)
 
-    def list_after(self, the_plan: Plan, before: Listing | None, transfer: Transfer) -> Listing | None:
-        """The target tree after the sends, for verification and retention: only the snapshots sent when the run
-        just added snapshots to existing targets (_verify.only_adds), else the whole tree again."""
-        if before is not None and only_adds(the_plan, before):
-            return list_received(self.dst, before, [d for d in the_plan.datasets if d.sends])
+    def list_after(self, the_plan: Plan, transfer: Transfer) -> Listing | None:
+        """The whole target tree after a run that did more than add snapshots to existing targets (_verify.only_adds),
+        for verification and retention."""
         try:
             return list_tree(self.dst, transfer.streams.dst_caps, self.task.target_dataset, (CREATION,))
         except DatasetMissing:
@@ -252,14 +254,18 @@ class Runner:
 
     def send(self, the_plan: Plan, prepared: Prepared, transfer: Transfer, results: dict[str, DatasetResult],
              errors: list[str]) -> list[DatasetPlan]:
-        """Create, send, roll back, move holds, set readonly. Returns the datasets whose target retention may run
-        (their sends succeeded and the holds moved); retention itself runs on the listing taken after this."""
+        """Create, send, roll back: the datasets whose plan succeeded (then :meth:`settle`)."""
         if the_plan.create_target_root:
             self.log(f"create {self.task.target_dataset} on {self.dst.label}")
             self.dst.run(["zfs", "create", self.task.target_dataset])
         self.keys.load(the_plan, prepared.target)
         work = [d for d in the_plan.datasets if d.sends or d.destroy_before or d.destroy_after or d.rollback]
-        done = transfer.run_all(work, results, errors)
+        return transfer.run_all(work, results, errors)
+
+    def settle(self, the_plan: Plan, prepared: Prepared, done: list[DatasetPlan], results: dict[str, DatasetResult],
+               errors: list[str]) -> list[DatasetPlan]:
+        """After the sends: move the holds, set readonly. Returns the datasets whose target retention may run (their
+        plan succeeded and the holds moved); retention itself runs on the listing taken after the sends."""
         moved = [d for d in done if d.sends and d.pending] + [d for d in the_plan.datasets if self.holds_need_repair(d, prepared)]
         if self.task.hold_base:
             try:

@@ -244,13 +244,14 @@ class Transfer:
         legacy = any(caps is not None and caps.version is None for caps in (self.streams.src_caps, self.streams.dst_caps))
         return Admission(self.task.parallel_transfers, self.log, widen=not legacy)
 
-    def read_local_props(self, work: list[DatasetPlan]) -> None:
-        """Targets without recv -x/-o get the source's local properties copied after each receive: read them, and
-        the existing targets' own, for all of the run's datasets at once (one zfs get per side per 200 datasets, the two
-        sides at the same time)."""
+    def local_props_reader(self, work: list[DatasetPlan]) -> Callable[[], None] | None:
+        """Targets without recv -x/-o get the source's local properties copied after each receive: what reads them,
+        and the existing targets' own, for all of the run's datasets at once (one zfs get per side per 200 datasets, the
+        two sides at the same time); None when nothing is copied. run_all runs it beside the first transfers: a
+        receive takes longer than these reads, and only what follows it (ReceivedProps.fix) waits for them."""
         streams = self.streams
         if not streams.emulate_exclude():
-            return
+            return None
         sends = [d for d in work if any(not s.replicate for s in d.sends)]
         listed = streams.target
         # The targets ReceivedProps.fix reads as listed: existing ones an incremental reaches (a full reads its new one).
@@ -263,7 +264,10 @@ class Transfer:
             except TransportError as exc:  # each transfer then reads its own, and fails with its dataset named if it must
                 self.log(f"  reading local properties in one call failed ({exc}): each dataset reads its own")
 
-        both_sides(lambda: prefetch("source", streams.src, [d.source for d in sends]), lambda: prefetch("target", streams.dst, existing))
+        def read() -> None:
+            both_sides(lambda: prefetch("source", streams.src, [d.source for d in sends]), lambda: prefetch("target", streams.dst, existing))
+
+        return read
 
     def run_all(self, work: list[DatasetPlan], results: dict[str, DatasetResult], errors: list[str]) -> list[DatasetPlan]:
         """Run every dataset's plan, as many at once as the run's admission allows; returns those that succeeded, in plan
@@ -275,7 +279,7 @@ class Transfer:
         """
         status: dict[str, str] = {}  # source -> ok | failed | lost (a failed full send: nothing below it can land)
         jobs: dict[str, Future] = {}
-        self.read_local_props(work)
+        reader = self.local_props_reader(work)
 
         def job(dplan: DatasetPlan, parent: tuple[str, Future] | None) -> None:
             res = results[dplan.target]
@@ -295,10 +299,14 @@ class Transfer:
                 status[dplan.source] = "lost" if res.action == "full" else "failed"
 
         admission = self.admission()
-        with ThreadPoolExecutor(max_workers=max(1, min(admission.workers, len(work)))) as pool:
+        with ThreadPoolExecutor(max_workers=max(1, min(admission.workers, len(work))) + (reader is not None)) as pool:
+            # The batch read of local properties in a thread of its own: the transfers keep every worker.
+            reading = [pool.submit(reader)] if reader is not None else []
+            for batch in reading:
+                self.local_props.reading(batch)
             for dplan in work:
                 parent = nearest_ancestor(dplan.source, jobs)
                 jobs[dplan.source] = pool.submit(job, dplan, (parent, jobs[parent]) if parent is not None else None)
-        for future in jobs.values():
+        for future in [*reading, *jobs.values()]:
             future.result()  # an unexpected error in a job is the run's error, as it was before threads
         return [d for d in work if status.get(d.source) == "ok"]

@@ -392,3 +392,59 @@ def test_removing_the_task_releases_its_holds_in_one_holds_and_one_release_call(
         assert pool.holds == holds and [c[1] for c in pool.calls] == ["holds"]
     else:
         assert pool.holds == {k: v - {ours} for k, v in holds.items()} and [c[1] for c in pool.calls] == ["holds", "release"]
+
+
+class Settling(Snapshots):
+    """Snapshots, and a zfs hold/release that waits up to WAIT seconds for the read of what arrived to have begun: the
+    hold can only see the read begun when the run makes both at once."""
+
+    def __init__(self, have: dict[str, tuple[str, int]], wait: float) -> None:
+        super().__init__(have)
+        self.wait = wait
+        self.reading = threading.Event()
+        self.hold_saw_read: list[bool] = []
+
+    def run(self, argv: Sequence[str], check: bool = True, input_text: str | None = None) -> subprocess.CompletedProcess:
+        if argv[1] in ("hold", "release"):
+            self.hold_saw_read.append(self.reading.wait(timeout=self.wait))
+            return subprocess.CompletedProcess(list(argv), 0, "", "")
+        self.reading.set()
+        return super().run(argv, check, input_text)
+
+
+@pytest.mark.parametrize("adds_only", [True, False])
+def test_a_catch_up_reads_what_arrived_while_its_holds_move(adds_only):
+    """The two steps after a catch-up's sends run at once (neither changes what the other reads); any other run lists
+    the whole tree after the holds have moved (retention reads it). Verification passes on what was read."""
+    from ansible_collections.zfs.replication.plugins.module_utils._planner import PlanTask
+    from ansible_collections.zfs.replication.plugins.module_utils._replication import Prepared, Runner
+    from ansible_collections.zfs.replication.plugins.module_utils._replication_task import ReplicationTask
+
+    task = ReplicationTask.from_params({"name": "t", "source_datasets": ["p/a"], "target_dataset": "q/a", "transport": "local",
+                                        "naming_schema": ["auto-%Y-%m-%d_%H-%M"]})
+    runner = Runner(task)
+    host = Settling({"q/a@s2": ("g2", 20)}, wait=30 if adds_only else 0)  # the source's and the target's calls
+    runner.src = runner.dst = host
+    source = Listing("p/a", {"p/a": Dataset("p/a", "filesystem", snapshots=[Snapshot("p/a", "s1", "g1", 10, 1), Snapshot("p/a", "s2", "g2", 20, 0)])})
+    before = Listing("q/a", {"q/a": Dataset("q/a", "filesystem", snapshots=[Snapshot("q/a", "s1", "g1", 5, 1)])})
+    dplan = DatasetPlan("p/a", "q/a", "incremental", base="s1", sends=[Send("p/a", "q/a", "I", "s2", "s1", ["s2"])],
+                        rollback=not adds_only)
+    the_plan = Plan([dplan])
+    results = {"q/a": DatasetResult("p/a", "q/a", "incremental", "s1", snapshots_sent=["s2"])}
+
+    class Sent:  # the transfers, done: every plan succeeded
+        changes = type("Changes", (), {"retain": staticmethod(lambda *_a: {})})()
+
+        @staticmethod
+        def run_all(work, _results, _errors):  # type: ignore[no-untyped-def]
+            return work
+
+    listed: list[str] = []
+    runner.list_after = lambda _plan, _transfer: listed.append("tree") or after_tree  # type: ignore[method-assign]
+    after_tree = Listing("q/a", {"q/a": Dataset("q/a", "filesystem", snapshots=[Snapshot("q/a", "s2", "g2", 20, 1)])})
+    errors: list[str] = []
+    executed = runner.execute(the_plan, PlanTask.__new__(PlanTask), Prepared(source, before, set()), Sent(), results, errors, False)  # type: ignore[arg-type]
+    assert errors == [] and results["q/a"].error is None
+    assert snapshot_names(executed.after)["q/a"] == (["s1", "s2"] if adds_only else ["s2"])
+    assert host.hold_saw_read == [adds_only] * 4  # hold on both sides, then release on both
+    assert listed == ([] if adds_only else ["tree"])

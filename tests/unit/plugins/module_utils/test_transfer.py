@@ -13,6 +13,7 @@ import pytest
 from ansible_collections.zfs.replication.plugins.module_utils._first_full import FirstFulls
 from ansible_collections.zfs.replication.plugins.module_utils._holds import Holds, hold_tag
 from ansible_collections.zfs.replication.plugins.module_utils._planner import DatasetPlan, Send
+from ansible_collections.zfs.replication.plugins.module_utils._received_props import LocalProps
 from ansible_collections.zfs.replication.plugins.module_utils._replication import DatasetResult
 from ansible_collections.zfs.replication.plugins.module_utils._replication_task import ReplicationTask, TaskError
 from ansible_collections.zfs.replication.plugins.module_utils._streams import Streams
@@ -185,3 +186,47 @@ def test_a_number_set_is_never_exceeded_even_when_transfers_are_short():
     plans, results = work(TREE)
     r.run_all(plans, results, [])
     assert r.most == 4 and not r.barrier.broken  # the root ended at once, and still four, never more
+
+
+def test_a_legacy_targets_batch_read_of_local_properties_runs_beside_the_first_transfers():
+    """zfs-fuse (no recv -o/-x): the source's local properties are copied after each receive. Their batch read (one zfs
+    get per side) runs while the first transfers do; a copy waits for it. The read below finishes only once a transfer
+    has started: a runner that read first, then transferred, would fail it."""
+    transferring = threading.Event()
+    seen: list[bool] = []
+
+    class SlowProps(LocalProps):
+        def prefetch(self, side, host, names):  # type: ignore[no-untyped-def]
+            seen.append(transferring.wait(timeout=30))
+            with self._lock:
+                self._known.update({(side, n): {"from": side} for n in names})
+
+    class Copying(TimedTransfer):
+        def execute_dataset(self, dplan, res, errors):  # type: ignore[no-untyped-def,override]
+            transferring.set()
+            ok = super().execute_dataset(dplan, res, errors)
+            copied[dplan.source] = self.local_props.get("source", self.streams.src, dplan.source)
+            return ok
+
+    copied: dict[str, dict[str, str]] = {}
+    r = Copying(parallel=None)
+    r.streams = dataclasses.replace(r.streams, src_caps=LEGACY, dst_caps=LEGACY)
+    r.local_props = SlowProps()
+    plans, results = work(TREE)
+    done = r.run_all(plans, results, [])
+    assert [d.source for d in done] == list(TREE)
+    assert seen == [True, True]  # both sides' reads ran while a transfer did
+    assert copied == {src: {"from": "source"} for src in TREE}  # every copy got the batch's values, none read its own
+
+
+def test_an_unexpected_error_in_the_batch_read_is_the_runs_error():
+    class Broken(LocalProps):
+        def prefetch(self, side, host, names):  # type: ignore[no-untyped-def]
+            raise RuntimeError("unexpected")
+
+    r = TimedTransfer(parallel=None)
+    r.streams = dataclasses.replace(r.streams, src_caps=LEGACY, dst_caps=LEGACY)
+    r.local_props = Broken()
+    plans, results = work(TREE)
+    with pytest.raises(RuntimeError, match="unexpected"):
+        r.run_all(plans, results, [])
