@@ -79,6 +79,11 @@ class LocalProps:
         """The batch read runs in BATCH (its prefetches): :meth:`get` waits for it to end first."""
         self._reading = batch
 
+    def wait(self) -> None:
+        """Until the batch read given to :meth:`reading` has ended; its unexpected error is raised here."""
+        if self._reading is not None:
+            self._reading.result()
+
     @staticmethod
     def _read(host: Host, names: list[str], check: bool = False) -> tuple[int, dict[str, dict[str, str]]]:
         proc = host.run(["zfs", "get", "-H", "-p", "-s", "local", "-o", "name,property,value", "all", *names], check=check)
@@ -97,8 +102,7 @@ class LocalProps:
 
     def get(self, side: str, host: Host, name: str) -> dict[str, str]:
         """NAME's local properties as prefetched for SIDE, else read now (:meth:`read`)."""
-        if self._reading is not None:
-            self._reading.result()
+        self.wait()
         with self._lock:
             known = self._known.get((side, name))
         return known if known is not None else self.read(host, name)

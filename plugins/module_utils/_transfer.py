@@ -300,13 +300,12 @@ class Transfer:
 
         admission = self.admission()
         with ThreadPoolExecutor(max_workers=max(1, min(admission.workers, len(work))) + (reader is not None)) as pool:
-            # The batch read of local properties in a thread of its own: the transfers keep every worker.
-            reading = [pool.submit(reader)] if reader is not None else []
-            for batch in reading:
-                self.local_props.reading(batch)
+            if reader is not None:  # the batch read of local properties, in a thread of its own: the transfers keep every worker
+                self.local_props.reading(pool.submit(reader))
             for dplan in work:
                 parent = nearest_ancestor(dplan.source, jobs)
                 jobs[dplan.source] = pool.submit(job, dplan, (parent, jobs[parent]) if parent is not None else None)
-        for future in [*reading, *jobs.values()]:
+        self.local_props.wait()  # its unexpected error is the run's too, whether or not a transfer asked for it
+        for future in jobs.values():
             future.result()  # an unexpected error in a job is the run's error, as it was before threads
         return [d for d in work if status.get(d.source) == "ok"]

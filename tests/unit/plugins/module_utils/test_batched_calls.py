@@ -11,12 +11,15 @@ from __future__ import annotations
 import subprocess
 import threading
 from collections.abc import Sequence
+from types import SimpleNamespace
 
 import pytest
 
 from ansible_collections.zfs.replication.plugins.module_utils._holds import Holds, recursive_roots
-from ansible_collections.zfs.replication.plugins.module_utils._planner import DatasetPlan, Plan, Send
+from ansible_collections.zfs.replication.plugins.module_utils._planner import DatasetPlan, Plan, PlanTask, Send
 from ansible_collections.zfs.replication.plugins.module_utils._received_props import LocalProps
+from ansible_collections.zfs.replication.plugins.module_utils._replication import Prepared, Runner
+from ansible_collections.zfs.replication.plugins.module_utils._replication_task import ReplicationTask
 from ansible_collections.zfs.replication.plugins.module_utils._results import DatasetResult, snapshot_names
 from ansible_collections.zfs.replication.plugins.module_utils._transport import Host, TransportError
 from ansible_collections.zfs.replication.plugins.module_utils._verify import list_received, only_adds, verify
@@ -416,10 +419,6 @@ class Settling(Snapshots):
 def test_a_catch_up_reads_what_arrived_while_its_holds_move(adds_only):
     """The two steps after a catch-up's sends run at once (neither changes what the other reads); any other run lists
     the whole tree after the holds have moved (retention reads it). Verification passes on what was read."""
-    from ansible_collections.zfs.replication.plugins.module_utils._planner import PlanTask
-    from ansible_collections.zfs.replication.plugins.module_utils._replication import Prepared, Runner
-    from ansible_collections.zfs.replication.plugins.module_utils._replication_task import ReplicationTask
-
     task = ReplicationTask.from_params({"name": "t", "source_datasets": ["p/a"], "target_dataset": "q/a", "transport": "local",
                                         "naming_schema": ["auto-%Y-%m-%d_%H-%M"]})
     runner = Runner(task)
@@ -432,18 +431,13 @@ def test_a_catch_up_reads_what_arrived_while_its_holds_move(adds_only):
     the_plan = Plan([dplan])
     results = {"q/a": DatasetResult("p/a", "q/a", "incremental", "s1", snapshots_sent=["s2"])}
 
-    class Sent:  # the transfers, done: every plan succeeded
-        changes = type("Changes", (), {"retain": staticmethod(lambda *_a: {})})()
-
-        @staticmethod
-        def run_all(work, _results, _errors):  # type: ignore[no-untyped-def]
-            return work
-
+    # The transfers, done (every plan succeeded), and no retention due.
+    sent = SimpleNamespace(run_all=lambda work, _results, _errors: work, changes=SimpleNamespace(retain=lambda *_a: {}))
+    after_tree = Listing("q/a", {"q/a": Dataset("q/a", "filesystem", snapshots=[Snapshot("q/a", "s2", "g2", 20, 1)])})
     listed: list[str] = []
     runner.list_after = lambda _plan, _transfer: listed.append("tree") or after_tree  # type: ignore[method-assign]
-    after_tree = Listing("q/a", {"q/a": Dataset("q/a", "filesystem", snapshots=[Snapshot("q/a", "s2", "g2", 20, 1)])})
     errors: list[str] = []
-    executed = runner.execute(the_plan, PlanTask.__new__(PlanTask), Prepared(source, before, set()), Sent(), results, errors, False)  # type: ignore[arg-type]
+    executed = runner.execute(the_plan, PlanTask.__new__(PlanTask), Prepared(source, before, set()), sent, results, errors, False)  # type: ignore[arg-type]
     assert errors == [] and results["q/a"].error is None
     assert snapshot_names(executed.after)["q/a"] == (["s1", "s2"] if adds_only else ["s2"])
     assert host.hold_saw_read == [adds_only] * 4  # hold on both sides, then release on both
