@@ -210,12 +210,13 @@ class EngineRun:
         return f"EngineRun rc={self.rc} killed={self.killed} message={self.message}\n" + "\n".join(self.lines[-60:])
 
 
-def start_engine(params: dict[str, Any], env: dict[str, str] | None = None) -> subprocess.Popen:
-    """`run_replication(params)` in its own python process and process group (a timer's unit, in effect)."""
+def start_engine(params: dict[str, Any], env: dict[str, str] | None = None, pause_after: str | None = None) -> subprocess.Popen:
+    """`run_replication(params)` in its own python process and process group (a timer's unit, in effect); PAUSE_AFTER:
+    the start of a log line after which the run waits to be killed (tests/scenario_driver.py)."""
     proc = subprocess.Popen([sys.executable, str(DRIVER)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             stdin=subprocess.PIPE, text=True, env=engine_env(env), start_new_session=True)
     assert proc.stdin is not None
-    proc.stdin.write(json.dumps(params))  # on stdin, never argv: the params may hold a key
+    proc.stdin.write(json.dumps({"params": params, "pause_after": pause_after}))  # on stdin, never argv: the params may hold a key
     proc.stdin.close()
     return proc
 
@@ -227,10 +228,11 @@ def kill_group(proc: subprocess.Popen) -> None:
 
 
 def run_engine(params: dict[str, Any], *, kill_after_lines: int | None = None, kill_when: Any = None, cut: StreamCut | None = None,
-               env: dict[str, str] | None = None, timeout: float = 120) -> EngineRun:
+               env: dict[str, str] | None = None, timeout: float = 120, pause_after: str | None = None) -> EngineRun:
     """Run the engine once; optionally SIGKILL its process group after K log lines or when KILL_WHEN(line) is true,
-    or let CUT kill a part of the stream at a byte offset."""
-    proc = start_engine(params, env)
+    or let CUT kill a part of the stream at a byte offset. PAUSE_AFTER holds the run after the log line that starts
+    with it, for a kill meant to land before the next step where that step is too short to race."""
+    proc = start_engine(params, env, pause_after)
     run = EngineRun(rc=None, pid=proc.pid)
     watcher = cut.start(proc) if cut else None
     deadline = time.monotonic() + timeout

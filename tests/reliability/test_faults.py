@@ -225,6 +225,9 @@ ENGINE_POINTS = {
     "received": ("moving the holds, right after the receive", _starts("done "), _starts("hold ")),
     "holds-moved": ("the end of the run, after the holds moved", _starts("hold "), lambda line: line.startswith("task ") and " sent" in line),
 }
+# Points whose next step can end before a kill sent on the line lands (a catch-up reads what arrived while the holds
+# move, so after the holds' line the run only checks and reports): the run waits there, after the line, to be killed.
+PAUSED_AFTER = {"holds-moved": "hold "}
 
 
 @pytest.mark.fault_class("engine SIGKILLed")
@@ -240,7 +243,7 @@ def test_engine_killed_then_next_run_recovers(pair, point):
     what, where, before = ENGINE_POINTS[point]
     params = pair.params(speed_limit=RATE)
     if callable(where):
-        run = run_engine(params, kill_when=where)
+        run = run_engine(params, kill_when=where, pause_after=PAUSED_AFTER.get(point))
         # Killed (not exited), after its line and before the next step's line was printed.
         fault_injected(f"engine SIGKILLed during {what}", run.killed and run.rc == -signal.SIGKILL and any(where(x) for x in run.lines)
                        and not any(before(x) for x in run.lines), repr(run))
