@@ -117,12 +117,15 @@ class Holds:
             news = [f"{d.source if side == 'source' else d.target}@{newest_common(d)}" for d in moved]
             # Release the task's hold on every other snapshot that carries a hold, not only the planned base: a
             # base whose copy was destroyed on the other side, or a run killed between receive and hold, left one.
+            # A base listed with no hold at all (released by hand, hold_base turned on only now) is left alone: its
+            # release could only fail, and where zfs cannot say whose holds a snapshot carries (zfs-fuse) that
+            # failure costs a call per snapshot. Unlisted, it is released in case it is held.
             olds = []
             for d in moved:
                 ds = d.source if side == "source" else d.target
                 known = listing.get(ds) if listing is not None else None
                 stale = {s.name for s in known.snapshots if s.userrefs > 0} if known is not None else set()
-                if d.base:
+                if d.base and known is None:
                     stale.add(d.base)
                 olds += [f"{ds}@{n}" for n in sorted(stale - {newest_common(d)})]
             sides.append((host, news, olds))

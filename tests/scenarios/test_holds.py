@@ -123,3 +123,33 @@ def test_a_second_task_from_the_same_source_keeps_its_holds_and_the_first_moves_
         assert len(calls["holds"]) == 1 and calls["holds"][0].startswith(f"zfs holds -H {src}"), calls
     else:
         assert calls["holds"] == [] and len(calls["release"]) > 2 * len(tree), calls
+
+
+def test_a_base_whose_hold_was_released_by_hand_is_not_released_again(backend):
+    """The task's holds released by hand (as a person or the task's own removal would): the next catch-up holds its
+    new base with one recursive call per side and makes no release at all, on both backends (before, a release of the
+    unheld base failed, and on zfs-fuse went on one snapshot at a time)."""
+    src, dst = backend.pair("hman")
+    kids = ["a", "a/deep", "b"]
+    for kid in kids:
+        backend.zfs("create", f"{src}/{kid}")
+    tree = [src, *(f"{src}/{k}" for k in kids)]
+    task = params(src, dst, recursive=True)
+    backend.zfs("snapshot", "-r", f"{src}@auto-2026-11-28_10-00")
+    assert backend.engine(task).ok
+    for side in (src, dst):
+        backend.zfs("release", "-r", TAG, f"{side}@auto-2026-11-28_10-00")
+        assert held(backend, side) == {}
+    backend.zfs("snapshot", "-r", f"{src}@auto-2026-11-28_11-00")
+    bindir, log, path = shims(backend, ["zfs"])
+    try:
+        run = backend.engine(task, env={"PATH": path})
+        calls = {verb: zfs_calls(backend, log, verb) for verb in ("hold", "release", "holds")}
+    finally:
+        backend.sh(f"rm -rf {shlex.quote(bindir)}")
+    assert run.ok, str(run)
+    assert run.result["snapshots_sent"] == len(tree)
+    for side in (src, dst):
+        assert held(backend, side) == {f"{side}{d[len(src):]}@auto-2026-11-28_11-00": 1 for d in tree}
+    assert sorted(calls["hold"]) == sorted([f"zfs hold -r {TAG} {src}@auto-2026-11-28_11-00", f"zfs hold -r {TAG} {dst}@auto-2026-11-28_11-00"])
+    assert calls["release"] == [] and calls["holds"] == [], calls

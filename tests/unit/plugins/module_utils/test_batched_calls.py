@@ -275,6 +275,20 @@ def test_another_tasks_holds_on_the_snapshots_to_release_cost_a_few_calls_not_on
         assert verbs[:3] == ["hold", "release", "holds"] and len(verbs) <= 4, pool.calls
 
 
+@pytest.mark.parametrize("legacy", [False, True], ids=["openzfs", "zfs-fuse"])
+def test_a_base_listed_without_any_hold_is_not_released(legacy):
+    """The task's holds were released by hand (or hold_base was turned on only now): the listing shows the bases with
+    no hold. The new bases are held in one recursive call; nothing is released, so no failed release and no call per
+    snapshot where zfs cannot say whose holds they are."""
+    ours = "zfs.replication:t"
+    pool = HeldPool({f"{d}@{n}": set() for d in TREE for n in ("s1", "s2")}, legacy)
+    listing = Listing("p/a", {d: Dataset(d, "filesystem", snapshots=[Snapshot(d, "s1", f"g-{d}", 1, 0)]) for d in TREE})
+    moved = [DatasetPlan(d, "q" + d[1:], "incremental", base="s1", sends=[Send("x", "y", "I", "s2", "s1", ["s2"])]) for d in TREE]
+    Holds(ours, pool, Recorder("dst"), lambda _line: None, () if legacy else (pool,)).move(moved, listing, None)
+    assert pool.holds == {f"{d}@{n}": ({ours} if n == "s2" else set()) for d in TREE for n in ("s1", "s2")}
+    assert pool.calls == [["zfs", "hold", "-r", ours, "p/a@s2"]]
+
+
 def test_where_zfs_cannot_say_whose_holds_a_failed_named_release_is_not_made_again_before_going_one_by_one():
     """zfs-fuse, snapshots named (no listing for -r): the failed call goes straight to one call per snapshot."""
     ours, other = "zfs.replication:t", "zfs.replication:other"
