@@ -474,7 +474,27 @@ class Bench:
                     self.release_holds(root, tree, 'local', 'ours')
                 self.keep_newest(root, target)
         out['time'] = {k: statistics.median(r['time'] for r in runs) for k, runs in out['runs'].items()}
+        if self.args.anatomy_trace:
+            out['ours_trace'] = self.trace_ours(tree, root, target)
         return out
+
+    def trace_ours(self, tree, root, target):
+        """One more round, untimed: 5 new snapshots received by our run at logging_level debug, its log's times in
+        milliseconds. Where its wall time goes: before its first pipeline, the pipelines, after the last, and outside
+        its log (interpreter start, import, exit); each command it waited for, with its start and duration."""
+        logs = self.dir / 'logs'
+        sizes = {f: f.stat().st_size for f in logs.glob('*.log')}
+        for _i in range(5):
+            self.snap(root)
+        argv = self.cmd('ours', root, target, 'local', logging_level='debug')
+        runner = 'from ansible_collections.zfs.replication.plugins.module_utils._runner import main; '
+        argv[2] = argv[2].replace(runner, 'from ansible_collections.zfs.replication.plugins.module_utils import _runner; '
+                                  '_runner._iso_time = lambda record, datefmt=None: "%.3f" % record.created; main = _runner.main; ')
+        dt = self.timed(argv, 'anatomy ours traced')[0]
+        lines = [ln for f in sorted(logs.glob('*.log')) for ln in f.read_bytes()[sizes.get(f, 0):].decode().splitlines()]
+        self.release_holds(root, tree, 'local', 'ours')
+        self.keep_newest(root, target)
+        return trace_summary(lines, dt)
 
     def logged_pipeline(self):
         """The last pipeline our run logged (its `$ zfs send ... | zfs recv ...` line), without the log line's prefix."""
@@ -758,6 +778,35 @@ def anatomy_pipelines(root, target, children, base, last, width, send, recv, pv)
     return ['bash', '-c', script]
 
 
+def trace_summary(lines, wall):
+    """From a run's log lines `SECONDS.MS TASK[PID]: MESSAGE` at logging_level debug (bench trace_ours): the seconds
+    before its first pipeline, of its pipelines (from their `done` lines), after the last one and outside the log, and
+    every command it waited for (its `debug: exit RC after Ns: COMMAND` line) as [start, seconds, exit status, command],
+    the start counted from the run's first line."""
+    events = []
+    for line in lines:
+        stamp, _sp, rest = line.partition(' ')
+        message = rest.partition(': ')[2]
+        with contextlib.suppress(ValueError):
+            events.append((float(stamp), message))
+    if not events:
+        return {}
+    t0, end = events[0][0], events[-1][0]
+    pipes, calls = [], []
+    for t, msg in events:
+        if msg.startswith('done ') and ' bytes in ' in msg:
+            took = float(msg.rsplit(' in ', 1)[1].rstrip('s'))
+            pipes.append((t - took, t))
+        elif msg.startswith('debug: exit ') and ' after ' in msg:
+            rc, _a, rest = msg[len('debug: exit '):].partition(' after ')
+            took, _c, command = rest.partition('s: ')
+            calls.append([round(t - float(took) - t0, 2), float(took), rc, command[:160]])
+    first, last = (min(a for a, _b in pipes), max(b for _a, b in pipes)) if pipes else (end, end)
+    return {'before': round(first - t0, 2), 'pipelines': round(last - first, 2), 'after': round(end - last, 2),
+            'outside': round(wall - (end - t0), 2), 'wall': round(wall, 2), 'transfers': len(pipes),
+            'calls': sorted(calls)}
+
+
 def pool_txg(pool):
     """POOL's current transaction group (OpenZFS's txgs kstat), None without it (zfs-fuse)."""
     try:
@@ -847,6 +896,8 @@ def main():
     ap.add_argument('--anatomy-datasets', type=int, default=40, metavar='N',
                     help="the catch-up's anatomy (where its time goes, step by step) on a tree of N datasets")
     ap.add_argument('--anatomy-reps', type=int, default=2, help="passes over the anatomy's steps (medians)")
+    ap.add_argument('--anatomy-trace', action='store_true',
+                    help="after the anatomy's passes, one more round of our run, traced (untimed): where its time goes")
     ap.add_argument('--growth', default='50,100,200,400')
     ap.add_argument('--latency-ms', type=float, default=25)
     ap.add_argument('--pool-size', default='4G')

@@ -82,7 +82,21 @@ def _anatomy(an):
     if an.get('ours_pipeline'):
         L += ['', f"Our run's pipeline for one of these datasets, from its log: `{an['ours_pipeline']}`."]
     L += ['', *_anatomy_reading(an), '']
+    if an.get('ours_trace'):
+        L += _trace(an['ours_trace'])
     return L
+
+
+def _trace(tr):
+    """Our run traced (bench.py trace_ours): its wall time in four parts, and the commands it waited for outside its
+    pipelines."""
+    L = [f"Our run once more, traced (logging_level debug, untimed; {tr['wall']:.2f} s): {tr['outside']:.2f} s outside its "
+         f"log (interpreter start, import, exit), {tr['before']:.2f} s before its first pipeline, {tr['pipelines']:.2f} s "
+         f"from the first pipeline's start to the last one's end ({tr['transfers']} transfers), {tr['after']:.2f} s after "
+         "it. The commands it waited for outside the pipelines (start from its first log line, seconds):", '',
+         '| start (s) | took (s) | exit | command |', '|---|---|---|---|']
+    L += [f"| {start:.2f} | {took:.2f} | {rc} | `{command}` |" for start, took, rc, command in tr['calls']]
+    return [*L, '']
 
 
 def _anatomy_reading(an):
