@@ -3,7 +3,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Executing a plan's datasets: each dataset's steps (destroy or roll back first, then its streams, each with its
 retries, then the properties recv could not set), as many datasets at once as _admission allows
-(``parallel_transfers``, or more while a catch-up's streams are small), each after its parent.
+(``parallel_transfers``, or more while a catch-up's streams are small), each after its parent unless both only add
+snapshots to existing targets.
 
 A stream that fails for a transient reason (a dropped connection) is retried with backoff: it resumes from the
 target's receive_resume_token, or, for a first full stream that left nothing resumable, is sent again after its
@@ -27,6 +28,7 @@ from ._streams import Expected, Streams
 from ._target_changes import TargetChanges
 from ._target_keys import TargetKeys
 from ._transport import Host, TransportError, both_sides
+from ._verify import adds_to_existing
 from ._zfs import ZfsError, zfs_values
 
 TRANSIENT_HINTS = ("Connection reset", "Connection closed", "Connection timed out", "connection lost", "Broken pipe")
@@ -275,7 +277,10 @@ class Transfer:
 
         A dataset starts once its nearest ancestor in ``work`` has finished (the plan lists parents first, and
         the pool starts jobs in that order, so a waiting child never holds up its own parent). When that
-        ancestor could not be created (a failed full send) or was itself skipped, the dataset is skipped.
+        ancestor could not be created (a failed full send) or was itself skipped, the dataset is skipped. A dataset
+        that only adds snapshots to its existing target (_verify.adds_to_existing), as do all its ancestors in
+        ``work``, does not wait: nothing they do reaches it (a catch-up of a tree starts as wide as admission allows
+        instead of with its root alone and then one level at a time).
         """
         status: dict[str, str] = {}  # source -> ok | failed | lost (a failed full send: nothing below it can land)
         jobs: dict[str, Future] = {}
@@ -302,8 +307,12 @@ class Transfer:
         with ThreadPoolExecutor(max_workers=max(1, min(admission.workers, len(work))) + (reader is not None)) as pool:
             if reader is not None:  # the batch read of local properties, in a thread of its own: the transfers keep every worker
                 self.local_props.reading(pool.submit(reader))
+            free: set[str] = set()  # datasets that add to existing targets, as do all their ancestors in work
             for dplan in work:
                 parent = nearest_ancestor(dplan.source, jobs)
+                if adds_to_existing(dplan, self.streams.target) and (parent is None or parent in free):
+                    free.add(dplan.source)
+                    parent = None
                 jobs[dplan.source] = pool.submit(job, dplan, (parent, jobs[parent]) if parent is not None else None)
         self.local_props.wait()  # its unexpected error is the run's too, whether or not a transfer asked for it
         for future in jobs.values():

@@ -38,19 +38,20 @@ def verify(the_plan: Plan, source: Listing, after: Listing | None, errors: list[
             errors.append(msg)
 
 
-def only_adds(the_plan: Plan, before: Listing) -> bool:
-    """The run's work only adds snapshots to targets that existed (in BEFORE): every stream an incremental (no recv -F,
-    no send -R, no resumed token), nothing destroyed before or after, no rollback, no new container."""
-    if the_plan.create_target_root:
+def adds_to_existing(d: DatasetPlan, before: Listing | None) -> bool:
+    """D's plan only adds snapshots to a target that existed (in BEFORE): every stream an incremental (no recv -F, no
+    send -R, no resumed token), nothing destroyed before or after, no rollback."""
+    if d.destroy_before or d.destroy_after or d.rollback or d.force_destroys:
         return False
-    for d in the_plan.datasets:
-        if d.destroy_before or d.destroy_after or d.rollback or d.force_destroys:
-            return False
-        if d.sends and before.get(d.target) is None:
-            return False
-        if any(s.mode not in ("I", "i") or s.force or s.replicate or s.token for s in d.sends):
-            return False
-    return True
+    if d.sends and (before is None or before.get(d.target) is None):
+        return False
+    return all(s.mode in ("I", "i") and not s.force and not s.replicate and not s.token for s in d.sends)
+
+
+def only_adds(the_plan: Plan, before: Listing) -> bool:
+    """The run's work only adds snapshots to targets that existed (in BEFORE), as :func:`adds_to_existing` says of each
+    dataset, and creates no container."""
+    return not the_plan.create_target_root and all(adds_to_existing(d, before) for d in the_plan.datasets)
 
 
 def list_received(host: Host, before: Listing, work: list[DatasetPlan]) -> Listing:

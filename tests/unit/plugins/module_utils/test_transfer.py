@@ -1,7 +1,8 @@
 # Copyright (c) zfs.replication contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Transfer.run_all: datasets in parallel, bounded, each after its parent (the scheduling logic alone)."""
+"""Transfer.run_all: datasets in parallel, bounded, each after its parent unless both only add to existing targets (the
+scheduling logic alone)."""
 from __future__ import annotations
 
 import contextlib
@@ -21,7 +22,7 @@ from ansible_collections.zfs.replication.plugins.module_utils._target_changes im
 from ansible_collections.zfs.replication.plugins.module_utils._target_keys import TargetKeys
 from ansible_collections.zfs.replication.plugins.module_utils._transfer import Transfer
 from ansible_collections.zfs.replication.plugins.module_utils._transport import LocalHost
-from ansible_collections.zfs.replication.plugins.module_utils._zfs import LEGACY, parse_version_output
+from ansible_collections.zfs.replication.plugins.module_utils._zfs import LEGACY, Dataset, Listing, Snapshot, parse_version_output
 
 
 def quiet(_line: str) -> None:
@@ -33,13 +34,13 @@ class TimedTransfer(Transfer):
     ended (counted events, not clock readings). The first `meet` datasets to start wait for each other at a
     barrier: they can only all get through if the runner really runs that many at once."""
 
-    def __init__(self, parallel: int | None, fail: set[str] = frozenset(), meet: int = 0, **extra):
+    def __init__(self, parallel: int | None, fail: set[str] = frozenset(), meet: int = 0, target: Listing | None = None, **extra):
         task = ReplicationTask.from_params(
             dict({"name": "t", "source_datasets": ["p/a"], "target_dataset": "q/a", "transport": "local",
                   "naming_schema": ["auto-%Y-%m-%d_%H-%M"], "parallel_transfers": parallel}, **extra)
         )
         host = LocalHost()
-        super().__init__(task, Streams(task, host, host, None, None, None, None), TargetKeys(task, host, [task.target_dataset], quiet),
+        super().__init__(task, Streams(task, host, host, None, None, None, target), TargetKeys(task, host, [task.target_dataset], quiet),
                          FirstFulls(None, task.name, quiet), TargetChanges(host, None, Holds(hold_tag(task.name), host, host, quiet), quiet),
                          quiet, lambda _s: None)
         self.fail = fail
@@ -50,13 +51,14 @@ class TimedTransfer(Transfer):
         self.meet = meet
         self.barrier = threading.Barrier(meet) if meet else None
         self.met = 0
+        self.barrier_includes_root = False  # the root runs alone first unless it need not be waited for
 
     def execute_dataset(self, dplan, res, errors):  # type: ignore[no-untyped-def,override]
         with self.lock:
             self.running += 1
             self.most = max(self.most, self.running)
             self.events.append(("start", dplan.source))
-            at_barrier = self.barrier is not None and dplan.source != "p/a" and self.met < self.meet
+            at_barrier = self.barrier is not None and (dplan.source != "p/a" or self.barrier_includes_root) and self.met < self.meet
             self.met += at_barrier
         if at_barrier:
             # A runner that runs fewer than `meet` at once leaves the barrier short: it breaks after the
@@ -104,6 +106,42 @@ def test_children_start_after_their_parent_and_siblings_overlap_up_to_the_bound(
         if parent in TREE:
             assert r.when("start", child) > r.when("end", parent), f"{child} started before {parent} finished"
     assert r.most == 4 and not r.barrier.broken  # eight siblings, four at a time, never more
+
+
+def existing(tree) -> Listing:
+    """The target listing of a tree whose every target exists with the base s1 (a catch-up's)."""
+    return Listing("q/a", {"q" + src[1:]: Dataset("q" + src[1:], "filesystem", snapshots=[Snapshot("q" + src[1:], "s1", "g", 1)])
+                           for src in tree})
+
+
+def test_a_catch_up_into_existing_targets_starts_as_wide_as_allowed_without_waiting_for_parents():
+    """Every dataset only adds to its existing target: the root and its children start together (four meet at a
+    barrier that the root is part of), and a grandchild need not wait for its parent either."""
+    r = TimedTransfer(parallel=4, meet=4, target=existing(TREE))
+    r.barrier_includes_root = True
+    plans, results = work(TREE)
+    errors: list[str] = []
+    assert [d.source for d in r.run_all(plans, results, errors)] == list(TREE) and errors == []
+    assert r.started()[:4] == ["p/a", "p/a/c0", "p/a/c1", "p/a/c2"] and r.when("start", "p/a/c2") < r.when("end", "p/a")
+    assert r.most == 4 and not r.barrier.broken
+
+
+@pytest.mark.parametrize("change", ["rollback", "full", "missing"])
+def test_a_child_waits_for_a_parent_that_does_more_than_add_to_its_existing_target(change):
+    """A parent rolled back, sent in full, or whose target this run did not list: its children wait for it, as does
+    the grandchild below them (the whole line above a dataset must only add for it to go first)."""
+    plans, results = work(TREE)
+    root = plans[0]
+    if change == "rollback":
+        plans[0] = dataclasses.replace(root, rollback=True)
+    elif change == "full":
+        plans[0] = dataclasses.replace(root, sends=[Send("p/a", "q/a", "full", "s2", None, ["s2"], force=True)])
+    listed = existing([src for src in TREE if change != "missing" or src != "p/a"])
+    r = TimedTransfer(parallel=4, target=listed)
+    assert [d.source for d in r.run_all(plans, results, [])] == list(TREE)
+    for child in TREE:
+        if child != "p/a":
+            assert r.when("start", child) > r.when("end", "p/a"), f"{child} started before p/a finished ({change})"
 
 
 def test_one_at_a_time_runs_in_plan_order():
