@@ -39,9 +39,10 @@ def verify(the_plan: Plan, source: Listing, after: Listing | None, errors: list[
 
 
 def adds_to_existing(d: DatasetPlan, before: Listing | None) -> bool:
-    """D's plan only adds snapshots to a target that existed (in BEFORE): every stream an incremental (no recv -F, no
-    send -R, no resumed token), nothing destroyed before or after, no rollback."""
-    if d.destroy_before or d.destroy_after or d.rollback or d.force_destroys:
+    """D's transfer only adds snapshots to a target that existed (in BEFORE): every stream an incremental (no recv -F,
+    no send -R, no resumed token), nothing destroyed before it, no rollback. Retention's destroys after the run
+    (``destroy_after``) are not the transfer's: :func:`only_adds` checks them."""
+    if d.destroy_before or d.rollback or d.force_destroys:
         return False
     if d.sends and (before is None or before.get(d.target) is None):
         return False
@@ -50,8 +51,8 @@ def adds_to_existing(d: DatasetPlan, before: Listing | None) -> bool:
 
 def only_adds(the_plan: Plan, before: Listing) -> bool:
     """The run's work only adds snapshots to targets that existed (in BEFORE), as :func:`adds_to_existing` says of each
-    dataset, and creates no container."""
-    return not the_plan.create_target_root and all(adds_to_existing(d, before) for d in the_plan.datasets)
+    dataset, destroys nothing after the transfers (retention) and creates no container."""
+    return not the_plan.create_target_root and all(adds_to_existing(d, before) and not d.destroy_after for d in the_plan.datasets)
 
 
 def list_received(host: Host, before: Listing, work: list[DatasetPlan]) -> Listing:

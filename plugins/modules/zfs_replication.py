@@ -480,7 +480,7 @@ options:
       - How many datasets are transferred at the same time (1 to 8). A dataset starts only after its parent's
         transfer has finished, and a failed first transfer of a parent skips its children; where a dataset and all
         its parents only add snapshots to targets that exist (incremental streams, nothing destroyed or rolled
-        back), as in a catch-up, it does not wait.
+        back before them; target retention after them does not count), as in a catch-up, it does not wait.
       - Unset, 4 at a time, and up to 8 while the streams are small (the last one to end moved under 64 MiB, or
         without pv took under 2 seconds, and fewer than 4 of those running have run 30 seconds), as in a catch-up
         after downtime. A small incremental stream spends most of its time waiting for the receive to commit each

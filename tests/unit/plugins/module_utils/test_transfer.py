@@ -114,12 +114,16 @@ def existing(tree) -> Listing:
                            for src in tree})
 
 
-def test_a_catch_up_into_existing_targets_starts_as_wide_as_allowed_without_waiting_for_parents():
+@pytest.mark.parametrize("retention", [False, True], ids=["kept", "pruned-after"])
+def test_a_catch_up_into_existing_targets_starts_as_wide_as_allowed_without_waiting_for_parents(retention):
     """Every dataset only adds to its existing target: the root and its children start together (four meet at a
-    barrier that the root is part of), and a grandchild need not wait for its parent either."""
+    barrier that the root is part of), and a grandchild need not wait for its parent either. Target retention due
+    after the run (destroy_after) is not the transfer's and changes nothing here."""
     r = TimedTransfer(parallel=4, meet=4, target=existing(TREE))
     r.barrier_includes_root = True
     plans, results = work(TREE)
+    if retention:
+        plans = [dataclasses.replace(d, destroy_after=[("s0", "expired")]) for d in plans]
     errors: list[str] = []
     assert [d.source for d in r.run_all(plans, results, errors)] == list(TREE) and errors == []
     assert r.started()[:4] == ["p/a", "p/a/c0", "p/a/c1", "p/a/c2"] and r.when("start", "p/a/c2") < r.when("end", "p/a")
