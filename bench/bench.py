@@ -488,6 +488,8 @@ class Bench:
             self.snap(root)
         argv = self.cmd('ours', root, target, 'local', logging_level='debug')
         runner = 'from ansible_collections.zfs.replication.plugins.module_utils._runner import main; '
+        if runner not in argv[2]:
+            raise RuntimeError(f"anatomy trace: our run's command no longer imports main as expected: {argv[2]}")
         argv[2] = argv[2].replace(runner, 'from ansible_collections.zfs.replication.plugins.module_utils import _runner; '
                                   '_runner._iso_time = lambda record, datefmt=None: "%.3f" % record.created; main = _runner.main; ')
         dt = self.timed(argv, 'anatomy ours traced')[0]

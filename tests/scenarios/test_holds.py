@@ -18,6 +18,16 @@ def zfs_calls(backend, log: str, verb: str) -> list[str]:
     return [line for line in backend.sh(f"cat {shlex.quote(log)}").splitlines() if line.startswith(f"zfs {verb} ")]
 
 
+def run_logging_calls(backend, task: dict):
+    """The engine run once with a logging zfs first in PATH: (the run, {verb: its zfs hold/release/holds calls})."""
+    bindir, log, path = shims(backend, ["zfs"])
+    try:
+        run = backend.engine(task, env={"PATH": path})
+        return run, {verb: zfs_calls(backend, log, verb) for verb in ("hold", "release", "holds")}
+    finally:
+        backend.sh(f"rm -rf {shlex.quote(bindir)}")
+
+
 def test_a_catch_up_moves_the_hold_with_one_recursive_call_per_side_and_verb(backend):
     """Another tool's hold on one of the new snapshots does not matter (a tag of its own): one call per side and verb
     still, and that hold stays."""
@@ -35,19 +45,16 @@ def test_a_catch_up_moves_the_hold_with_one_recursive_call_per_side_and_verb(bac
         backend.zfs("snapshot", "-r", f"{src}@auto-2026-11-28_{hour}-00")
     other = f"{src}/a/deep@auto-2026-11-28_12-00"
     backend.zfs("hold", "other-tool", other)
-    bindir, log, path = shims(backend, ["zfs"])
     try:
-        run = backend.engine(params(src, dst, recursive=True), env={"PATH": path})
-        holds, releases = zfs_calls(backend, log, "hold"), zfs_calls(backend, log, "release")
+        run, calls = run_logging_calls(backend, params(src, dst, recursive=True))
     finally:
-        backend.sh(f"rm -rf {shlex.quote(bindir)}")
         src_held = held(backend, src)
         backend.zfs("release", "other-tool", other)
     assert run.ok, str(run)
     assert run.result["snapshots_sent"] == 10
     # Each side's five snapshots are held and released in one call on the tree's top.
-    assert sorted(holds) == sorted([f"zfs hold -r {TAG} {src}@auto-2026-11-28_12-00", f"zfs hold -r {TAG} {dst}@auto-2026-11-28_12-00"])
-    assert sorted(releases) == sorted([f"zfs release -r {TAG} {src}@auto-2026-11-28_10-00",
+    assert sorted(calls["hold"]) == sorted([f"zfs hold -r {TAG} {src}@auto-2026-11-28_12-00", f"zfs hold -r {TAG} {dst}@auto-2026-11-28_12-00"])
+    assert sorted(calls["release"]) == sorted([f"zfs release -r {TAG} {src}@auto-2026-11-28_10-00",
                                        f"zfs release -r {TAG} {dst}@auto-2026-11-28_10-00"])
     assert src_held == {f"{d}@auto-2026-11-28_12-00": 2 if d == f"{src}/a/deep" else 1 for d in tree}
     for side in (src, dst):
@@ -103,12 +110,7 @@ def test_a_second_task_from_the_same_source_keeps_its_holds_and_the_first_moves_
     assert held(backend, src) == {f"{d}@auto-2026-11-28_{h}-00": 1 for d in tree for h in ("10", "11")}
 
     backend.zfs("snapshot", "-r", f"{src}@auto-2026-11-28_12-00")
-    bindir, log, path = shims(backend, ["zfs"])
-    try:
-        run = backend.engine(first, env={"PATH": path})
-        calls = {verb: zfs_calls(backend, log, verb) for verb in ("hold", "release", "holds")}
-    finally:
-        backend.sh(f"rm -rf {shlex.quote(bindir)}")
+    run, calls = run_logging_calls(backend, first)
     assert run.ok, str(run)
     assert run.result["snapshots_sent"] == 5
     assert held(backend, src) == {f"{d}@auto-2026-11-28_{h}-00": 1 for d in tree for h in ("10", "12")}
@@ -141,12 +143,7 @@ def test_a_base_whose_hold_was_released_by_hand_is_not_released_again(backend):
         backend.zfs("release", "-r", TAG, f"{side}@auto-2026-11-28_10-00")
         assert held(backend, side) == {}
     backend.zfs("snapshot", "-r", f"{src}@auto-2026-11-28_11-00")
-    bindir, log, path = shims(backend, ["zfs"])
-    try:
-        run = backend.engine(task, env={"PATH": path})
-        calls = {verb: zfs_calls(backend, log, verb) for verb in ("hold", "release", "holds")}
-    finally:
-        backend.sh(f"rm -rf {shlex.quote(bindir)}")
+    run, calls = run_logging_calls(backend, task)
     assert run.ok, str(run)
     assert run.result["snapshots_sent"] == len(tree)
     for side in (src, dst):
