@@ -55,7 +55,7 @@ def test_a_catch_up_moves_the_hold_with_one_recursive_call_per_side_and_verb(bac
     # Each side's five snapshots are held and released in one call on the tree's top.
     assert sorted(calls["hold"]) == sorted([f"zfs hold -r {TAG} {src}@auto-2026-11-28_12-00", f"zfs hold -r {TAG} {dst}@auto-2026-11-28_12-00"])
     assert sorted(calls["release"]) == sorted([f"zfs release -r {TAG} {src}@auto-2026-11-28_10-00",
-                                       f"zfs release -r {TAG} {dst}@auto-2026-11-28_10-00"])
+                                               f"zfs release -r {TAG} {dst}@auto-2026-11-28_10-00"])
     assert src_held == {f"{d}@auto-2026-11-28_12-00": 2 if d == f"{src}/a/deep" else 1 for d in tree}
     for side in (src, dst):
         assert held(backend, side) == {f"{side}{d[len(src):]}@auto-2026-11-28_12-00": 1 for d in tree}, side
