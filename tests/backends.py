@@ -35,8 +35,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import helpers
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -99,10 +97,6 @@ class Backend:
     caps: frozenset[str]
     _cleanup: list[str] = field(default_factory=list)
     _tags: set[str] = field(default_factory=set)
-
-    def require(self, cap: str, why: str) -> None:
-        if cap not in self.caps:
-            pytest.skip(f'{self.name}: {why}')
 
     # -- commands on the backend's host ------------------------------------------------------------------------
     def sh(self, script: str, timeout: float = 300) -> str:

@@ -4,7 +4,8 @@
 """Scenarios written once, run on each backend (tests/backends.py): `openzfs` (OpenZFS 2.x, what users run: the
 guest's, or this host's own when it runs OpenZFS) and `zfs-fuse` (the legacy command line). ZR_BACKENDS=zfs-fuse (or
 openzfs) narrows a local loop; scripts/test runs both, one lane each. A scenario that is meaningless on a backend
-says why through backend.require(capability, why).
+(a feature it lacks) runs on the others only and says why in its @pytest.mark.backends marker: that lane deselects it
+rather than reporting it skipped.
 
 On a host that runs OpenZFS there is no zfs-fuse (the two cannot be installed together): every scenario runs on the
 host's OpenZFS, those marked for zfs-fuse only too (their marker spares the emulated guest, which a native host does

@@ -157,8 +157,8 @@ def test_append_only_push_works_and_the_key_can_do_nothing_else(backend):
         assert again.ok and again.result["changed"] is False, str(again)
 
 
+@pytest.mark.backends("openzfs", reason="resumable receives (zfs recv -s) and raw encrypted sends are OpenZFS features")
 def test_append_only_resumes_an_interrupted_receive_and_sends_encrypted_raw(backend):
-    backend.require("resumable", "resumable receives (zfs recv -s) and raw encrypted sends are OpenZFS features")
     src, dst = backend.pair("aor")
     root = parent(dst)
     task = f"aor-{secrets.token_hex(3)}"

@@ -438,12 +438,12 @@ def test_hostile_names_are_refused_and_odd_valid_names_replicate(backend: Backen
 
 
 @pytest.mark.fault_class("hostile received properties")
+@pytest.mark.backends("openzfs", reason="zfs-fuse has no zfs recv -o/-x: its emulation is "
+                      "tests/reliability/test_hostile.py::test_received_mountpoint_over_a_system_path_is_not_mounted")
 def test_hostile_received_properties_do_not_take_effect(backend: Backend) -> None:
     """The source says mountpoint=<a populated system directory>, canmount=on, setuid=on, devices=on: the replica is
     received unmounted, nothing covers the directory, its files stay; it does not take the source's mountpoint (it
     inherits the target's), and canmount/setuid/devices are the safe values, set locally."""
-    backend.require("recv_props", "zfs-fuse has no zfs recv -o/-x: its emulation is "
-                    "tests/reliability/test_hostile.py::test_received_mountpoint_over_a_system_path_is_not_mounted")
     src, dst = backend.pair("prop")
     fake_etc = backend.sh("d=$(mktemp -d /tmp/zr-etc.XXXXXX) && echo root:x:0:0:root:/root:/bin/sh > $d/passwd && echo $d").strip()
     snap(backend, src, T1, data="a", size=10_000)
