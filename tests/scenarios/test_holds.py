@@ -14,16 +14,13 @@ from scenario_helpers import held, params, parent, shims
 TAG = "zfs.replication:scenario"
 
 
-def zfs_calls(backend, log: str, verb: str) -> list[str]:
-    return [line for line in backend.sh(f"cat {shlex.quote(log)}").splitlines() if line.startswith(f"zfs {verb} ")]
-
-
 def run_logging_calls(backend, task: dict):
     """The engine run once with a logging zfs first in PATH: (the run, {verb: its zfs hold/release/holds calls})."""
     bindir, log, path = shims(backend, ["zfs"])
     try:
         run = backend.engine(task, env={"PATH": path})
-        return run, {verb: zfs_calls(backend, log, verb) for verb in ("hold", "release", "holds")}
+        calls = backend.sh(f"cat {shlex.quote(log)}").splitlines()
+        return run, {verb: [line for line in calls if line.startswith(f"zfs {verb} ")] for verb in ("hold", "release", "holds")}
     finally:
         backend.sh(f"rm -rf {shlex.quote(bindir)}")
 
