@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import select
 import signal
 import subprocess
 import tempfile
@@ -180,13 +181,38 @@ class Watch:
     def wait(self, procs: Sequence[subprocess.Popen], errf: Any) -> list[int]:
         """Wait for every process, ticking in between; returns their exit statuses."""
         for proc in procs:
-            while True:
-                try:
-                    proc.wait(timeout=max(0.05, self.next_at - time.monotonic()))
-                    break
-                except subprocess.TimeoutExpired:
-                    self.tick(errf)
+            while not exited_by(proc, self.next_at):
+                self.tick(errf)
         return [p.returncode for p in procs]
+
+
+def exited_by(proc: subprocess.Popen, deadline: float) -> bool:
+    """Wait for PROC until DEADLINE (time.monotonic(), at least 0.05 s from now); True once it has exited, reaped.
+
+    Woken the moment it exits, by its pidfd (Linux >= 5.3). ``Popen.wait(timeout=...)`` instead polls, up to 50 ms
+    apart, and every stage of every pipeline paid that after its end: 10-15% of a catch-up's small incremental
+    streams, which take 0.2-0.5 s each on a busy host. Where the kernel or a sandbox gives no pidfd, that polling wait.
+    """
+    if proc.poll() is not None:
+        return True
+    timeout = max(0.05, deadline - time.monotonic())
+    try:
+        fd = os.pidfd_open(proc.pid)  # only this Popen reaps its child, so the pid is still this process's
+    except (AttributeError, OSError):  # not Linux (no os.pidfd_open), or the kernel or a sandbox refuses pidfd_open
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        if not poller.poll(timeout * 1000):
+            return False
+    finally:
+        os.close(fd)
+    proc.wait()  # it has exited: reaps it at once
+    return True
 
 
 def _start(stages: Sequence[Stage], procs: list[subprocess.Popen], errfiles: list, stdin_data: bytes | None = None) -> None:

@@ -4,9 +4,14 @@
 """The pipeline runner with real processes (no ZFS needed)."""
 from __future__ import annotations
 
+import os
+import subprocess
+import time
+
 import pytest
 
-from ansible_collections.zfs.replication.plugins.module_utils._executor import PipelineError, Stage, run_pipeline
+from ansible_collections.zfs.replication.plugins.module_utils import _executor
+from ansible_collections.zfs.replication.plugins.module_utils._executor import PipelineError, Stage, Watch, exited_by, run_pipeline
 from ansible_collections.zfs.replication.plugins.module_utils._transport import LocalHost
 
 L = LocalHost()
@@ -52,3 +57,38 @@ def test_failing_sender_is_the_culprit_even_when_receiver_complains():
 def test_missing_program_is_reported():
     with pytest.raises(PipelineError, match="cannot start recv"):
         run_pipeline([sh("true", "send"), Stage(L, ["/nonexistent/zfs"], "recv")])
+
+
+def no_pidfd(pid):
+    raise OSError(38, "Function not implemented")  # ENOSYS: a kernel or sandbox without pidfd_open
+
+
+@pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "polling"])
+def test_exited_by_reaps_an_ended_process_and_leaves_a_running_one(monkeypatch, pidfd):
+    if not pidfd:
+        monkeypatch.setattr(_executor.os, "pidfd_open", no_pidfd, raising=False)
+    else:
+        assert hasattr(os, "pidfd_open")  # Linux, Python >= 3.9: the path every run takes there
+    quick = subprocess.Popen(["sh", "-c", "exit 3"])
+    assert exited_by(quick, time.monotonic() + 60)
+    assert quick.returncode == 3  # reaped: its exit status is known
+    slow = subprocess.Popen(["sleep", "30"])
+    try:
+        assert not exited_by(slow, time.monotonic() + 0.2)  # the deadline came first
+        assert slow.poll() is None  # still running, not reaped
+    finally:
+        slow.kill()
+        slow.wait()
+    assert exited_by(slow, time.monotonic())  # already reaped: at once
+
+
+@pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "polling"])
+def test_watch_ticks_while_a_pipeline_runs_and_returns_every_exit_status(monkeypatch, tmp_path, pidfd):
+    if not pidfd:
+        monkeypatch.setattr(_executor.os, "pidfd_open", no_pidfd, raising=False)
+    counts: list[int] = []
+    stages = [sh("head -c 400000 /dev/zero", "send"), Stage(L, ["pv", "-n", "-b", "-f", "-i", "0.2", "-L", "400000"], "pv"),
+              sh("cat >/dev/null; exit 0", "recv")]
+    out = run_pipeline(stages, counter_index=1, watch=Watch(0.3, counts.append))
+    assert [s.rc for s in out.stages] == [0, 0, 0] and out.bytes == 400000
+    assert counts and counts == sorted(counts) and 0 < counts[0] <= 400000, counts  # about 1 s: ticks in between
