@@ -11,7 +11,7 @@ import time
 import pytest
 
 from ansible_collections.zfs.replication.plugins.module_utils import _executor
-from ansible_collections.zfs.replication.plugins.module_utils._executor import PipelineError, Stage, Watch, exited_by, run_pipeline
+from ansible_collections.zfs.replication.plugins.module_utils._executor import PipelineError, Stage, exited_by, run_pipeline
 from ansible_collections.zfs.replication.plugins.module_utils._transport import LocalHost
 
 L = LocalHost()
@@ -80,15 +80,3 @@ def test_exited_by_reaps_an_ended_process_and_leaves_a_running_one(monkeypatch, 
         slow.kill()
         slow.wait()
     assert exited_by(slow, time.monotonic())  # already reaped: at once
-
-
-@pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "polling"])
-def test_watch_ticks_while_a_pipeline_runs_and_returns_every_exit_status(monkeypatch, tmp_path, pidfd):
-    if not pidfd:
-        monkeypatch.setattr(_executor.os, "pidfd_open", no_pidfd, raising=False)
-    counts: list[int] = []
-    stages = [sh("head -c 400000 /dev/zero", "send"), Stage(L, ["pv", "-n", "-b", "-f", "-i", "0.2", "-L", "400000"], "pv"),
-              sh("cat >/dev/null; exit 0", "recv")]
-    out = run_pipeline(stages, counter_index=1, watch=Watch(0.3, counts.append))
-    assert [s.rc for s in out.stages] == [0, 0, 0] and out.bytes == 400000
-    assert counts and counts == sorted(counts) and 0 < counts[0] <= 400000, counts  # about 1 s: ticks in between

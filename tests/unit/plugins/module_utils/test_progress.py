@@ -13,6 +13,8 @@ import threading
 from datetime import datetime, timezone
 from types import SimpleNamespace
 
+import pytest
+
 from ansible_collections.zfs.replication.plugins.module_utils import _progress as progress
 from ansible_collections.zfs.replication.plugins.module_utils import _status_cli as status_cli
 from ansible_collections.zfs.replication.plugins.module_utils._executor import Stage, Watch, counter_bytes, run_pipeline
@@ -50,7 +52,10 @@ def test_counter_bytes_reads_the_last_whole_number_of_the_tail():
     assert f.tell() == 1  # the offset _collect reads from stays where it was
 
 
-def test_a_running_pipeline_reports_its_growing_count_and_the_total_is_the_same():
+@pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "polling"])
+def test_a_running_pipeline_reports_its_growing_count_and_the_total_is_the_same(monkeypatch, pidfd):
+    if not pidfd:  # where there is no os.pidfd_open (not Linux) the watch waits by polling
+        monkeypatch.delattr(os, "pidfd_open", raising=False)
     counts: list[int] = []
     size = 600_000
     stages = [Stage(L, ["head", "-c", str(size), "/dev/zero"], "send"),
@@ -58,6 +63,7 @@ def test_a_running_pipeline_reports_its_growing_count_and_the_total_is_the_same(
               Stage(L, ["sh", "-c", "cat >/dev/null"], "recv")]
     out = run_pipeline(stages, counter_index=1, watch=Watch(0.3, counts.append))
     assert out.bytes == size
+    assert [s.rc for s in out.stages] == [0, 0, 0]
     assert len(counts) >= 2, counts  # ~1.5 s at 400 kB/s, a look every 0.3 s
     assert counts == sorted(counts) and 0 < counts[0] < size, counts
 
