@@ -238,8 +238,11 @@ def write(res, outdir):
               "the whole run (Python start, probe, both listings, plan, stream, verification listing). Raw: the shell "
               "pipeline's wall time (including its own ssh handshake).", '',
               *_progress_note(r),
-              f"Medians of {a.get('data_reps', a['reps'])} repetitions, ours and the raw pipeline back to back in each; "
-              "stream / raw is the ratio of the medians, with the lowest and highest ratio of a single repetition.", '',
+              f"Medians of {a.get('data_reps', a['reps'])} repetitions, ours and the raw pipeline back to back in each"
+              + (", who goes first alternating" if r.get('order') == 'alternating' else ", the raw pipeline first")
+              + "; stream / raw is the ratio of the medians, with the lowest and highest ratio of a single repetition."
+              + (" The pool images were written in full before the pools were made: a first write into a sparse image's "
+                 "region costs several times a later one." if r.get('prefilled') else ''), '',
               '| data | via | compressor | phase | ours stream MB/s | raw MB/s | stream / raw (min-max) | whole run MB/s | whole run / raw |',
               '|---|---|---|---|---|---|---|---|---|']
         worst = worst_run = 9.0

@@ -164,11 +164,13 @@ def list_pools() -> list[str]:
     return _run([ZPOOL, 'list', '-H', '-o', 'name']).stdout.split()
 
 
-def create_pool(name: str, size: str = '512M', *, directory: str | os.PathLike[str]) -> Path:
+def create_pool(name: str, size: str = '512M', *, directory: str | os.PathLike[str], prefill: bool = False) -> Path:
     """Create a file-backed pool NAME; its image lives in DIRECTORY, its mountpoint is DIRECTORY/mnt/NAME.
 
     cachefile=none keeps the daemon from re-importing it after a crash; the explicit mountpoint keeps it off /NAME.
-    Returns the pool's mountpoint.
+    PREFILL writes the whole image first (zeros, synced): the pool's first write into a region of a sparse image is
+    several times slower than a later one (the file system, and a virtual disk under it, allocate it then), which
+    the benchmark must not time. Returns the pool's mountpoint.
     """
     directory = Path(directory).resolve()
     image = directory / f'{name}.img'
@@ -176,6 +178,9 @@ def create_pool(name: str, size: str = '512M', *, directory: str | os.PathLike[s
     mountpoint.parent.mkdir(parents=True, exist_ok=True)
     image.unlink(missing_ok=True)
     _run(['truncate', '-s', size, str(image)])
+    if prefill:
+        mib = image.stat().st_size // (1024 * 1024)
+        _run(['dd', 'if=/dev/zero', f'of={image}', 'bs=1M', f'count={mib}', 'conv=notrunc,fsync', 'status=none'], timeout=1800)
     _run([ZPOOL, 'create', '-o', 'cachefile=none', '-m', str(mountpoint), name, str(image)])
     _run([ZFS, 'set', f'{OWNER_PROPERTY}={os.getpid()} {directory}', name])
     return mountpoint
@@ -413,11 +418,12 @@ class Sandbox:
     """
 
     def __init__(self, workdir: str | os.PathLike[str] | None = None, pool_size: str | None = None,
-                 stop_zfs_fuse: bool = False) -> None:
+                 stop_zfs_fuse: bool = False, prefill: bool = False) -> None:
         default = os.environ.get('ZR_SANDBOX_DIR') or f'/tmp/zr-sandbox-{os.getpid()}'
         self.workdir = Path(workdir or default).resolve()
         self.pool_size = pool_size
         self.stop_zfs_fuse = stop_zfs_fuse
+        self.prefill = prefill  # create_pool's prefill: the pool images written in full first (the benchmark)
         self.prefix = f'{POOL_PREFIX}{secrets.token_hex(2)}'
         self.src_pool = f'{self.prefix}src'
         self.dst_pool = f'{self.prefix}dst'
@@ -438,7 +444,7 @@ class Sandbox:
                 self.zfs_fuse_pid = ensure_zfs_fuse(self.workdir / 'zfs-fuse.log')
             cleanup_stale_pools()
             for pool in (self.src_pool, self.dst_pool):
-                self.mountpoints[pool] = str(create_pool(pool, self.pool_size, directory=self.workdir))
+                self.mountpoints[pool] = str(create_pool(pool, self.pool_size, directory=self.workdir, prefill=self.prefill))
             self.sshd.start()
         except BaseException:
             self.down()
