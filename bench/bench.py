@@ -590,7 +590,7 @@ class Bench:
                 row['progress_lines_full'] = max(res['progress_lines'])  # logged by our longest full stream
                 out[f'{kind}-{via}'] = row
             self.destroy(f'{self.D}/data-{kind}')
-            self.zfs('destroy', '-r', ds, check=False)
+            self.destroy(ds)  # its snapshots hold 2 x --data-mb: the next kind's need the room (retried while busy)
         out['order'] = 'alternating'  # who went first in a repetition (earlier runs: the raw pipeline, always)
         out['prefilled'] = self.sb.prefill
         # memory flat in data size: our peak RSS for a tiny stream vs the big ones
