@@ -910,7 +910,7 @@ def main():
     ap.add_argument('--growth', default='50,100,200,400')
     ap.add_argument('--latency-ms', type=float, default=25)
     ap.add_argument('--pool-size', default=None,
-                    help='each pool image (sparse; default 4G, and room for two snapshots of --data-mb above 500)')
+                    help='each pool image (default 4G, and room for two snapshots of --data-mb above 500; see --prefill)')
     ap.add_argument('--prefill', action=argparse.BooleanOptionalAction, default=None,
                     help="write the pool images in full before the pools are made (default on zfs-fuse; the OpenZFS guest's "
                          "emulated disk would take long): a write into a sparse image's new region measured about 9x slower "
@@ -929,10 +929,11 @@ def main():
                     help="keep the cases of the results.json already in --results that this run does not measure (same "
                          "engine commit and sizes, else refused): a full set built up over several runs")
     args = ap.parse_args()
+    native = sandbox.native_openzfs()  # the OpenZFS guest (or host): smaller streams, sparse pool images
     if args.data_mb is None:
-        args.data_mb = 500 if sandbox.native_openzfs() else 2000
+        args.data_mb = 500 if native else 2000
     if args.prefill is None:
-        args.prefill = not sandbox.native_openzfs()
+        args.prefill = not native
     if args.pool_size is None:
         args.pool_size = '4G' if args.data_mb <= 500 else f'{4 + math.ceil(2 * args.data_mb / 1024)}G'
     cases = set(args.cases.split(','))
