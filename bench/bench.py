@@ -656,6 +656,42 @@ def rerun_after_first(first):
     return [t for t, s in first.items() if t in ('ours', 'stream-floor') or (t not in ours and s <= 2 * fastest)]
 
 
+def add_round_tools(catchup, peers):
+    """The tools of a run that adds rounds to the earlier CATCHUP (results.json's rows): those that ran its rounds after
+    the first (rerun_after_first of its first round), less the peers not in PEERS (--peers may leave slower ones out)."""
+    again = rerun_after_first({t: r.get('times', [r['time']])[0] for t, r in catchup.items()})
+    return [t for t in again if t in ('ours', 'stream-floor') or t in peers]
+
+
+def add_rounds_refusal(merge, cases, previous, datasets, path):
+    """Why a run cannot add catch-up rounds (--add-rounds) to PREVIOUS (the results.json at PATH, None when there is
+    none), this run measuring CASES on a catch-up tree of DATASETS; '' when it can."""
+    if not merge:
+        return 'it needs --merge'
+    if 'catchup' not in cases:
+        return 'it needs the catchup case in --cases'
+    if 'catchup' not in (previous or {}):
+        return f'{path} holds no catch-up to add rounds to'
+    earlier = previous['catchup']['ours'].get('datasets')
+    if earlier != datasets:
+        return f"the earlier catch-up's tree has {earlier} datasets, this run's {datasets} (--catchup-datasets)"
+    return ''
+
+
+def added_rounds(catchup, sittings, now, sitting):
+    """CATCHUP (an earlier run's rows, measured in SITTINGS: [{date, git, load_at_start, rounds}]) with NOW's rounds (this
+    run's rows, measured in SITTING: {date, git, load_at_start}) after its own, per tool, and the medians over all of
+    them; returns (rows, sittings). Each round measures its tools one after the other in one run, so each round's ratios
+    are of one run; a tool this run left out keeps its earlier rounds."""
+    rows = {}
+    for tool in dict.fromkeys([*catchup, *now]):
+        before, after = catchup.get(tool, {}), now.get(tool, {})
+        times = [*before.get('times', [before['time']] if before else []), *after.get('times', [])]
+        rows[tool] = {'time': statistics.median(times), 'times': times, 'calls': (after or before)['calls'],
+                      'datasets': (before or after).get('datasets')}
+    return rows, [*sittings, {**sitting, 'rounds': len(now['ours']['times'])}]
+
+
 PLANNER_CODE = r'''
 import sys, time, resource, json
 from datetime import datetime, timezone
@@ -881,6 +917,8 @@ def merged(previous, res, ran):
                            **res['case_seconds']}
     out['stopped'] = {**{k: v for k, v in (previous.get('stopped') or {}).items() if k not in ran},
                       **{k: v for k, v in (res.get('stopped') or {}).items() if k in ran}}
+    if 'catchup' not in ran and previous.get('catchup_sittings'):  # the catch-up's rounds came from several runs
+        out['catchup_sittings'] = previous['catchup_sittings']
     out['runtime_s'] = (previous.get('runtime_s') or 0) + res['runtime_s']
     return out
 
@@ -928,6 +966,12 @@ def main():
     ap.add_argument('--merge', action='store_true',
                     help="keep the cases of the results.json already in --results that this run does not measure (same "
                          "engine commit and sizes, else refused): a full set built up over several runs")
+    ap.add_argument('--add-rounds', action='store_true',
+                    help="with --merge: this run's catch-up rounds are added to those of the results.json in --results "
+                         "(same engine commit, sizes and --catchup-datasets) instead of replacing them, the medians taken "
+                         "over all; only the tools that ran its rounds after the first run again (ours, the floor, the "
+                         "peers within twice the fastest; --peers may leave some out). In the OpenZFS guest three rounds "
+                         "of every tool do not fit a sitting")
     args = ap.parse_args()
     native = sandbox.native_openzfs()  # the OpenZFS guest (or host): smaller streams, sparse pool images
     if args.data_mb is None:
@@ -951,6 +995,10 @@ def main():
         refuse_merge(previous, res)  # before anything is measured
         say(f"bench: --merge: keeping {', '.join(k for k in CASES if k in previous and k not in cases) or 'no case'} "
             f"of the run of {previous['machine']['date']}")
+    if args.add_rounds:
+        why = add_rounds_refusal(args.merge, cases, previous, args.catchup_datasets or args.datasets, results / 'results.json')
+        if why:
+            ap.error(f'--add-rounds: {why}; run the catch-up without --add-rounds to measure it anew')
     say(f'bench: {json.dumps(res["machine"])}')
     if 'planner' in cases:
         n, m = map(int, args.planner.split('x'))
@@ -1007,6 +1055,8 @@ def main():
         t = time.monotonic()
         tools = ['ours', 'module', *peers]
         catchup_tools = ['ours', 'ours-serial', *peers, 'stream-floor']
+        if args.add_rounds:
+            catchup_tools = add_round_tools(previous['catchup'], peers)
         # the catch-up's tree: the no-op's, or one of its own (c<N>, not a growth tree: it gains 5 snapshots a round)
         cn = args.catchup_datasets or args.datasets
         ctree = tree if cn == args.datasets else f'c{cn}'
@@ -1027,7 +1077,18 @@ def main():
         res['case_seconds']['setup'] = round(time.monotonic() - t, 1)
         case('noop', lambda: bench.case_noop(tree, tools, ['local', 'ssh'], args.reps, profile=True))
         case('wan', lambda: bench.case_noop(tree, ['ours', *peers], ['wan'], args.reps)['wan'])
-        case('catchup', lambda: bench.case_catchup(ctree, cn, catchup_tools, 'local', args.catchup_reps, deadline))
+        def catchup():
+            now = bench.case_catchup(ctree, cn, catchup_tools, 'local', args.catchup_reps, deadline)
+            if not args.add_rounds:
+                return now
+            first = (previous.get('case_runs') or {}).get('catchup') or {
+                f: previous['machine'].get(f) for f in ('date', 'git', 'load_at_start')}
+            earlier = previous.get('catchup_sittings') or [
+                {**first, 'rounds': len(previous['catchup']['ours'].get('times', [0]))}]
+            rows, res['catchup_sittings'] = added_rounds(previous['catchup'], earlier, now, run_facts)
+            return rows
+
+        case('catchup', catchup)
         case('anatomy', lambda: bench.case_anatomy(atree, args.anatomy_datasets, args.anatomy_reps))
         case('growth', growth)
         case('data', lambda: bench.case_data(args.data_mb, args.data_reps))

@@ -206,12 +206,28 @@ def write(res, outdir):
                 each = ', '.join(f'{t:.1f}' for t in r[tool].get('times', [r[tool]['time']]))
                 rel = r[tool]['time'] / r['ours']['time']
                 L.append(f"| {label.get(tool, tool)} | {r[tool]['time']:.2f} | {each} | {rel:.2f}x | {_calls(r[tool]['calls'])} |")
-        once = [label.get(t, t) for t in r if len(r[t].get('times', ())) < len(r['ours'].get('times', ()))]
-        if once:
-            L += ['', f"Measured in the first round only: {', '.join(once)}. After the first round only ours, the floor and the "
-                  "peers within twice the fastest peer's first-round time run again: the target compares ours with the fastest "
-                  "peer, and a peer over twice its time cannot be the fastest."]
+        rounds = {t: len(r[t].get('times', ())) for t in r}
+        once = [label.get(t, t) for t in r if rounds[t] == 1 < rounds['ours']]
+        fewer = [f"{label.get(t, t)} ({rounds[t]} of {rounds['ours']})" for t in r if 1 < rounds[t] < rounds['ours']]
+        if once or fewer:
+            L += ['', ' '.join(filter(None, (
+                f"Measured in the first round only: {', '.join(once)}." if once else '',
+                f"Measured in fewer rounds than ours: {', '.join(fewer)}." if fewer else '',
+                "After the first round only ours, the floor and the peers within twice the fastest peer's first-round time run "
+                "again: the target compares ours with the fastest peer, and a peer over twice its time cannot be the fastest"
+                + ("; a run that adds rounds (--add-rounds) may leave slower peers out." if len(res.get('catchup_sittings') or ()) > 1
+                   else "."))))]
         fastest = min(peers, key=lambda p: r[p]['time'])
+        sittings = res.get('catchup_sittings') or []
+        if len(sittings) > 1:
+            each = '; '.join(f"{x.get('date')} (commit {x.get('git')}, load {x.get('load_at_start') or 0:.1f}): "
+                             f"{x.get('rounds')} round(s)" for x in sittings)
+            L += ['', f"The rounds come from {len(sittings)} runs at the same engine commit, each adding rounds to the earlier "
+                  f"(--add-rounds): {each}. A round measures its tools one after the other in one run, so each round's ratios "
+                  "are of one run; the medians are over every round."]
+        per_round = [o / p for o, p in zip(r['ours'].get('times', ()), r[fastest].get('times', ()))]
+        if len(per_round) > 1:
+            L += ['', f"Ours / {fastest} in each round: {', '.join(f'{x:.2f}' for x in per_round)}."]
         ratio = r['ours']['time'] / r[fastest]['time']
         floor = ''
         if 'stream-floor' in r:

@@ -97,3 +97,68 @@ def test_why_a_case_stopped_short_goes_with_that_case():
     assert out['stopped'] == {'catchup': 'stopped after round 2 of 3: time'}
     assert bench.merged(first, run('2026-12-06 01:00 UTC', ['wan']), {'wan'})['stopped'] == {
         'catchup': 'stopped after round 1 of 3: time'}
+
+
+def catchup_rows(ours, pyznap, syncoid=None, serial=None):
+    rows = {'ours': {'time': sorted(ours)[len(ours) // 2], 'times': ours, 'calls': {'src': 204, 'dst': 205}, 'datasets': 200},
+            'pyznap': {'time': sorted(pyznap)[len(pyznap) // 2], 'times': pyznap, 'calls': {'src': 601, 'dst': 801},
+                       'datasets': 200}}
+    if serial:
+        rows['ours-serial'] = {'time': serial, 'times': [serial], 'calls': {'src': 204, 'dst': 205}, 'datasets': 200}
+    if syncoid:
+        rows['syncoid'] = {'time': syncoid[0], 'times': syncoid, 'calls': {'src': 402, 'dst': 801}, 'datasets': 200}
+    return rows
+
+
+def test_added_rounds_follow_the_earlier_ones_and_the_medians_are_over_all_of_them():
+    earlier = catchup_rows([330.0, 380.0], [570.0, 600.0], syncoid=[870.0, 880.0], serial=577.0)
+    now = catchup_rows([300.0], [640.0])
+    first = {'date': '2026-12-07 15:20 UTC', 'git': 'aaa', 'load_at_start': 1.1, 'rounds': 2}
+    rows, sittings = bench.added_rounds(earlier, [first], now, {'date': '2026-12-08 09:00 UTC', 'git': 'bbb', 'load_at_start': 1.0})
+    assert rows['ours']['times'] == [330.0, 380.0, 300.0] and rows['ours']['time'] == 330.0
+    assert rows['pyznap']['times'] == [570.0, 600.0, 640.0] and rows['pyznap']['time'] == 600.0
+    # the tools this run left out keep their rounds, and their medians
+    assert rows['syncoid']['times'] == [870.0, 880.0] and rows['syncoid']['time'] == 875.0
+    assert rows['ours-serial']['times'] == [577.0] and rows['ours']['datasets'] == 200
+    assert [s['rounds'] for s in sittings] == [2, 1] and sittings[1]['date'] == '2026-12-08 09:00 UTC'
+
+
+def test_a_run_adding_rounds_runs_ours_the_floor_and_the_peers_that_ran_again():
+    earlier = catchup_rows([330.0], [600.0], syncoid=[874.0], serial=577.0)
+    earlier['zfs-autobackup'] = {'time': 1325.0, 'times': [1325.0], 'calls': {}}
+    earlier['stream-floor'] = {'time': 480.0, 'times': [480.0], 'calls': {}}
+    assert bench.add_round_tools(earlier, ['syncoid', 'pyznap', 'zfs-autobackup']) == ['ours', 'pyznap', 'syncoid', 'stream-floor']
+    assert bench.add_round_tools(earlier, ['pyznap']) == ['ours', 'pyznap', 'stream-floor']
+
+
+@pytest.mark.parametrize('merge, cases, previous, datasets, named', [
+    (False, {'catchup'}, None, 200, '--merge'),
+    (True, {'noop'}, None, 200, 'catchup case'),
+    (True, {'catchup'}, {'noop': {}}, 200, 'no catch-up'),
+    (True, {'catchup'}, {'catchup': catchup_rows([1.0], [2.0])}, 40, '200 datasets, this run\'s 40'),
+])
+def test_adding_rounds_is_refused_naming_why(merge, cases, previous, datasets, named):
+    assert named in bench.add_rounds_refusal(merge, cases, previous, datasets, Path('r/results.json'))
+    assert bench.add_rounds_refusal(True, {'catchup'}, {'catchup': catchup_rows([1.0], [2.0])}, 200, Path('x')) == ''
+
+
+def test_the_catch_up_s_runs_stay_through_a_merge_that_does_not_measure_it():
+    first = run('2026-12-05 01:00 UTC', ['catchup'])
+    first['catchup_sittings'] = [{'date': 'a', 'rounds': 2}, {'date': 'b', 'rounds': 1}]
+    assert bench.merged(first, run('2026-12-06 01:00 UTC', ['noop']), {'noop'})['catchup_sittings'] == first['catchup_sittings']
+    assert 'catchup_sittings' not in bench.merged(first, run('2026-12-06 01:00 UTC', ['catchup']), {'catchup'})
+
+
+def test_the_report_names_the_runs_of_the_rounds_and_each_round_s_ratio(tmp_path):
+    res = run('2026-12-08 09:00 UTC', [])
+    res['machine'].update({'cpu': 'QEMU', 'cores': 2, 'memory_gib': 2, 'kernel': '6.1', 'zfs': 'zfs-2.3.2', 'syncoid': '2.1.0'})
+    res['catchup'] = catchup_rows([330.0, 380.0, 300.0], [570.0, 600.0, 640.0], syncoid=[870.0, 880.0], serial=577.0)
+    res['catchup_sittings'] = [{'date': '2026-12-07 15:20 UTC', 'git': 'aaa', 'load_at_start': 1.1, 'rounds': 2},
+                               {'date': '2026-12-08 09:00 UTC', 'git': 'bbb', 'load_at_start': 1.0, 'rounds': 1}]
+    report.write(res, tmp_path)
+    md = (tmp_path / 'results.md').read_text()
+    assert 'The rounds come from 2 runs at the same engine commit' in md
+    assert '2026-12-07 15:20 UTC (commit aaa, load 1.1): 2 round(s); 2026-12-08 09:00 UTC (commit bbb, load 1.0): 1 round(s)' in md
+    assert 'Ours / pyznap in each round: 0.58, 0.63, 0.47.' in md
+    assert 'Measured in the first round only: zfs.replication (parallel_transfers: 1).' in md
+    assert 'Measured in fewer rounds than ours: syncoid (2 of 3).' in md
