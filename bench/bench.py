@@ -1049,6 +1049,18 @@ def main():
             # the tree stays: its newest snapshots carry our task's hold, and each no-op lists only its own tree
         return out
 
+    def catchup():
+        """The catch-up case; with --add-rounds its rounds go after the earlier run's (added_rounds)."""
+        now = bench.case_catchup(ctree, cn, catchup_tools, 'local', args.catchup_reps, deadline)
+        if not args.add_rounds:
+            return now
+        first = (previous.get('case_runs') or {}).get('catchup') or {
+            f: previous['machine'].get(f) for f in ('date', 'git', 'load_at_start')}
+        earlier = previous.get('catchup_sittings') or [
+            {**first, 'rounds': len(previous['catchup']['ours'].get('times', [0]))}]
+        rows, res['catchup_sittings'] = added_rounds(previous['catchup'], earlier, now, run_facts)
+        return rows
+
     try:
         bench.up()
         tree = f't{args.datasets}'
@@ -1077,17 +1089,6 @@ def main():
         res['case_seconds']['setup'] = round(time.monotonic() - t, 1)
         case('noop', lambda: bench.case_noop(tree, tools, ['local', 'ssh'], args.reps, profile=True))
         case('wan', lambda: bench.case_noop(tree, ['ours', *peers], ['wan'], args.reps)['wan'])
-        def catchup():
-            now = bench.case_catchup(ctree, cn, catchup_tools, 'local', args.catchup_reps, deadline)
-            if not args.add_rounds:
-                return now
-            first = (previous.get('case_runs') or {}).get('catchup') or {
-                f: previous['machine'].get(f) for f in ('date', 'git', 'load_at_start')}
-            earlier = previous.get('catchup_sittings') or [
-                {**first, 'rounds': len(previous['catchup']['ours'].get('times', [0]))}]
-            rows, res['catchup_sittings'] = added_rounds(previous['catchup'], earlier, now, run_facts)
-            return rows
-
         case('catchup', catchup)
         case('anatomy', lambda: bench.case_anatomy(atree, args.anatomy_datasets, args.anatomy_reps))
         case('growth', growth)
