@@ -899,15 +899,19 @@ def refuse_merge(previous, res):
                          + '. Run every case again without --merge, or with the same sizes at that commit.')
 
 
+def case_run(results, case):
+    """The run that measured CASE in RESULTS (a results.json): its `case_runs` entry, or the run's own date, commit and
+    load for a results.json from before case_runs."""
+    return (results.get('case_runs') or {}).get(case) or {f: results['machine'].get(f) for f in ('date', 'git', 'load_at_start')}
+
+
 def merged(previous, res, ran):
     """RES (this run: the cases in RAN) put over PREVIOUS (an earlier results.json of the same engine commit and sizes):
     the cases this run measured replace the earlier ones, the others stay, and `case_runs` says which run measured
     each (date, commit, load). A run too long for one sitting (the OpenZFS guest's full set) is built up this way."""
     refuse_merge(previous, res)
     out = {k: v for k, v in previous.items() if k in CASES and k not in ran}
-    runs = {k: v for k, v in (previous.get('case_runs') or {}).items() if k in out}
-    for k in out:  # a results.json from before case_runs: its cases are the earlier run's
-        runs.setdefault(k, {f: previous['machine'].get(f) for f in ('date', 'git', 'load_at_start')})
+    runs = {k: case_run(previous, k) for k in out}
     out.update({k: v for k, v in res.items() if k not in CASES or k in ran})
     out['case_runs'] = {**runs, **{k: v for k, v in res['case_runs'].items() if k in ran}}
     out['args'] = {**previous['args'], **res['args'], 'peers': ','.join(
@@ -1054,10 +1058,8 @@ def main():
         now = bench.case_catchup(ctree, cn, catchup_tools, 'local', args.catchup_reps, deadline)
         if not args.add_rounds:
             return now
-        first = (previous.get('case_runs') or {}).get('catchup') or {
-            f: previous['machine'].get(f) for f in ('date', 'git', 'load_at_start')}
         earlier = previous.get('catchup_sittings') or [
-            {**first, 'rounds': len(previous['catchup']['ours'].get('times', [0]))}]
+            {**case_run(previous, 'catchup'), 'rounds': len(previous['catchup']['ours'].get('times', [0]))}]
         rows, res['catchup_sittings'] = added_rounds(previous['catchup'], earlier, now, run_facts)
         return rows
 
