@@ -18,6 +18,16 @@ def _progress_note(data: dict) -> list[str]:
             "progress costs.", '']
 
 
+def _noop_reps(res):
+    """How many repetitions the no-op's medians are of, counted from its rows: with --merge the no-op may come from an
+    earlier run than this one, whose --reps and --peer-reps it does not share."""
+    a, noop = res['args'], (res.get('noop') or {}).get('local') or {}
+    ours = len(noop.get('ours', {}).get('times') or []) or a['reps']
+    peers = sorted({len(r.get('times') or []) for t, r in noop.items() if t not in ('ours', 'module', 'floor')})
+    peers = '/'.join(map(str, peers)) if peers else a.get('peer_reps', 1)
+    return f"Medians of {ours} repetitions for zfs.replication and the floor, {peers} for each peer's no-op; "
+
+
 def _runs_note(res):
     """When the cases were measured in more than one run (bench.py --merge), which run measured which."""
     runs = res.get('case_runs') or {}
@@ -144,8 +154,8 @@ def write(res, outdir):
     L = [f"# Benchmark results, {'OpenZFS' if openzfs else 'zfs-fuse'} ({m['date']})", '',
          f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, kernel {m['kernel']}; {backend}; load average at start "
          f"{m['load_at_start']:.1f} (shared machine: compare ratios within this run, not absolute times across runs). "
-         f"Commit {m['git']}; syncoid {m['syncoid']}, pyznap 1.6.0, zfs-autobackup 3.3. Medians of {a['reps']} "
-         f"repetitions for zfs.replication and the floor, {a.get('peer_reps', 1)} for each peer's no-op; the catch-up's rounds as its table says. "
+         f"Commit {m['git']}; syncoid {m['syncoid']}, pyznap 1.6.0, zfs-autobackup 3.3. {_noop_reps(res)}"
+         "the catch-up's rounds as its table says. "
          f"Total runtime {res.get('runtime_s', 0) / 60:.1f} min.", '']
     L += _runs_note(res)
     targets = []

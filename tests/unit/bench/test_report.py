@@ -141,3 +141,15 @@ def test_the_data_path_says_who_went_first_and_whether_the_pools_were_prefilled(
     assert 'back to back in each, the raw pipeline first;' in md and 'written in full' not in md
     target = next(line for line in md.splitlines() if line.startswith('| data path'))
     assert target.startswith('| data path: >= 0.95 of the raw pipeline | NOT MET | worst stream ratio 0.85')
+
+
+def test_the_no_op_repetitions_are_counted_from_its_rows_not_this_runs_args(tmp_path, monkeypatch):
+    # with --merge the no-op may come from an earlier run (3 of ours, 1 of each peer) than this one (--peer-reps 3)
+    monkeypatch.setattr(report, '_plot_noop', lambda res, outdir: None)
+    once = {'time': 16.0, 'times': [16.0], 'calls': {'src': 201, 'dst': 601}}
+    side = {'ours': row(5.0, 2, 1), 'module': row(7.0, 2, 1), 'floor': row(7.1, 1, 1), 'pyznap': once,
+            'syncoid': {**once, 'time': 17.0}, 'zfs-autobackup': {**once, 'time': 44.0}}
+    res = {'machine': MACHINE, 'args': ARGS, 'noop': {'local': side, 'ssh': side}}
+    report.write(res, tmp_path)
+    md = (tmp_path / 'results.md').read_text()
+    assert "Medians of 3 repetitions for zfs.replication and the floor, 1 for each peer's no-op;" in md
