@@ -23,7 +23,7 @@ def _noop_reps(res):
     earlier run than this one, whose --reps and --peer-reps it does not share."""
     a, noop = res['args'], (res.get('noop') or {}).get('local') or {}
     ours = len(noop.get('ours', {}).get('times') or []) or a['reps']
-    peers = sorted({len(r.get('times') or []) for t, r in noop.items() if t not in ('ours', 'module', 'floor')})
+    peers = sorted({len(noop[p].get('times') or []) for p in PEERS if p in noop})
     peers = '/'.join(map(str, peers)) if peers else a.get('peer_reps', 1)
     return f"Medians of {ours} repetitions for zfs.replication and the floor, {peers} for each peer's no-op; "
 
