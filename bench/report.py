@@ -28,6 +28,18 @@ def _noop_reps(res):
     return f"Medians of {ours} repetitions for zfs.replication and the floor, {peers} for each peer's no-op; "
 
 
+def _runtime(res):
+    """The runtime sentence: one run's wall time, or for a set built over several runs (bench.py --merge) the time of
+    the cases it holds (runtime_s there sums every merged run, also those whose cases a later run replaced)."""
+    runs = res.get('case_runs') or {}
+    if len({(r.get('date'), r.get('git')) for r in runs.values()}) < 2:
+        return f"Total runtime {res.get('runtime_s', 0) / 60:.1f} min."
+    cases = {k: v for k, v in (res.get('case_seconds') or {}).items() if k in runs}
+    return (f"Its cases took {sum(cases.values()) / 60:.1f} min in {len({r.get('date') for r in runs.values()})} runs "
+            "(each run also built its trees and, on OpenZFS, booted its guest): " +
+            ', '.join(f"{k} {v / 60:.1f}" for k, v in cases.items()) + " min.")
+
+
 def _runs_note(res):
     """When the cases were measured in more than one run (bench.py --merge), which run measured which."""
     runs = res.get('case_runs') or {}
@@ -155,8 +167,7 @@ def write(res, outdir):
          f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, kernel {m['kernel']}; {backend}; load average at start "
          f"{m['load_at_start']:.1f} (shared machine: compare ratios within this run, not absolute times across runs). "
          f"Commit {m['git']}; syncoid {m['syncoid']}, pyznap 1.6.0, zfs-autobackup 3.3. {_noop_reps(res)}"
-         "the catch-up's rounds as its table says. "
-         f"Total runtime {res.get('runtime_s', 0) / 60:.1f} min.", '']
+         f"the catch-up's rounds as its table says. {_runtime(res)}", '']
     L += _runs_note(res)
     targets = []
     if 'noop' in res:

@@ -153,3 +153,19 @@ def test_the_no_op_repetitions_are_counted_from_its_rows_not_this_runs_args(tmp_
     report.write(res, tmp_path)
     md = (tmp_path / 'results.md').read_text()
     assert "Medians of 3 repetitions for zfs.replication and the floor, 1 for each peer's no-op;" in md
+
+
+def test_a_set_merged_from_several_runs_gives_its_cases_times_not_the_sum_of_every_run(tmp_path):
+    # runtime_s of a merged set sums every run merged into it, also one whose case a later run measured again
+    runs = {'catchup': {'date': '2026-12-07 15:20 UTC', 'git': 'aaa1111', 'load_at_start': 1.1},
+            'data': {'date': '2026-12-07 20:36 UTC', 'git': 'bbb2222', 'load_at_start': 1.2}}
+    res = {'machine': MACHINE, 'args': ARGS, 'runtime_s': 15000.0, 'case_runs': runs,
+           'case_seconds': {'setup': 0.0, 'catchup': 6900.0, 'data': 1740.0},
+           'catchup': {'ours': row(30.0), 'pyznap': row(50.0, 801, 801)}}
+    report.write(res, tmp_path)
+    md = (tmp_path / 'results.md').read_text()
+    assert 'Total runtime' not in md
+    assert "Its cases took 144.0 min in 2 runs" in md and 'catchup 115.0, data 29.0 min.' in md
+    one = {**res, 'case_runs': {'catchup': runs['catchup']}}
+    report.write(one, tmp_path)
+    assert 'Total runtime 250.0 min.' in (tmp_path / 'results.md').read_text()
