@@ -147,6 +147,23 @@ def _anatomy_reading(an):
     return [' '.join(out)] if out else []
 
 
+def _link_cost(wan, ssh, fastest, ms):
+    """Where the time over the delaying proxy goes: what the link added to each tool's loopback ssh no-op of the same
+    set (per zfs call for the peers), and what 50x ahead of the fastest peer would need. [] without the ssh no-op."""
+    if not ssh or any(t not in ssh for t in ('ours', fastest)):
+        return []
+    tools = [t for t in ('ours', *PEERS) if t in wan and t in ssh]
+    added = {t: wan[t]['time'] - ssh[t]['time'] for t in tools}
+    each = '; '.join(f"{t} {added[t]:+.1f} s" + (f" ({added[t] / (c['src'] + c['dst']):.3f} s per zfs call)"
+                                                 if t != 'ours' and (c := wan[t]['calls'])['src'] + c['dst'] else '')
+                     for t in tools)
+    rest = wan[fastest]['time'] - added[fastest]
+    return [f"What the {ms:.0f} ms-each-way link added to each tool's loopback ssh no-op: {each}. Of {fastest}'s "
+            f"{wan[fastest]['time']:.1f} s, {rest:.1f} s are what it takes over loopback ssh, its calls' own work; 50x "
+            f"ahead of it needs a run of {wan[fastest]['time'] / 50:.2f} s, and ours over loopback ssh takes "
+            f"{ssh['ours']['time']:.2f} s (the listing: see the no-op's profile).", '']
+
+
 def _calls(c):
     return f"{c['src']} / {c['dst']}"
 
@@ -212,6 +229,7 @@ def write(res, outdir):
         targets.append(('no-op over latency: >= 50x faster than the fastest peer', _ok(r[fastest]['time'] / r['ours']['time'] >= 50),
                         f"{r[fastest]['time'] / r['ours']['time']:.1f}x vs {fastest}"))
         L.append('')
+        L += _link_cost(r, (res.get('noop') or {}).get('ssh'), fastest, a['latency_ms'])
     if 'catchup' in res:
         r = res['catchup']
         reps = len(r['ours'].get('times', ())) or a.get('catchup_reps', 1)  # fewer than asked when --time-limit stopped it

@@ -169,3 +169,19 @@ def test_a_set_merged_from_several_runs_gives_its_cases_times_not_the_sum_of_eve
     one = {**res, 'case_runs': {'catchup': runs['catchup']}}
     report.write(one, tmp_path)
     assert 'Total runtime 250.0 min.' in (tmp_path / 'results.md').read_text()
+
+
+def test_the_latency_case_says_what_the_link_added_to_each_tool(tmp_path, monkeypatch):
+    # a 50x not met: the report shows where the peer's time over the link goes, not only the verdict
+    monkeypatch.setattr(report, '_plot_noop', lambda res, outdir: None)
+    ssh = {'ours': row(20.0, 2, 2), 'floor': row(31.0, 1, 1), 'pyznap': row(322.0, 201, 601)}
+    wan = {'ours': row(21.0, 2, 2), 'floor': row(34.0, 1, 1), 'pyznap': row(402.0, 201, 601)}
+    res = {'machine': MACHINE, 'args': {**ARGS, 'latency_ms': 25}, 'noop': {'local': ssh, 'ssh': ssh}, 'wan': wan}
+    report.write(res, tmp_path)
+    md = (tmp_path / 'results.md').read_text()
+    assert "added to each tool's loopback ssh no-op: ours +1.0 s; pyznap +80.0 s (0.100 s per zfs call)." in md
+    assert "Of pyznap's 402.0 s, 322.0 s are what it takes over loopback ssh" in md
+    assert 'needs a run of 8.04 s, and ours over loopback ssh takes 20.00 s' in md
+    del res['noop']
+    report.write(res, tmp_path)
+    assert 'added to each' not in (tmp_path / 'results.md').read_text()
