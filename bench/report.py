@@ -28,26 +28,32 @@ def _noop_reps(res):
     return f"Medians of {ours} repetitions for zfs.replication and the floor, {peers} for each peer's no-op; "
 
 
+def _merged_runs(res):
+    """How many runs measured the set's cases (bench.py --merge): more than one by their dates, else 1."""
+    runs = (res.get('case_runs') or {}).values()
+    return len({r.get('date') for r in runs}) if len({(r.get('date'), r.get('git')) for r in runs}) > 1 else 1
+
+
 def _runtime(res):
     """The runtime sentence: one run's wall time, or for a set built over several runs (bench.py --merge) the time of
     the cases it holds (runtime_s there sums every merged run, also those whose cases a later run replaced)."""
-    runs = res.get('case_runs') or {}
-    if len({(r.get('date'), r.get('git')) for r in runs.values()}) < 2:
+    n = _merged_runs(res)
+    if n < 2:
         return f"Total runtime {res.get('runtime_s', 0) / 60:.1f} min."
-    cases = {k: v for k, v in (res.get('case_seconds') or {}).items() if k in runs}
-    return (f"Its cases took {sum(cases.values()) / 60:.1f} min in {len({r.get('date') for r in runs.values()})} runs "
+    cases = {k: v for k, v in (res.get('case_seconds') or {}).items() if k in res['case_runs']}
+    return (f"Its cases took {sum(cases.values()) / 60:.1f} min in {n} runs "
             "(each run also built its trees and, on OpenZFS, booted its guest): " +
             ', '.join(f"{k} {v / 60:.1f}" for k, v in cases.items()) + " min.")
 
 
 def _runs_note(res):
     """When the cases were measured in more than one run (bench.py --merge), which run measured which."""
-    runs = res.get('case_runs') or {}
-    if len({(r.get('date'), r.get('git')) for r in runs.values()}) < 2:
+    n = _merged_runs(res)
+    if n < 2:
         return []
     each = '; '.join(f"{case}: {r.get('date')}, commit {r.get('git')}, load {r.get('load_at_start') or 0:.1f}"
-                     for case, r in runs.items())
-    return [f"Measured in {len({r.get('date') for r in runs.values()})} runs at the same engine commit "
+                     for case, r in res['case_runs'].items())
+    return [f"Measured in {n} runs at the same engine commit "
             f"{res['machine'].get('engine')} (the last commit that changed plugins/), with the same sizes: {each}. "
             "Each table's ratios come from one run.", '']
 
@@ -152,14 +158,15 @@ def _link_cost(wan, ssh, fastest, ms):
     set (per zfs call for the peers), and what 50x ahead of the fastest peer would need. [] without the ssh no-op."""
     if not ssh or any(t not in ssh for t in ('ours', fastest)):
         return []
-    tools = [t for t in ('ours', *PEERS) if t in wan and t in ssh]
-    added = {t: wan[t]['time'] - ssh[t]['time'] for t in tools}
-    each = '; '.join(f"{t} {added[t]:+.1f} s" + (f" ({added[t] / (c['src'] + c['dst']):.3f} s per zfs call)"
-                                                 if t != 'ours' and (c := wan[t]['calls'])['src'] + c['dst'] else '')
-                     for t in tools)
-    rest = wan[fastest]['time'] - added[fastest]
+
+    def added(t):
+        s = wan[t]['time'] - ssh[t]['time']
+        calls = wan[t]['calls']['src'] + wan[t]['calls']['dst']
+        return f"{t} {s:+.1f} s" + (f" ({s / calls:.3f} s per zfs call)" if t != 'ours' and calls else '')
+
+    each = '; '.join(added(t) for t in ('ours', *PEERS) if t in wan and t in ssh)
     return [f"What the {ms:.0f} ms-each-way link added to each tool's loopback ssh no-op: {each}. Of {fastest}'s "
-            f"{wan[fastest]['time']:.1f} s, {rest:.1f} s are what it takes over loopback ssh, its calls' own work; 50x "
+            f"{wan[fastest]['time']:.1f} s, {ssh[fastest]['time']:.1f} s are what it takes over loopback ssh, its calls' own work; 50x "
             f"ahead of it needs a run of {wan[fastest]['time'] / 50:.2f} s, and ours over loopback ssh takes "
             f"{ssh['ours']['time']:.2f} s (the listing: see the no-op's profile).", '']
 
